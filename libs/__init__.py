@@ -1,0 +1,1 @@
+"""kdesk: automated trading desk for Kalshi prediction markets."""

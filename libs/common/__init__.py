@@ -1,0 +1,1 @@
+"""Shared library used by every kdesk service: config, events, bus, database, money, health."""

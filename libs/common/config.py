@@ -1,0 +1,252 @@
+"""Desk configuration: one pydantic-settings class read from the environment.
+
+Every variable is `KDESK_*` except the Kalshi credentials, which keep the names the design
+gives them (`KALSHI_DEMO_KEY_ID`, ...). A bad value fails at start with a `ConfigError` that
+names the variable; secret values are never echoed.
+"""
+
+from __future__ import annotations
+
+import socket
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "KDESK_"
+
+
+class ConfigError(ValueError):
+    """The environment holds a value the desk cannot run with; the message names the variable."""
+
+
+class Mode(StrEnum):
+    """Where market data comes from and where orders go (DESIGN §2)."""
+
+    SIM = "sim"
+    PAPER = "paper"
+    DEMO = "demo"
+    LIVE = "live"
+
+
+class Profile(StrEnum):
+    """Risk preset; each value can be overridden by its own variable."""
+
+    CONSERVATIVE = "conservative"
+    BALANCED = "balanced"
+    AGGRESSIVE = "aggressive"
+
+
+KalshiEnv = Literal["demo", "prod"]
+
+# Caps are in US dollars here (what an operator types) and in $0.0001 ticks inside the desk.
+PROFILE_PRESETS: dict[Profile, dict[str, Any]] = {
+    Profile.CONSERVATIVE: {
+        "kelly_fraction": 0.10, "min_edge": 0.03, "taker_min_edge": 0.06, "confidence_floor": 0.60,
+        "max_order_usd": "10", "max_market_usd": "25", "max_event_usd": "50", "max_family_usd": "200",
+        "max_portfolio_usd": "500", "max_open_orders": 20, "daily_loss_limit_usd": "50",
+    },
+    Profile.BALANCED: {
+        "kelly_fraction": 0.25, "min_edge": 0.02, "taker_min_edge": 0.04, "confidence_floor": 0.50,
+        "max_order_usd": "25", "max_market_usd": "100", "max_event_usd": "200", "max_family_usd": "1000",
+        "max_portfolio_usd": "2000", "max_open_orders": 50, "daily_loss_limit_usd": "200",
+    },
+    Profile.AGGRESSIVE: {
+        "kelly_fraction": 0.50, "min_edge": 0.01, "taker_min_edge": 0.025, "confidence_floor": 0.40,
+        "max_order_usd": "100", "max_market_usd": "500", "max_event_usd": "1000", "max_family_usd": "5000",
+        "max_portfolio_usd": "10000", "max_open_orders": 200, "daily_loss_limit_usd": "1000",
+    },
+}
+_USD_FIELDS = ("max_order_usd", "max_market_usd", "max_event_usd", "max_family_usd", "max_portfolio_usd",
+               "daily_loss_limit_usd")
+_SECRET_FIELDS = {"kalshi_demo_key_id", "kalshi_prod_key_id", "database_url", "telegram_bot_token"}
+
+
+def usd_to_ticks(value: str | int | Decimal) -> int:
+    """Convert an operator-entered dollar amount ("200", "12.50") to $0.0001 ticks, exactly."""
+    try:
+        d = Decimal(str(value).strip())
+    except InvalidOperation as e:
+        raise ValueError(f"not a dollar amount: {value!r}") from e
+    if not d.is_finite() or d < 0:
+        raise ValueError(f"must be a non-negative dollar amount, got {value!r}")
+    ticks = d * 10_000
+    if ticks != ticks.to_integral_value():
+        raise ValueError(f"more precise than $0.0001: {value!r}")
+    return int(ticks)
+
+
+class RiskLimits:
+    """The resolved risk numbers (profile preset + overrides), money in $0.0001 ticks."""
+
+    __slots__ = ("confidence_floor", "daily_loss_limit", "kelly_fraction", "max_event", "max_family",
+                 "max_market", "max_open_orders", "max_order", "max_portfolio", "min_edge", "taker_min_edge")
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.kelly_fraction: float = float(values["kelly_fraction"])
+        self.min_edge: float = float(values["min_edge"])
+        self.taker_min_edge: float = float(values["taker_min_edge"])
+        self.confidence_floor: float = float(values["confidence_floor"])
+        self.max_order: int = usd_to_ticks(values["max_order_usd"])
+        self.max_market: int = usd_to_ticks(values["max_market_usd"])
+        self.max_event: int = usd_to_ticks(values["max_event_usd"])
+        self.max_family: int = usd_to_ticks(values["max_family_usd"])
+        self.max_portfolio: int = usd_to_ticks(values["max_portfolio_usd"])
+        self.max_open_orders: int = int(values["max_open_orders"])
+        self.daily_loss_limit: int = usd_to_ticks(values["daily_loss_limit_usd"])
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for status replies and logs."""
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class KalshiCredentials:
+    """A key id and the path of its PEM private key for one Kalshi environment."""
+
+    __slots__ = ("env", "key_id", "private_key_path")
+
+    def __init__(self, env: KalshiEnv, key_id: SecretStr, private_key_path: Path) -> None:
+        self.env = env
+        self.key_id = key_id
+        self.private_key_path = private_key_path
+
+    def __repr__(self) -> str:
+        return f"KalshiCredentials(env={self.env!r}, key_id=***, private_key_path={str(self.private_key_path)!r})"
+
+
+def _var(field: str) -> str:
+    if field.startswith("kalshi_"):
+        return field.upper()
+    return ENV_PREFIX + field.upper()
+
+
+class Settings(BaseSettings):
+    """Everything a kdesk process reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False,
+                                      validate_default=True)
+
+    mode: Mode = Mode.SIM
+    profile: Profile = Profile.BALANCED
+    nats_url: str | None = None
+    database_url: SecretStr | None = None
+    allow_live: bool = False
+    # The container hostname under compose, so `kdesk health <svc> --instance $HOSTNAME` finds its own replica.
+    instance: str = Field(default_factory=socket.gethostname, min_length=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console", "auto"] = "auto"
+    health_interval_s: float = Field(default=5.0, gt=0, le=300)
+    var_dir: Path = Path("var")
+    telegram_bot_token: SecretStr | None = None
+
+    # Risk overrides; None means "take the profile's preset".
+    kelly_fraction: float | None = Field(default=None, gt=0, le=1)
+    min_edge: float | None = Field(default=None, ge=0, lt=1)
+    taker_min_edge: float | None = Field(default=None, ge=0, lt=1)
+    confidence_floor: float | None = Field(default=None, ge=0, le=1)
+    max_order_usd: str | None = None
+    max_market_usd: str | None = None
+    max_event_usd: str | None = None
+    max_family_usd: str | None = None
+    max_portfolio_usd: str | None = None
+    max_open_orders: int | None = Field(default=None, ge=0)
+    daily_loss_limit_usd: str | None = None
+
+    kalshi_demo_key_id: SecretStr | None = Field(default=None, validation_alias=AliasChoices("KALSHI_DEMO_KEY_ID"))
+    kalshi_demo_private_key_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("KALSHI_DEMO_PRIVATE_KEY_PATH"))
+    kalshi_prod_key_id: SecretStr | None = Field(default=None, validation_alias=AliasChoices("KALSHI_PROD_KEY_ID"))
+    kalshi_prod_private_key_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("KALSHI_PROD_PRIVATE_KEY_PATH"))
+
+    @field_validator(*_USD_FIELDS)
+    @classmethod
+    def _dollars(cls, v: str | None) -> str | None:
+        if v is not None:
+            usd_to_ticks(v)
+        return v
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ValueError("must start with nats://, tls://, ws:// or wss://")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("postgresql", "postgres://")):
+            raise ValueError("must be a PostgreSQL URL (postgresql://user:password@host:port/db)")
+        return v
+
+    @field_validator("kalshi_demo_private_key_path", "kalshi_prod_private_key_path")
+    @classmethod
+    def _key_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> Settings:
+        if self.mode is Mode.LIVE and not self.allow_live:
+            raise ValueError("KDESK_MODE=live requires KDESK_ALLOW_LIVE=1 (and the operator must still arm it)")
+        for env in ("demo", "prod"):
+            key, path = getattr(self, f"kalshi_{env}_key_id"), getattr(self, f"kalshi_{env}_private_key_path")
+            if (key is None) != (path is None):
+                missing = _var(f"kalshi_{env}_private_key_path") if path is None else _var(f"kalshi_{env}_key_id")
+                raise ValueError(f"{missing} must be set together with its pair")
+        needed = {Mode.DEMO: "demo", Mode.LIVE: "prod"}.get(self.mode)
+        if needed and getattr(self, f"kalshi_{needed}_key_id") is None:
+            raise ValueError(f"KDESK_MODE={self.mode.value} needs {_var(f'kalshi_{needed}_key_id')} and "
+                             f"{_var(f'kalshi_{needed}_private_key_path')}")
+        return self
+
+    @property
+    def risk(self) -> RiskLimits:
+        """The profile preset with every explicitly set override applied."""
+        values = dict(PROFILE_PRESETS[self.profile])
+        for name in values:
+            override = getattr(self, name)
+            if override is not None:
+                values[name] = override
+        return RiskLimits(values)
+
+    def kalshi_env(self) -> KalshiEnv | None:
+        """Which Kalshi environment this mode trades against (None for sim; paper reads prod data)."""
+        return {Mode.SIM: None, Mode.PAPER: "prod", Mode.DEMO: "demo", Mode.LIVE: "prod"}[self.mode]
+
+    def kalshi_credentials(self, env: KalshiEnv) -> KalshiCredentials | None:
+        """Credentials for exactly `env`; a demo key is never returned for prod or vice versa."""
+        key, path = getattr(self, f"kalshi_{env}_key_id"), getattr(self, f"kalshi_{env}_private_key_path")
+        if key is None or path is None:
+            return None
+        return KalshiCredentials(env, key, path)
+
+    def database_url_value(self) -> str | None:
+        """The database URL (secret: never log it)."""
+        return self.database_url.get_secret_value() if self.database_url else None
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+    field = loc[0] if loc else ""
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if not field:
+        return msg
+    name = _var(field)
+    if field in _SECRET_FIELDS:
+        return f"{name}: {msg}"
+    return f"{name}: {msg} (got {err.get('input')!r})"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (plus `overrides`), or raise `ConfigError` naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(_describe(err) for err in e.errors(include_url=False))
+        raise ConfigError(f"invalid configuration: {problems}") from None

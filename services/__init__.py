@@ -1,0 +1,1 @@
+"""kdesk services; each is runnable as `python -m services.<name>`."""

@@ -1,0 +1,1 @@
+"""Operator CLI (`kdesk`) and the local supervisor behind `make run`."""

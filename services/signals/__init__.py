@@ -1,0 +1,1 @@
+"""The signals service (not implemented yet: no __main__, so the supervisor does not start it)."""

@@ -1,0 +1,1 @@
+"""Shared test kit: infrastructure handles and event factories used by every suite."""
