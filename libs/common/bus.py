@@ -1,0 +1,508 @@
+"""A thin layer over nats-py: connect, provision, typed publish, consume, commands, drain.
+
+Delivery rules (DESIGN §4):
+- JetStream publishes carry `Nats-Msg-Id` = event id, and a timed-out publish is retried with the
+  same id, so the stream stores it once.
+- Durable pull consumers ack only after the handler returns. A handler that raises is `nak`ed with
+  a growing delay; a message that cannot be decoded, that raises `PoisonMessage`, or that fails
+  its last allowed delivery is terminated and published to `ops.alert.deadletter` first. If even
+  the dead-letter publish fails, the message is `nak`ed instead: nothing is dropped silently.
+- Dedup protects publishing only; redelivery still happens, so handlers must be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import to_jsonable_python
+
+from libs.common import subjects
+from libs.common.config import Mode
+from libs.common.events import Alert, Event, utcnow
+from libs.common.logs import get_logger, redact_text
+
+log = get_logger(__name__)
+
+E = TypeVar("E", bound=BaseModel)
+Handler = Callable[[E], Awaitable[None]]
+
+
+class BusError(RuntimeError):
+    """The bus could not do what was asked (connection, provisioning, publish)."""
+
+
+class TransientError(Exception):
+    """Raise from a handler when a retry later may succeed (database down, exchange 5xx)."""
+
+    def __init__(self, message: str, *, delay_s: float | None = None) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class PoisonMessage(Exception):
+    """Raise from a handler when the message can never be processed: dead-letter it."""
+
+
+class CommandError(Exception):
+    """A command was refused or failed; `code` is machine-readable, the message is for the operator."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CommandUnavailable(CommandError):
+    """No instance of the owning service answered."""
+
+
+async def _probe(url: str, timeout: float) -> None:
+    """Raise OSError unless one of the servers in `url` (comma-separated) accepts a TCP connection."""
+    errors: list[str] = []
+    for part in url.split(","):
+        u = urlsplit(part.strip() if "://" in part else f"nats://{part.strip()}")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(u.hostname, u.port or 4222), timeout)
+        except (OSError, TimeoutError) as e:
+            errors.append(f"{u.hostname}:{u.port or 4222}: {e or type(e).__name__}")
+            continue
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return
+    raise OSError("; ".join(errors))
+
+
+def _headers(event: Event) -> dict[str, str]:
+    return {api.Header.MSG_ID: event.id}
+
+
+# --- streams and KV ----------------------------------------------------------------------------
+
+def stream_config(spec: subjects.StreamSpec) -> api.StreamConfig:
+    """The nats-py config for one of the design's streams."""
+    return api.StreamConfig(
+        name=spec.name,
+        description=spec.description or None,
+        subjects=list(spec.subjects),
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        max_age=spec.max_age_s or None,
+        max_msgs_per_subject=spec.max_msgs_per_subject,
+        duplicate_window=spec.duplicate_window_s,
+        discard=api.DiscardPolicy.OLD,
+    )
+
+
+def _differs(want: api.StreamConfig, have: api.StreamConfig) -> bool:
+    fields = ("subjects", "max_age", "max_msgs_per_subject", "duplicate_window", "description")
+    return any((getattr(want, f) or None) != (getattr(have, f) or None) for f in fields)
+
+
+# --- consumers ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer: every replica that uses the same `durable` shares the work."""
+
+    stream: str
+    durable: str
+    filter_subjects: tuple[str, ...]
+    max_deliver: int = 5
+    backoff_s: tuple[float, ...] = (0.5, 2.0, 10.0, 30.0)
+    ack_wait_s: float = 30.0
+    batch: int = 64
+    fetch_timeout_s: float = 1.0
+    max_ack_pending: int = 1000
+    deliver_new_only: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> api.ConsumerConfig:
+        """The nats-py consumer config."""
+        return api.ConsumerConfig(
+            durable_name=self.durable,
+            name=self.durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            # One more than ours: we terminate and dead-letter on the last attempt ourselves; the
+            # server's limit only catches a process that dies mid-message every time, and its
+            # MAX_DELIVERIES advisory is dead-lettered by the consumer too.
+            max_deliver=self.max_deliver + 1,
+            max_ack_pending=self.max_ack_pending,
+            deliver_policy=api.DeliverPolicy.NEW if self.deliver_new_only else api.DeliverPolicy.ALL,
+            filter_subject=self.filter_subjects[0] if len(self.filter_subjects) == 1 else None,
+            filter_subjects=list(self.filter_subjects) if len(self.filter_subjects) > 1 else None,
+        )
+
+    def delay_for(self, attempt: int) -> float:
+        """Redelivery delay after failed attempt number `attempt` (1-based)."""
+        return self.backoff_s[min(attempt, len(self.backoff_s)) - 1]
+
+
+class PullConsumer:
+    """Runs a typed handler over a durable pull consumer until stopped."""
+
+    def __init__(self, bus: Bus, spec: ConsumerSpec, decoder: TypeAdapter[Any], handler: Handler[Any]) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.decoder = decoder
+        self.handler = handler
+        self.handled = 0
+        self.failed = 0
+        self.dead_lettered = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._advisory: Subscription | None = None
+
+    async def start(self) -> PullConsumer:
+        """Create or bind the durable, start the fetch loop and the max-deliveries watcher."""
+        adv = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.spec.stream}.{self.spec.durable}"
+        self._advisory = await self.bus.nc.subscribe(adv, cb=self._on_max_deliveries)
+        psub = await self._subscribe()
+        self._task = asyncio.create_task(self._run(psub), name=f"consumer:{self.spec.durable}")
+        return self
+
+    async def stop(self) -> None:
+        """Stop fetching; the message in hand is finished first."""
+        self._stop.set()
+        if self._advisory is not None:
+            with contextlib.suppress(Exception):
+                await self._advisory.unsubscribe()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        js = self.bus.js
+        try:
+            await js.add_consumer(self.spec.stream, config=self.spec.config())
+        except nats.js.errors.BadRequestError as e:
+            # Already exists with other settings (e.g. an older deploy): keep it, bind to it.
+            log.warning("consumer_config_kept", durable=self.spec.durable, error=str(e))
+        return await js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+
+    async def _run(self, psub: JetStreamContext.PullSubscription) -> None:
+        while not self._stop.is_set():
+            try:
+                msgs = await psub.fetch(self.spec.batch, timeout=self.spec.fetch_timeout_s)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                return
+            except nats.js.errors.NotFoundError:
+                log.warning("consumer_missing_recreating", durable=self.spec.durable)
+                psub = await self._resubscribe(psub)
+                continue
+            except Exception as e:  # reconnecting, server restarting: try again shortly
+                log.warning("consumer_fetch_failed", durable=self.spec.durable, error=str(e))
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(Exception):
+                    psub = await self._resubscribe(psub)
+                continue
+            for msg in msgs:
+                await self._handle(msg)
+
+    async def _resubscribe(self, old: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
+        with contextlib.suppress(Exception):
+            await old.unsubscribe()
+        return await self._subscribe()
+
+    async def _handle(self, msg: Msg) -> None:
+        attempt = msg.metadata.num_delivered
+        try:
+            event = self.decoder.validate_json(msg.data)
+        except ValidationError as e:
+            await self._dead_letter(msg, "malformed", _short(e))
+            return
+        try:
+            await self.handler(event)
+        except PoisonMessage as e:
+            await self._dead_letter(msg, "poison", str(e))
+            return
+        except Exception as e:
+            self.failed += 1
+            if attempt >= self.spec.max_deliver:
+                await self._dead_letter(msg, "max_deliver", f"{type(e).__name__}: {e}")
+                return
+            delay = e.delay_s if isinstance(e, TransientError) and e.delay_s is not None \
+                else self.spec.delay_for(attempt)
+            log.warning("handler_failed_will_retry", durable=self.spec.durable, subject=msg.subject,
+                        attempt=attempt, retry_in_s=delay, error=f"{type(e).__name__}: {e}")
+            await msg.nak(delay=delay)
+            return
+        await msg.ack()
+        self.handled += 1
+
+    async def _dead_letter(self, msg: Msg, reason: str, error: str) -> None:
+        md = msg.metadata
+        try:
+            await self.bus.dead_letter(stream=md.stream, consumer=md.consumer, seq=md.sequence.stream,
+                                       subject=msg.subject, data=msg.data, reason=reason, error=error,
+                                       deliveries=md.num_delivered)
+        except Exception as e:
+            log.error("deadletter_publish_failed_nak", subject=msg.subject, error=str(e))
+            await msg.nak(delay=self.spec.backoff_s[-1])
+            return
+        await msg.term()
+        self.dead_lettered += 1
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        # The server gave up on a message whose handler never answered (process died each
+        # time). Fetch it by stream sequence and dead-letter it so an operator sees it.
+        try:
+            adv = json.loads(msg.data)
+            seq = int(adv["stream_seq"])
+            raw = await self.bus.js.get_msg(self.spec.stream, seq)
+            await self.bus.dead_letter(stream=self.spec.stream, consumer=self.spec.durable, seq=seq,
+                                       subject=raw.subject or "", data=raw.data or b"", reason="max_deliver",
+                                       error="no ack after the server's maximum deliveries",
+                                       deliveries=int(adv.get("deliveries", 0)))
+            self.dead_lettered += 1
+        except Exception as e:
+            log.error("max_deliveries_advisory_unhandled", error=str(e))
+
+
+def _short(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors(include_url=False))[:500]
+
+
+# --- the bus -----------------------------------------------------------------------------------
+
+class Bus:
+    """A connected NATS client for one service instance."""
+
+    def __init__(self, nc: Client, service: str, mode: Mode) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.service = service
+        self.mode = mode
+        self._consumers: list[PullConsumer] = []
+        self._subs: list[Subscription] = []
+        self._closed = asyncio.Event()
+        self._closing = False
+
+    @classmethod
+    async def connect(cls, url: str, *, service: str, mode: Mode = Mode.SIM, instance: str | None = None,
+                      max_reconnect_attempts: int = -1, reconnect_time_wait: float = 1.0,
+                      connect_timeout: float = 2.0, initial_attempts: int = 30) -> Bus:
+        """Connect with a service name and a reconnect policy (forever by default).
+
+        The first connection is retried `initial_attempts` times so that compose start-up order
+        does not matter; after that the client reconnects forever and buffers core publishes.
+        """
+        holder: dict[str, Bus] = {}
+
+        async def on_error(e: Exception) -> None:
+            log.warning("nats_error", error=redact_text(str(e)))
+
+        async def on_disconnected() -> None:
+            if "bus" in holder and not holder["bus"]._closing:
+                log.warning("nats_disconnected")
+
+        async def on_reconnected() -> None:
+            log.info("nats_reconnected", server=redact_text(str(nc.connected_url.netloc if nc.connected_url else "")))
+
+        async def on_closed() -> None:
+            if "bus" in holder:
+                holder["bus"]._closed.set()
+
+        name = f"kdesk-{service}" + (f"-{instance}" if instance else "")
+        # nats-py retries the *first* connect inside its reconnect loop, forever with
+        # max_reconnect_attempts=-1, so an unreachable server would hang us silently. Probe the
+        # TCP port ourselves for the initial attempts, then hand over to nats-py's reconnect.
+        last: Exception | None = None
+        for attempt in range(max(1, initial_attempts)):
+            try:
+                await _probe(url, connect_timeout)
+                nc = await nats.connect(
+                    url, name=name, allow_reconnect=True, max_reconnect_attempts=max_reconnect_attempts,
+                    reconnect_time_wait=reconnect_time_wait, connect_timeout=connect_timeout,
+                    error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
+                    closed_cb=on_closed,
+                )
+                break
+            except (OSError, nats.errors.NoServersError, TimeoutError) as e:
+                last = e
+                if attempt + 1 < initial_attempts:
+                    log.warning("nats_connect_retry", attempt=attempt + 1, url=redact_text(url), error=str(e))
+                    await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+        else:
+            raise BusError(f"cannot connect to NATS at {redact_text(url)}: {last or 'unreachable'}; is it running? "
+                           "(set KDESK_NATS_URL or use `make run` for an embedded server)")
+        bus = cls(nc, service, mode)
+        holder["bus"] = bus
+        return bus
+
+    # -- provisioning --
+
+    async def provision(self, streams: Sequence[subjects.StreamSpec] = subjects.STREAMS) -> None:
+        """Create or update the design's streams and the `control` KV bucket; safe to repeat."""
+        for spec in streams:
+            want = stream_config(spec)
+            try:
+                info = await self.js.stream_info(spec.name)
+            except nats.js.errors.NotFoundError:
+                await self.js.add_stream(want)
+                log.info("stream_created", stream=spec.name)
+                continue
+            if _differs(want, info.config):
+                await self.js.update_stream(want)
+                log.info("stream_updated", stream=spec.name)
+        try:
+            await self.js.key_value(subjects.CONTROL_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            await self.js.create_key_value(bucket=subjects.CONTROL_BUCKET, history=10,
+                                           description="desk control: paused, mode, live arming, family switches")
+            log.info("kv_created", bucket=subjects.CONTROL_BUCKET)
+
+    async def control(self) -> KeyValue:
+        """The `control` KV bucket (provisioned)."""
+        return await self.js.key_value(subjects.CONTROL_BUCKET)
+
+    # -- publishing --
+
+    async def publish(self, subject: str, event: Event) -> None:
+        """Core NATS publish (at most once; for the hot path and heartbeats)."""
+        await self.nc.publish(subject, event.to_json(), headers=_headers(event))
+
+    async def publish_js(self, subject: str, event: Event, *, timeout: float = 5.0, attempts: int = 5) -> api.PubAck:
+        """JetStream publish with `Nats-Msg-Id` = event id, retried with the same id until acked."""
+        data = event.to_json()
+        last: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                return await self.js.publish(subject, data, timeout=timeout, headers=_headers(event))
+            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError,
+                    nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as e:
+                last = e
+                log.warning("publish_retry", subject=subject, event_id=event.id, attempt=attempt + 1, error=str(e))
+                await asyncio.sleep(min(0.2 * 2**attempt, 3.0))
+        raise BusError(f"JetStream publish to {subject} not acknowledged after {attempts} attempts: {last}")
+
+    async def dead_letter(self, *, stream: str, consumer: str, seq: int, subject: str, data: bytes, reason: str,
+                          error: str, deliveries: int) -> None:
+        """Publish a message we are giving up on to `ops.alert.deadletter`, with its payload."""
+        try:
+            payload: dict[str, Any] = {"text": data.decode()[:65536]}
+        except UnicodeDecodeError:
+            payload = {"base64": base64.b64encode(data[:65536]).decode()}
+        alert = Alert(
+            id=f"deadletter:{stream}:{seq}", ts_event=utcnow(), mode=self.mode, family="deadletter",
+            severity="warning", dedupe_key=f"deadletter:{stream}:{seq}",
+            title=f"message dead-lettered by {consumer}: {reason}", detail=error[:2000],
+            data={"stream": stream, "consumer": consumer, "stream_seq": seq, "subject": subject,
+                  "deliveries": deliveries, "reason": reason, **payload},
+        )
+        log.error("message_dead_lettered", stream=stream, consumer=consumer, seq=seq, subject=subject,
+                  reason=reason, error=error[:500])
+        await self.publish_js(subjects.DEADLETTER, alert)
+
+    # -- consuming --
+
+    async def subscribe(self, subject: str, decoder: TypeAdapter[E] | type[E], handler: Handler[E], *,
+                        queue: str = "") -> Subscription:
+        """Callback subscription (core NATS) for the hot path; malformed messages are logged and skipped."""
+        adapter = decoder if isinstance(decoder, TypeAdapter) else TypeAdapter(decoder)
+
+        async def cb(msg: Msg) -> None:
+            try:
+                event = adapter.validate_json(msg.data)
+            except ValidationError as e:
+                log.warning("malformed_message_skipped", subject=msg.subject, error=_short(e))
+                return
+            try:
+                await handler(event)
+            except Exception:
+                log.exception("hot_path_handler_failed", subject=msg.subject)
+
+        sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
+        self._subs.append(sub)
+        return sub
+
+    async def consume(self, spec: ConsumerSpec, decoder: TypeAdapter[E] | type[E], handler: Handler[E]) -> PullConsumer:
+        """Start a durable pull consumer loop (see module doc for the ack policy)."""
+        adapter = decoder if isinstance(decoder, TypeAdapter) else TypeAdapter(decoder)
+        consumer = await PullConsumer(self, spec, adapter, handler).start()
+        self._consumers.append(consumer)
+        return consumer
+
+    # -- commands --
+
+    async def serve(self, service: str, verb: str, handler: Callable[[dict[str, Any]], Awaitable[Any]]) -> Subscription:
+        """Answer `cmd.<service>.<verb>` requests (one replica answers: queue group per service)."""
+
+        async def cb(msg: Msg) -> None:
+            try:
+                request = orjson.loads(msg.data) if msg.data else {}
+                if not isinstance(request, dict):
+                    raise CommandError("bad_request", "the request body must be a JSON object")
+                reply: dict[str, Any] = {"ok": True, "data": await handler(request)}
+            except CommandError as e:
+                reply = {"ok": False, "error": {"code": e.code, "message": str(e)}}
+            except orjson.JSONDecodeError:
+                reply = {"ok": False, "error": {"code": "bad_request", "message": "the request is not JSON"}}
+            except Exception as e:
+                log.exception("command_failed", service=service, verb=verb)
+                reply = {"ok": False, "error": {"code": "internal", "message": f"{type(e).__name__}: {e}"}}
+            if msg.reply:
+                await msg.respond(orjson.dumps(to_jsonable_python(reply)))
+
+        sub = await self.nc.subscribe(subjects.cmd(service, verb), queue=f"cmd-{subjects.token(service)}", cb=cb)
+        self._subs.append(sub)
+        return sub
+
+    async def request(self, service: str, verb: str, payload: dict[str, Any] | None = None, *,
+                      timeout: float = 5.0) -> Any:
+        """Send a command and return its data, or raise `CommandError` with the service's reason."""
+        subject = subjects.cmd(service, verb)
+        try:
+            msg = await self.nc.request(subject, orjson.dumps(to_jsonable_python(payload or {})), timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise CommandUnavailable("unavailable", f"no {service} instance is running to answer '{verb}'") from None
+        except nats.errors.TimeoutError:
+            raise CommandUnavailable("timeout", f"{service} did not answer '{verb}' within {timeout:.0f} s") from None
+        reply = orjson.loads(msg.data)
+        if not reply.get("ok"):
+            err = reply.get("error") or {}
+            raise CommandError(err.get("code", "failed"), err.get("message", "command failed"))
+        return reply.get("data")
+
+    # -- shutdown --
+
+    async def drain(self) -> None:
+        """Stop consumers (finishing the message in hand), then drain subscriptions and close."""
+        self._closing = True
+        for c in self._consumers:
+            await c.stop()
+        if not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+
+    async def close(self) -> None:
+        """Close without draining (tests, fatal errors)."""
+        self._closing = True
+        for c in self._consumers:
+            c._stop.set()
+        if not self.nc.is_closed:
+            await self.nc.close()
+        for c in self._consumers:
+            if c._task is not None:
+                c._task.cancel()
+                with contextlib.suppress(BaseException):
+                    await c._task
