@@ -1,0 +1,1 @@
+"""`make bench`: throughput and latency of kdesk's parts, reported as one JSON object."""

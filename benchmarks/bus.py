@@ -1,0 +1,116 @@
+"""Bus throughput on one process against a local nats-server (embedded, JetStream on file storage).
+
+- `bus_core_msgs_per_s`: typed events published on core NATS and decoded by a `Bus.subscribe`
+  callback on a second connection, end to end.
+- `bus_js_acked_msgs_per_s`: typed events published to JetStream with `Nats-Msg-Id` (acks awaited,
+  64 in flight) and then consumed by a durable `Bus.consume` loop that acks each after its
+  handler: total messages / total time for both halves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from libs.common import subjects
+from libs.common.bus import Bus, ConsumerSpec
+from libs.common.config import Mode
+from libs.common.embedded import EmbeddedNats
+from libs.common.events import BookUpdate, Signal, utcnow
+
+CORE_N = 100_000
+JS_N = 20_000
+
+
+def _book(i: int) -> BookUpdate:
+    return BookUpdate(id=f"b{i}", ts_event=utcnow(), mode=Mode.SIM, ticker="KXHIGHNY-26NOV22-B63.5",
+                      series_ticker="KXHIGHNY", seq=i, yes_bids=((4_200, 1_300), (4_100, 500)),
+                      no_bids=((5_600, 1_700),))
+
+
+async def _core(url: str) -> float:
+    pub = await Bus.connect(url, service="bench-pub")
+    sub = await Bus.connect(url, service="bench-sub")
+    got = 0
+    done = asyncio.Event()
+
+    async def on_book(_: BookUpdate) -> None:
+        nonlocal got
+        got += 1
+        if got == CORE_N:
+            done.set()
+
+    # md.book.> is captured by MD_BOOKS (last per subject), as in production.
+    subject = subjects.md_book("bench", "x")
+    await sub.subscribe(subject, BookUpdate, on_book)
+    await sub.nc.flush()
+    events = [_book(i) for i in range(CORE_N)]
+    start = time.perf_counter()
+    for ev in events:
+        await pub.publish(subject, ev)
+    await pub.nc.flush()
+    await asyncio.wait_for(done.wait(), 120)
+    elapsed = time.perf_counter() - start
+    await pub.close()
+    await sub.close()
+    return CORE_N / elapsed
+
+
+async def _jetstream(url: str) -> tuple[float, float, float]:
+    bus = await Bus.connect(url, service="bench-js")
+    now = utcnow()
+    events = [Signal(id=f"s{i}", ts_event=now, mode=Mode.SIM, family="weather", series_ticker="KXHIGHNY",
+                     event_ticker="KXHIGHNY-26NOV22", ticker=f"KXHIGHNY-26NOV22-B{i % 6}", model="m",
+                     model_version="1", p_model=0.6, p_market=0.5, action="buy_yes", confidence=0.8,
+                     valid_until=now) for i in range(JS_N)]
+    sem = asyncio.Semaphore(64)
+
+    async def send(ev: Signal) -> None:
+        async with sem:
+            await bus.publish_js(subjects.sig("weather", ev.series_ticker, ev.ticker), ev)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(send(ev) for ev in events))
+    published = time.perf_counter()
+
+    got = 0
+    done = asyncio.Event()
+
+    async def handle(_: Signal) -> None:
+        nonlocal got
+        got += 1
+        if got == JS_N:
+            done.set()
+
+    spec = ConsumerSpec(stream="SIGNALS", durable="bench", filter_subjects=("sig.>",), batch=500,
+                        max_ack_pending=10_000)
+    consumer = await bus.consume(spec, Signal, handle)
+    await asyncio.wait_for(done.wait(), 300)
+    consumed = time.perf_counter()
+    await consumer.stop()
+    await bus.close()
+    return JS_N / (consumed - start), JS_N / (published - start), JS_N / (consumed - published)
+
+
+async def run() -> dict[str, float | int]:
+    """Start a private nats-server and measure."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = EmbeddedNats(Path(tmp) / "nats").start()
+        try:
+            provisioner = await Bus.connect(server.url, service="bench")
+            await provisioner.provision()
+            await provisioner.close()
+            core = await _core(server.url)
+            js_total, js_pub, js_consume = await _jetstream(server.url)
+        finally:
+            server.stop()
+    return {
+        "bus_core_msgs_per_s": round(core),
+        "bus_js_acked_msgs_per_s": round(js_total),
+        "bus_js_publish_acked_msgs_per_s": round(js_pub),
+        "bus_js_consume_acked_msgs_per_s": round(js_consume),
+        "bus_core_n": CORE_N,
+        "bus_js_n": JS_N,
+    }

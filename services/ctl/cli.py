@@ -1,0 +1,213 @@
+"""`kdesk`: the operator CLI (up, migrate, health, provision)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from libs.common.config import ConfigError, Settings, load_settings
+from libs.common.logs import configure_logging, redact_text
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as e:
+        print(f"kdesk: {e}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+def _need(value: str | None, var: str) -> str:
+    if not value:
+        print(f"kdesk: {var} is not set (or use `kdesk up`, which starts embedded servers)", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    return value
+
+
+# --- migrate -----------------------------------------------------------------------------------
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply database migrations up to head."""
+    from libs.common.db.migrate import current_revision, head_revision, upgrade_to_head
+
+    s = _settings()
+    url = _need(s.database_url_value(), "KDESK_DATABASE_URL")
+    try:
+        upgrade_to_head(url)
+    except Exception as e:
+        print(f"kdesk migrate: failed: {redact_text(str(e))}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"kdesk migrate: database at revision {current_revision(url)} (head {head_revision()})")
+    return EXIT_OK
+
+
+# --- provision ---------------------------------------------------------------------------------
+
+async def _provision(url: str, s: Settings) -> None:
+    from libs.common.bus import Bus
+
+    bus = await Bus.connect(url, service="ctl", mode=s.mode, initial_attempts=3)
+    try:
+        await bus.provision()
+    finally:
+        await bus.close()
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    """Create or update the JetStream streams and the control KV bucket."""
+    s = _settings()
+    url = _need(s.nats_url, "KDESK_NATS_URL")
+    try:
+        asyncio.run(_provision(url, s))
+    except Exception as e:
+        print(f"kdesk provision: failed: {redact_text(str(e))}", file=sys.stderr)
+        return EXIT_FAIL
+    print("kdesk provision: streams and control bucket ready")
+    return EXIT_OK
+
+
+# --- health ------------------------------------------------------------------------------------
+
+async def _health(url: str, s: Settings, service: str, instance: str | None, wait_s: float) -> tuple[bool, str]:
+    from libs.common.bus import Bus
+    from libs.common.health import check
+
+    bus = await Bus.connect(url, service="ctl", mode=s.mode, initial_attempts=1, max_reconnect_attempts=0)
+    try:
+        return await check(bus, service, instance, wait_s=wait_s)
+    finally:
+        await bus.close()
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the service's heartbeat says healthy, 1 otherwise (compose healthchecks)."""
+    s = _settings()
+    url = _need(s.nats_url, "KDESK_NATS_URL")
+    try:
+        ok, text = asyncio.run(_health(url, s, args.service, args.instance, args.wait))
+    except Exception as e:
+        print(f"{args.service}: unhealthy: cannot reach NATS: {redact_text(str(e))}")
+        return EXIT_FAIL
+    print(("healthy: " if ok else "unhealthy: ") + text)
+    return EXIT_OK if ok else EXIT_FAIL
+
+
+# --- up ----------------------------------------------------------------------------------------
+
+async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
+    from libs.common.db.migrate import upgrade_to_head
+    from libs.common.embedded import EmbeddedNats, EmbeddedPostgres
+    from services.ctl.supervisor import Supervisor, discover
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    nats_srv: EmbeddedNats | None = None
+    pg_srv: EmbeddedPostgres | None = None
+    sup: Supervisor | None = None
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    try:
+        nats_url = s.nats_url
+        if not nats_url:
+            nats_srv = await asyncio.to_thread(EmbeddedNats(var / "nats").start)
+            nats_url = nats_srv.url
+            say(f"[kdesk] nats      embedded  {nats_url}  data {var / 'nats'}")
+        else:
+            say(f"[kdesk] nats      external  {redact_text(nats_url)}")
+        db_url = s.database_url_value()
+        if not db_url:
+            pg_srv = await asyncio.to_thread(EmbeddedPostgres(var / "pg").start)
+            db_url = pg_srv.url()
+            say(f"[kdesk] postgres  embedded  {db_url}  data {var / 'pg'}")
+        else:
+            say(f"[kdesk] postgres  external  {redact_text(db_url)}")
+        if stop.is_set():
+            return EXIT_OK
+        await asyncio.to_thread(upgrade_to_head, db_url)
+        say("[kdesk] migrations at head")
+        await _provision(nats_url, s)
+        say("[kdesk] streams and control bucket ready")
+
+        specs, missing = discover()
+        if missing:
+            say(f"[kdesk] not implemented yet (not started): {', '.join(missing)}")
+        sup = Supervisor(specs, env={"KDESK_NATS_URL": nats_url, "KDESK_DATABASE_URL": db_url,
+                                     "KDESK_MODE": s.mode.value}, say=say, log_dir=var / "log")
+        await sup.start()
+        for line in sup.status_lines():
+            say(f"[status] {line}")
+        say(f"[kdesk] up in {s.mode.value} mode with {len(specs)} service(s); Ctrl-C stops everything")
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(args.status_every)
+                for line in sup.status_lines():
+                    say(f"[status] {line}")
+
+        reporter = asyncio.create_task(report()) if args.status_every > 0 else None
+        await sup.watch(stop)
+        if reporter:
+            reporter.cancel()
+        return EXIT_OK
+    finally:
+        say("[kdesk] stopping")
+        if sup is not None:
+            await sup.stop()
+        if nats_srv is not None:
+            await asyncio.to_thread(nats_srv.stop)
+            say("[kdesk] nats      stopped")
+        if pg_srv is not None:
+            await asyncio.to_thread(pg_srv.stop)
+            say("[kdesk] postgres  stopped")
+        say("[kdesk] stopped")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the whole desk locally until Ctrl-C."""
+    s = _settings()
+    configure_logging("ctl", s.log_level, s.log_format)
+    try:
+        return asyncio.run(_up(s, args, Path(s.var_dir).absolute()))
+    except Exception as e:
+        print(f"kdesk up: failed: {redact_text(str(e))}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="kdesk", description="kdesk: automated trading desk for Kalshi markets. "
+                                "Configuration comes from KDESK_* environment variables (see README).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="start NATS, PostgreSQL (embedded unless configured), migrations and every "
+                        "service; Ctrl-C stops everything")
+    up.add_argument("--status-every", type=float, default=60.0, metavar="S",
+                    help="print service status lines every S seconds (0 = only at start)")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("migrate", help="apply database migrations (KDESK_DATABASE_URL)").set_defaults(func=cmd_migrate)
+    sub.add_parser("provision", help="create/update JetStream streams and the control KV (KDESK_NATS_URL)"
+                   ).set_defaults(func=cmd_provision)
+    h = sub.add_parser("health", help="exit 0 if SERVICE reports healthy on the bus, 1 if not")
+    h.add_argument("service")
+    h.add_argument("--instance", help="check this instance only (default: any instance)")
+    h.add_argument("--wait", type=float, default=12.0, help="seconds to wait for a heartbeat (default 12)")
+    h.set_defaults(func=cmd_health)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    args = build_parser().parse_args(argv)
+    # Logs go to stderr; stdout carries the command's own answer.
+    configure_logging("ctl", "WARNING", "console")
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

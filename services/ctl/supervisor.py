@@ -1,0 +1,172 @@
+"""The local supervisor behind `kdesk up`: one child process per service, restarted when it dies.
+
+Children run in their own sessions so a terminal Ctrl-C reaches only the supervisor, which then
+stops them in order (SIGTERM, then SIGKILL after a grace period). On Linux each child also gets
+PDEATHSIG, so even a SIGKILLed supervisor leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from libs.common.embedded import child_preexec
+
+# Start order: the simulated world first, then data producers before consumers.
+SERVICE_ORDER = ("sim", "feeds", "signals", "executor", "resolver", "notifier")
+SERVICES_DIR = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to run one service."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def discover(services_dir: Path = SERVICES_DIR, order: Sequence[str] = SERVICE_ORDER) -> tuple[list[ServiceSpec],
+                                                                                                  list[str]]:
+    """Services that exist (have a `__main__.py`) and the names of those not implemented yet."""
+    present, missing = [], []
+    for name in order:
+        if (services_dir / name / "__main__.py").is_file():
+            present.append(ServiceSpec(name, (sys.executable, "-m", f"services.{name}")))
+        else:
+            missing.append(name)
+    return present, missing
+
+
+@dataclass
+class Child:
+    """Runtime state of one supervised service."""
+
+    spec: ServiceSpec
+    proc: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    last_exit: int | None = None
+    next_start: float = 0.0
+    state: str = "starting"
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops service processes."""
+
+    def __init__(self, specs: Sequence[ServiceSpec], *, env: dict[str, str] | None = None,
+                 backoff_s: Sequence[float] = (1, 2, 5, 10, 30), stable_after_s: float = 60.0,
+                 stop_timeout_s: float = 7.0, say: Callable[[str], None] | None = None,
+                 log_dir: Path | None = None) -> None:
+        self.children = [Child(s) for s in specs]
+        self.env = {**os.environ, **(env or {})}
+        self.backoff_s = tuple(backoff_s)
+        self.stable_after_s = stable_after_s
+        self.stop_timeout_s = stop_timeout_s
+        self.say = say or (lambda line: print(line, flush=True))
+        self.log_dir = log_dir
+        self._stopping = False
+
+    async def _spawn(self, child: Child) -> None:
+        env = {**self.env, **child.spec.env}
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.spec.argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=child_preexec())
+        child.started_at = time.monotonic()
+        child.state = "running"
+        child.pumps = [asyncio.create_task(self._pump(child, child.proc))]
+        self.say(f"[supervisor] {child.spec.name:<9} started  pid {child.proc.pid}"
+                 + (f" (restart #{child.restarts})" if child.restarts else ""))
+
+    async def _pump(self, child: Child, proc: asyncio.subprocess.Process) -> None:
+        # Prefix every output line with the service name; keep a copy under var/log/.
+        assert proc.stdout is not None
+        sink = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            sink = open(self.log_dir / f"{child.spec.name}.log", "ab")  # noqa: ASYNC230
+        try:
+            async for line in proc.stdout:
+                if sink is not None:
+                    sink.write(line)
+                    sink.flush()
+                self.say(f"[{child.spec.name}] {line.decode(errors='replace').rstrip()}")
+        finally:
+            if sink is not None:
+                sink.close()
+
+    def _backoff(self, child: Child) -> float:
+        return self.backoff_s[min(child.restarts, len(self.backoff_s)) - 1] if child.restarts else 0.0
+
+    async def start(self) -> None:
+        """Start every service."""
+        for child in self.children:
+            await self._spawn(child)
+
+    async def watch(self, stop: asyncio.Event, tick_s: float = 0.2) -> None:
+        """Restart services that die (with backoff, saying so) until `stop` is set."""
+        while not stop.is_set():
+            now = time.monotonic()
+            for child in self.children:
+                proc = child.proc
+                if child.state == "running" and proc is not None and proc.returncode is not None:
+                    for t in child.pumps:
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(t, 1.0)
+                    ran = now - child.started_at
+                    if ran >= self.stable_after_s:
+                        child.restarts = 0  # it had been healthy for a while: start the backoff over
+                    child.restarts += 1
+                    child.last_exit = proc.returncode
+                    delay = self._backoff(child)
+                    child.next_start = now + delay
+                    child.state = "backoff"
+                    self.say(f"[supervisor] {child.spec.name:<9} exited with code {proc.returncode} after "
+                             f"{ran:.1f}s; restarting in {delay:.0f}s (restart #{child.restarts})")
+                elif child.state == "backoff" and now >= child.next_start:
+                    await self._spawn(child)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), tick_s)
+
+    def status_lines(self) -> list[str]:
+        """One line per service: state, pid, uptime, restarts."""
+        now = time.monotonic()
+        lines = []
+        for c in self.children:
+            pid = c.proc.pid if c.proc and c.state == "running" else "-"
+            up = f"{now - c.started_at:.0f}s" if c.state == "running" else "-"
+            lines.append(f"{c.spec.name:<9} {c.state:<8} pid {pid!s:<7} up {up:<6} restarts {c.restarts}"
+                         + (f" last exit {c.last_exit}" if c.last_exit is not None else ""))
+        return lines
+
+    async def stop(self) -> None:
+        """SIGTERM every service, wait for the grace period, SIGKILL whatever is left."""
+        self._stopping = True
+        running = [c for c in self.children if c.proc is not None and c.proc.returncode is None]
+        for c in running:
+            with contextlib.suppress(ProcessLookupError):
+                c.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        for c in running:
+            assert c.proc is not None
+            try:
+                await asyncio.wait_for(c.proc.wait(), self.stop_timeout_s)
+            except TimeoutError:
+                self.say(f"[supervisor] {c.spec.name:<9} did not stop within {self.stop_timeout_s:.0f}s; killing")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                await c.proc.wait()
+            c.state = "stopped"
+            self.say(f"[supervisor] {c.spec.name:<9} stopped (code {c.proc.returncode})")
+        for c in self.children:
+            c.state = "stopped"
+            for t in c.pumps:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(t, 1.0)
