@@ -216,7 +216,12 @@ class PullConsumer:
                     psub = await self._resubscribe(psub)
                 continue
             for msg in msgs:
-                await self._handle(msg)
+                try:
+                    await self._handle(msg)
+                except Exception as e:
+                    # Ack/nak/term could not reach the server (reconnecting). The message was not
+                    # acked, so the server redelivers it after ack_wait; nothing is lost.
+                    log.warning("consumer_ack_failed", durable=self.spec.durable, subject=msg.subject, error=str(e))
 
     async def _resubscribe(self, old: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
         with contextlib.suppress(Exception):

@@ -1,0 +1,70 @@
+"""The kdesk database: SQLAlchemy 2 models for every table, the async engine, idempotent writes, migrations.
+
+Importing the package registers every table on `Base.metadata`. Migrations:
+`libs.common.db.migrate.upgrade_to_head(url)`.
+"""
+
+from libs.common.db.engine import create_engine, normalise_url, redact, session_factory
+from libs.common.db.models import (
+    MODES,
+    AlertEvent,
+    BalanceSnapshot,
+    Base,
+    ClimateReport,
+    CommandAudit,
+    CryptoSpotBar,
+    Event,
+    Fill,
+    Market,
+    MarketResolution,
+    MarketSnapshot,
+    ModelParam,
+    Order,
+    OrderEvent,
+    Position,
+    PredictionAccuracy,
+    RiskReservation,
+    Series,
+    Signal,
+    WeatherBracketProb,
+    WeatherEnsembleMember,
+    WeatherForecastRun,
+    WeatherObservation,
+)
+from libs.common.db.upsert import UpsertError, insert_if_new, insert_many_if_new, upsert, upsert_many
+
+__all__ = [
+    "MODES",
+    "AlertEvent",
+    "BalanceSnapshot",
+    "Base",
+    "ClimateReport",
+    "CommandAudit",
+    "CryptoSpotBar",
+    "Event",
+    "Fill",
+    "Market",
+    "MarketResolution",
+    "MarketSnapshot",
+    "ModelParam",
+    "Order",
+    "OrderEvent",
+    "Position",
+    "PredictionAccuracy",
+    "RiskReservation",
+    "Series",
+    "Signal",
+    "UpsertError",
+    "WeatherBracketProb",
+    "WeatherEnsembleMember",
+    "WeatherForecastRun",
+    "WeatherObservation",
+    "create_engine",
+    "insert_if_new",
+    "insert_many_if_new",
+    "normalise_url",
+    "redact",
+    "session_factory",
+    "upsert",
+    "upsert_many",
+]
