@@ -213,6 +213,16 @@ class PriceGrid:
                 raise MoneyError(f"price_ranges[{i}]: {e}") from e
         return _cached_grid(tuple(key))
 
+    @property
+    def ranges(self) -> tuple[tuple[Price, Price, Price], ...]:
+        """The (start, end, step) triples in ticks, ascending."""
+        return self._ranges
+
+    def to_api(self) -> list[dict[str, str]]:
+        """The grid as Kalshi's `price_ranges` list of dollar strings."""
+        return [{"start": format_dollars(a), "end": format_dollars(b), "step": format_dollars(c)}
+                for a, b, c in self._ranges]
+
     @classmethod
     def linear_cent(cls) -> PriceGrid:
         """Return the whole-cent grid ($0.01 to $0.99), the common case."""

@@ -1,0 +1,1 @@
+"""The matching engine shared by the simulated exchange and the paper broker."""

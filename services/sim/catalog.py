@@ -1,0 +1,107 @@
+"""What the simulated exchange lists: series, events and markets with their metadata.
+
+The matching engine knows only what it needs to match (`MarketSpec`); the catalog holds what the
+REST and WS APIs describe (titles, strikes, times, rules). Scenarios fill both; the server reads both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from libs.common.matching.types import MarketSpec
+from libs.common.money import PriceGrid
+
+
+@dataclass
+class SeriesInfo:
+    """A series (`GET /series/{ticker}`)."""
+
+    ticker: str
+    title: str
+    category: str
+    frequency: str
+    fee_type: str = "quadratic"
+    fee_multiplier: Decimal = Decimal(1)
+    settlement_sources: list[dict[str, str]] = field(default_factory=list)
+    contract_url: str = ""
+    contract_terms_url: str = ""
+    tags: list[str] = field(default_factory=list)
+    exchange_index: int = 0
+
+
+@dataclass
+class EventInfo:
+    """An event (`GET /events/{event_ticker}`)."""
+
+    event_ticker: str
+    series_ticker: str
+    title: str
+    sub_title: str = ""
+    strike_date: datetime | None = None
+    mutually_exclusive: bool = True
+    exchange_index: int = 0
+
+
+@dataclass
+class MarketInfo:
+    """A market's descriptive fields (`GET /markets/{ticker}`); status/result live in the engine."""
+
+    ticker: str
+    event_ticker: str
+    series_ticker: str
+    title: str
+    yes_sub_title: str
+    no_sub_title: str
+    strike_type: str  # greater | less | between | greater_or_equal ...
+    floor_strike: Decimal | None
+    cap_strike: Decimal | None
+    open_time: datetime
+    close_time: datetime
+    expected_expiration_time: datetime | None
+    latest_expiration_time: datetime
+    grid: PriceGrid
+    price_level_structure: str = "linear_cent"
+    rules_primary: str = ""
+    rules_secondary: str = ""
+    created_time: datetime | None = None
+    settlement_timer_seconds: int = 3600
+    can_close_early: bool = False
+    exchange_index: int = 0
+    expiration_value: str = ""
+
+    def spec(self, series: SeriesInfo) -> MarketSpec:
+        """The engine's view of this market."""
+        return MarketSpec(ticker=self.ticker, event_ticker=self.event_ticker, series_ticker=self.series_ticker,
+                          grid=self.grid, fee_type=series.fee_type, fee_multiplier=series.fee_multiplier,
+                          status="initialized")
+
+
+@dataclass
+class Catalog:
+    """Everything listed, in insertion order (pagination follows it)."""
+
+    series: dict[str, SeriesInfo] = field(default_factory=dict)
+    events: dict[str, EventInfo] = field(default_factory=dict)
+    markets: dict[str, MarketInfo] = field(default_factory=dict)
+
+    def add_series(self, s: SeriesInfo) -> None:
+        """List a series."""
+        self.series[s.ticker] = s
+
+    def add_event(self, e: EventInfo) -> None:
+        """List an event of a listed series."""
+        if e.series_ticker not in self.series:
+            raise KeyError(f"unknown series {e.series_ticker}")
+        self.events[e.event_ticker] = e
+
+    def add_market(self, m: MarketInfo) -> None:
+        """List a market of a listed event."""
+        if m.event_ticker not in self.events:
+            raise KeyError(f"unknown event {m.event_ticker}")
+        self.markets[m.ticker] = m
+
+    def markets_of(self, event_ticker: str) -> list[MarketInfo]:
+        """Markets of one event, in listing order."""
+        return [m for m in self.markets.values() if m.event_ticker == event_ticker]
