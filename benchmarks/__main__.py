@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SUITES = ("benchmarks.bus",)
+SUITES = ("benchmarks.bus", "benchmarks.book")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 

@@ -40,7 +40,7 @@ class Profile(StrEnum):
     AGGRESSIVE = "aggressive"
 
 
-KalshiEnv = Literal["demo", "prod"]
+KalshiEnv = Literal["demo", "prod", "sim"]
 
 # Caps are in US dollars here (what an operator types) and in $0.0001 ticks inside the desk.
 PROFILE_PRESETS: dict[Profile, dict[str, Any]] = {
@@ -62,7 +62,8 @@ PROFILE_PRESETS: dict[Profile, dict[str, Any]] = {
 }
 _USD_FIELDS = ("max_order_usd", "max_market_usd", "max_event_usd", "max_family_usd", "max_portfolio_usd",
                "daily_loss_limit_usd")
-_SECRET_FIELDS = {"kalshi_demo_key_id", "kalshi_prod_key_id", "database_url", "telegram_bot_token"}
+_SECRET_FIELDS = {"kalshi_demo_key_id", "kalshi_prod_key_id", "kalshi_sim_key_id", "database_url",
+                  "telegram_bot_token"}
 
 
 def usd_to_ticks(value: str | int | Decimal) -> int:
@@ -155,6 +156,13 @@ class Settings(BaseSettings):
     max_open_orders: int | None = Field(default=None, ge=0)
     daily_loss_limit_usd: str | None = None
 
+    # Where sim mode finds the simulated exchange (`kdesk up` sets these when it starts the simulator).
+    kalshi_rest_url: str | None = None
+    kalshi_ws_url: str | None = None
+    kalshi_sim_key_id: SecretStr | None = Field(default=None, validation_alias=AliasChoices("KALSHI_SIM_KEY_ID"))
+    kalshi_sim_private_key_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("KALSHI_SIM_PRIVATE_KEY_PATH"))
+
     kalshi_demo_key_id: SecretStr | None = Field(default=None, validation_alias=AliasChoices("KALSHI_DEMO_KEY_ID"))
     kalshi_demo_private_key_path: Path | None = Field(
         default=None, validation_alias=AliasChoices("KALSHI_DEMO_PRIVATE_KEY_PATH"))
@@ -183,7 +191,14 @@ class Settings(BaseSettings):
             raise ValueError("must be a PostgreSQL URL (postgresql://user:password@host:port/db)")
         return v
 
-    @field_validator("kalshi_demo_private_key_path", "kalshi_prod_private_key_path")
+    @field_validator("kalshi_rest_url", "kalshi_ws_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://", "ws://", "wss://")):
+            raise ValueError("must be an http(s):// or ws(s):// URL")
+        return v
+
+    @field_validator("kalshi_demo_private_key_path", "kalshi_prod_private_key_path", "kalshi_sim_private_key_path")
     @classmethod
     def _key_file(cls, v: Path | None) -> Path | None:
         if v is not None and not v.is_file():
@@ -194,7 +209,7 @@ class Settings(BaseSettings):
     def _mode_needs(self) -> Settings:
         if self.mode is Mode.LIVE and not self.allow_live:
             raise ValueError("KDESK_MODE=live requires KDESK_ALLOW_LIVE=1 (and the operator must still arm it)")
-        for env in ("demo", "prod"):
+        for env in ("demo", "prod", "sim"):
             key, path = getattr(self, f"kalshi_{env}_key_id"), getattr(self, f"kalshi_{env}_private_key_path")
             if (key is None) != (path is None):
                 missing = _var(f"kalshi_{env}_private_key_path") if path is None else _var(f"kalshi_{env}_key_id")
@@ -215,9 +230,9 @@ class Settings(BaseSettings):
                 values[name] = override
         return RiskLimits(values)
 
-    def kalshi_env(self) -> KalshiEnv | None:
-        """Which Kalshi environment this mode trades against (None for sim; paper reads prod data)."""
-        return {Mode.SIM: None, Mode.PAPER: "prod", Mode.DEMO: "demo", Mode.LIVE: "prod"}[self.mode]
+    def kalshi_env(self) -> KalshiEnv:
+        """Which Kalshi environment this mode talks to (paper reads prod data and trades nowhere)."""
+        return {Mode.SIM: "sim", Mode.PAPER: "prod", Mode.DEMO: "demo", Mode.LIVE: "prod"}[self.mode]
 
     def kalshi_credentials(self, env: KalshiEnv) -> KalshiCredentials | None:
         """Credentials for exactly `env`; a demo key is never returned for prod or vice versa."""
