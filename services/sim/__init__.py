@@ -1,1 +1,1 @@
-"""The sim service (not implemented yet: no __main__, so the supervisor does not start it)."""
+"""The simulated outside world: Kalshi-compatible exchange, crypto venues, weather; `python -m services.sim`."""

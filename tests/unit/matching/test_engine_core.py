@@ -135,7 +135,7 @@ def test_money_is_conserved_under_random_flow() -> None:
     longs = sum(max(p.position, 0) for u in "abc" for p in e.positions(u))
     shorts = sum(max(-p.position, 0) for u in "abc" for p in e.positions(u))
     assert longs == shorts  # every YES has a NO on the other side
-    cash = sum(e._accounts[u].cash for u in "abc")  # noqa: SLF001 - conservation needs the raw ledger
+    cash = sum(e._accounts[u].cash for u in "abc")  # the raw ledger: conservation needs it
     # Cash paid in = cash out + $1 per open pair held by the exchange + fees (up to per-fill rounding).
     assert 0 <= 3 * FUNDS - cash - fees - longs * ONE_DOLLAR // 100 <= 2 * 2_000
     assert all(e.balance(u) >= 0 for u in "abc")

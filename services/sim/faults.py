@@ -1,0 +1,57 @@
+"""Fault injection for the simulated exchange: the failures a real Kalshi connection shows.
+
+Tests reach it as `exchange.faults`: skip a WebSocket `seq` number, send the terminal error 25
+(subscription buffer overflow), cut every WebSocket connection without a close frame, add latency
+to every REST answer and WS message, or pause trading (orders refused with 409
+`trading_is_paused`, cancels still allowed, as in Kalshi's weekly maintenance).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class _Hub(Protocol):
+    def inject_error_25(self, ticker: str | None) -> int: ...
+
+    def cut_connections(self) -> int: ...
+
+
+class Faults:
+    """Switches and one-shot faults; all off by default."""
+
+    def __init__(self) -> None:
+        self.latency_s: float = 0.0
+        self.trading_paused: bool = False
+        self._drops: list[str | None] = []
+        self._hub: _Hub | None = None
+
+    def attach(self, hub: _Hub) -> None:
+        """Connect to the WebSocket hub the WS faults act on (done by SimExchange)."""
+        self._hub = hub
+
+    def drop_next_seq(self, ticker: str | None = None) -> None:
+        """Skip one `seq` number on the next orderbook message for `ticker` (None = any market)."""
+        self._drops.append(ticker)
+
+    def take_drop(self, ticker: str) -> bool:
+        """Consume a pending seq skip that applies to `ticker` (called by the hub)."""
+        for i, t in enumerate(self._drops):
+            if t is None or t == ticker:
+                del self._drops[i]
+                return True
+        return False
+
+    def send_error_25(self, ticker: str | None = None) -> int:
+        """Kill every orderbook subscription covering `ticker` (None = all) with error 25; return how many."""
+        return self._hub.inject_error_25(ticker) if self._hub is not None else 0
+
+    def cut_connections(self) -> int:
+        """Drop every WebSocket connection abruptly (no close frame); return how many."""
+        return self._hub.cut_connections() if self._hub is not None else 0
+
+    def clear(self) -> None:
+        """Turn every fault off."""
+        self.latency_s = 0.0
+        self.trading_paused = False
+        self._drops.clear()
