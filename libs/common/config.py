@@ -156,6 +156,20 @@ class Settings(BaseSettings):
     max_open_orders: int | None = Field(default=None, ge=0)
     daily_loss_limit_usd: str | None = None
 
+    # The simulator's block of ports (see libs/common/simnet.py); `kdesk up` sets it in sim mode.
+    sim_host: str = "127.0.0.1"
+    sim_base_port: int | None = Field(default=None, ge=1024, le=65529)
+
+    # Feeds: which Kalshi series to follow, and the outside data sources (defaults: the real ones;
+    # in sim mode: the simulator's fakes).
+    feeds_series: str = "KXHIGHNY,KXHIGHCHI,KXBTCD,KXBTC"
+    coinbase_ws_url: str | None = None
+    kraken_ws_url: str | None = None
+    bitstamp_ws_url: str | None = None
+    binance_ws_url: str | None = None  # Binance is off unless set (USDT, geo-blocked in the US)
+    weather_api_url: str | None = None  # one root for Open-Meteo and NWS fakes in sim; None = real hosts
+    nws_user_agent: str = "kdesk (operator@example.invalid)"
+
     # Where sim mode finds the simulated exchange (`kdesk up` sets these when it starts the simulator).
     kalshi_rest_url: str | None = None
     kalshi_ws_url: str | None = None
@@ -191,7 +205,8 @@ class Settings(BaseSettings):
             raise ValueError("must be a PostgreSQL URL (postgresql://user:password@host:port/db)")
         return v
 
-    @field_validator("kalshi_rest_url", "kalshi_ws_url")
+    @field_validator("kalshi_rest_url", "kalshi_ws_url", "coinbase_ws_url", "kraken_ws_url", "bitstamp_ws_url",
+                     "binance_ws_url", "weather_api_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://", "ws://", "wss://")):
@@ -229,6 +244,10 @@ class Settings(BaseSettings):
             if override is not None:
                 values[name] = override
         return RiskLimits(values)
+
+    def series_list(self) -> list[str]:
+        """KDESK_FEEDS_SERIES as a list of upper-case series tickers."""
+        return [t.strip().upper() for t in self.feeds_series.split(",") if t.strip()]
 
     def kalshi_env(self) -> KalshiEnv:
         """Which Kalshi environment this mode talks to (paper reads prod data and trades nowhere)."""

@@ -138,8 +138,12 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
         specs, missing = discover()
         if missing:
             say(f"[kdesk] not implemented yet (not started): {', '.join(missing)}")
-        sup = Supervisor(specs, env={"KDESK_NATS_URL": nats_url, "KDESK_DATABASE_URL": db_url,
-                                     "KDESK_MODE": s.mode.value}, say=say, log_dir=var / "log")
+        env = {"KDESK_NATS_URL": nats_url, "KDESK_DATABASE_URL": db_url, "KDESK_MODE": s.mode.value,
+               "KDESK_VAR_DIR": str(var)}
+        if s.mode.value == "sim":
+            env.update(await asyncio.to_thread(sim_environment, s, var))
+            say(f"[kdesk] simulator ports from {env['KDESK_SIM_BASE_PORT']}; desk key {env['KALSHI_SIM_KEY_ID']}")
+        sup = Supervisor(specs, env=env, say=say, log_dir=var / "log")
         await sup.start()
         for line in sup.status_lines():
             say(f"[status] {line}")
@@ -167,6 +171,41 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
             await asyncio.to_thread(pg_srv.stop)
             say("[kdesk] postgres  stopped")
         say("[kdesk] stopped")
+
+
+def sim_environment(s: Settings, var: Path) -> dict[str, str]:
+    """Sim mode: a block of ports for the simulator and a desk API key it will accept.
+
+    The key pair is made once under var/sim: the public half goes where the simulator looks for
+    keys (`var/sim/keys/<key_id>.pub.pem`), the private half stays with the desk.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from libs.common.simnet import reserve_block
+
+    env: dict[str, str] = {}
+    if not s.sim_base_port:
+        env["KDESK_SIM_BASE_PORT"] = str(reserve_block(s.sim_host))
+    else:
+        env["KDESK_SIM_BASE_PORT"] = str(s.sim_base_port)
+    key_id = s.kalshi_sim_key_id.get_secret_value() if s.kalshi_sim_key_id else "desk"
+    private = s.kalshi_sim_private_key_path or var / "sim" / f"{key_id}.key.pem"
+    public = var / "sim" / "keys" / f"{key_id}.pub.pem"
+    if not private.exists():
+        private.parent.mkdir(parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+        private.chmod(0o600)
+    if not public.exists():
+        key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+        public.parent.mkdir(parents=True, exist_ok=True)
+        public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+    env.update({"KALSHI_SIM_KEY_ID": key_id, "KALSHI_SIM_PRIVATE_KEY_PATH": str(private),
+                "KDESK_SIM_KEYS_DIR": str(public.parent)})
+    return env
 
 
 def cmd_up(args: argparse.Namespace) -> int:

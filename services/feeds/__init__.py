@@ -1,1 +1,1 @@
-"""The feeds service (not implemented yet: no __main__, so the supervisor does not start it)."""
+"""The feeds service: where the outside world enters the desk (md.* subjects, feeds-owned tables)."""

@@ -11,9 +11,15 @@ def environment(settings: Settings) -> Environment:
     """The REST/WS endpoints for the settings' mode; sim needs KDESK_KALSHI_REST_URL/WS_URL."""
     env = settings.kalshi_env()
     if env == "sim":
+        if (not settings.kalshi_rest_url or not settings.kalshi_ws_url) and settings.sim_base_port:
+            from libs.common.simnet import SimEndpoints
+
+            sim = SimEndpoints(settings.sim_host, settings.sim_base_port)
+            return sim_environment(settings.kalshi_rest_url or sim.kalshi_rest_url,
+                                   settings.kalshi_ws_url or sim.kalshi_ws_url)
         if not settings.kalshi_rest_url or not settings.kalshi_ws_url:
-            raise ConfigError("KDESK_MODE=sim needs KDESK_KALSHI_REST_URL and KDESK_KALSHI_WS_URL (the simulator's "
-                              "URLs; `kdesk up` sets them when it starts the simulator)")
+            raise ConfigError("KDESK_MODE=sim needs KDESK_SIM_BASE_PORT (or KDESK_KALSHI_REST_URL and "
+                              "KDESK_KALSHI_WS_URL): where the simulator listens; `kdesk up` sets it")
         return sim_environment(settings.kalshi_rest_url, settings.kalshi_ws_url)
     base = DEMO if env == "demo" else PROD
     if settings.kalshi_rest_url or settings.kalshi_ws_url:

@@ -1,0 +1,159 @@
+"""The feeds service wiring: which inputs run, and how their events reach the bus and the database.
+
+Delivery per subject (DESIGN §4): books and spot ticks go out on core NATS (the MD_BOOKS / MD_SPOT
+streams capture them as well); market definitions, trades, weather and alerts are JetStream
+publishes with their event id as `Nats-Msg-Id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.common import subjects
+from libs.common.bus import Bus
+from libs.common.config import Mode, Settings
+from libs.common.db import create_engine, session_factory
+from libs.common.events import Event, PublicTrade
+from libs.common.kalshi import KalshiWS
+from libs.common.kalshi.factory import environment, rest_client, signer
+from libs.common.logs import get_logger
+from libs.common.money import parse_count, parse_dollars
+from libs.common.runtime import ServiceRuntime
+from libs.common.simnet import SimEndpoints
+from services.feeds.books import BookFanout, DivergenceCheck, RestBookPoller, SnapshotSampler
+from services.feeds.discovery import Discovery
+from services.feeds.spot import BarBuilder, VenueFeed, bitstamp, coinbase, kraken
+from services.feeds.spot import binance as binance_venue
+from services.feeds.spot_store import store_bars
+
+log = get_logger(__name__)
+
+CORE_PREFIXES = ("md.book.", "md.spot.")
+
+
+def make_emit(bus: Bus) -> Callable[[str, Event], Awaitable[None]]:
+    """Publish on core NATS for hot-path subjects, JetStream (deduplicated by id) for the rest."""
+
+    async def emit(subject: str, event: Event) -> None:
+        if subject.startswith(CORE_PREFIXES):
+            await bus.publish(subject, event)
+        else:
+            await bus.publish_js(subject, event)
+
+    return emit
+
+
+def trade_event(frame: dict[str, Any], mode: Mode) -> PublicTrade | None:
+    """A WS `trade` frame as a bus event (None for other frames)."""
+    if frame.get("type") != "trade":
+        return None
+    from datetime import UTC, datetime
+
+    m = frame["msg"]
+    ts = datetime.fromtimestamp(int(m["ts_ms"]) / 1000, UTC) if m.get("ts_ms") else datetime.now(UTC)
+    return PublicTrade(id=f"trade:{m['trade_id']}", ts_event=ts, mode=mode, ticker=m["market_ticker"],
+                       series_ticker=subjects.series_of(m["market_ticker"]), trade_id=m["trade_id"],
+                       yes_price=parse_dollars(m["yes_price_dollars"]), count=parse_count(m["count_fp"]),
+                       taker_outcome_side=m.get("taker_outcome_side") or m.get("taker_side") or "yes")
+
+
+def venue_urls(settings: Settings) -> dict[str, str | None]:
+    """Crypto venue URLs: explicit settings, else the simulator's fakes in sim mode, else the real venues."""
+    sim = SimEndpoints(settings.sim_host, settings.sim_base_port) \
+        if settings.mode is Mode.SIM and settings.sim_base_port else None
+    out: dict[str, str | None] = {}
+    for venue in ("coinbase", "kraken", "bitstamp"):
+        explicit = getattr(settings, f"{venue}_ws_url")
+        out[venue] = explicit or (sim.venue_url(venue) if sim else None)
+    out["binance"] = settings.binance_ws_url
+    return out
+
+
+async def run_feeds(rt: ServiceRuntime) -> None:
+    """Wire every input of the feeds service and run until stopped."""
+    s = rt.settings
+    mode = s.mode
+    emit = make_emit(rt.bus)
+    stop = rt.stopping
+    tasks: list[asyncio.Task[None]] = []
+    db_url = s.database_url_value()
+    engine = create_engine(db_url) if db_url else None
+    sessions: async_sessionmaker[AsyncSession] | None = session_factory(engine) if engine else None
+
+    rest = rest_client(s)
+    key = signer(s)
+    wake = asyncio.Event()  # set by a lifecycle message: run discovery now
+    fanout = BookFanout(emit, mode=mode)
+    tasks.append(asyncio.create_task(fanout.run(stop), name="book-fanout"))
+
+    if key is not None:
+        async def on_message(frame: dict[str, Any]) -> None:
+            ev = trade_event(frame, mode)
+            if ev is not None:
+                await emit(subjects.md_trade(ev.series_ticker, ev.ticker), ev)
+            elif frame.get("type") == "market_lifecycle_v2":
+                wake.set()
+
+        ws = KalshiWS(environment(s), key, on_book=fanout.on_book, on_message=on_message)
+        rt.freshness.expect("kalshi_ws", 120)
+        books = ws.books
+
+        async def track(tickers: list[str]) -> None:
+            await ws.subscribe_books(tickers)
+
+        await ws.subscribe("trade")
+        await ws.subscribe("market_lifecycle_v2")
+        tasks.append(asyncio.create_task(ws.run(stop), name="kalshi-ws"))
+        divergence = DivergenceCheck(rest, books, emit, mode=mode, resnapshot=ws.resnapshot)
+        tasks.append(asyncio.create_task(divergence.run(stop), name="divergence"))
+    else:
+        log.info("kalshi_no_keys_polling_books", env=rest.env.name)
+        poller = RestBookPoller(rest, fanout)
+        books = poller.books
+
+        async def track(tickers: list[str]) -> None:
+            poller.track(tickers)
+
+        tasks.append(asyncio.create_task(poller.run(stop), name="rest-books"))
+
+    discovery = Discovery(rest, s.series_list(), emit, mode=mode, sessions=sessions, freshness=rt.freshness,
+                          on_open=track)
+    tasks.append(asyncio.create_task(discovery.run(stop, wake=wake), name="discovery"))
+    if sessions is not None:
+        tasks.append(asyncio.create_task(SnapshotSampler(sessions, books).run(stop), name="snapshots"))
+
+    # BTC spot venues and their 1-second bars.
+    async def sink(bars: Any) -> None:
+        if sessions is None:
+            return
+        async with sessions() as session, session.begin():
+            await store_bars(session, bars)
+
+    bars = BarBuilder(sink)
+
+    async def spot_emit(subject: str, event: Event) -> None:
+        await emit(subject, event)
+        await bars.add(event)  # type: ignore[arg-type]
+
+    urls = venue_urls(s)
+    venues = [f(url) for f, url in ((coinbase, urls["coinbase"]), (kraken, urls["kraken"]),
+                                    (bitstamp, urls["bitstamp"])) if url] if any(urls.values()) \
+        else [coinbase(), kraken(), bitstamp()]
+    if urls["binance"]:
+        venues.append(binance_venue(urls["binance"]))
+    for venue in venues:
+        feed = VenueFeed(venue, spot_emit, mode=mode, freshness=rt.freshness)
+        tasks.append(asyncio.create_task(feed.run(stop), name=f"spot-{venue.name}"))
+    tasks.append(asyncio.create_task(bars.run(stop), name="spot-bars"))
+
+    await stop.wait()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await rest.aclose()
+    if engine is not None:
+        await engine.dispose()
