@@ -65,6 +65,7 @@ class Discovery:
         self.on_open = on_open
         self.published: dict[str, str] = {}  # ticker -> id of the last definition published
         self.markets: dict[str, Market] = {}
+        self.series_of: dict[str, str] = {}  # market ticker -> the configured series it was found under
         self.series_info: dict[str, Series] = {}
         if freshness is not None:
             freshness.expect("discovery", 600)
@@ -88,14 +89,16 @@ class Discovery:
             self.series_info[series_ticker] = series
             seen = {m.ticker for e in events for m in e.markets}
             # Markets we track that left the open list: fetch them to learn close/settle and result.
+            # (Match on the recorded series, not a ticker prefix: "KXBTC" is a prefix of "KXBTCD".)
             gone = [t for t, m in self.markets.items()
-                    if m.ticker.startswith(series_ticker) and t not in seen and m.status not in FINAL_STATUSES]
+                    if self.series_of.get(t) == series_ticker and t not in seen and m.status not in FINAL_STATUSES]
             extra = await self._fetch(gone)
             await self._store(series, events)
             for market in [m for e in events for m in e.markets] + extra:
                 if market.ticker.startswith(COMBO_PREFIX):
                     continue
                 self.markets[market.ticker] = market
+                self.series_of[market.ticker] = series_ticker
                 d = definition(market, series, self.mode, now)
                 if self.published.get(market.ticker) != d.id:
                     await self._store_market(market, series)

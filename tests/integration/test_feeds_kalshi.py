@@ -160,3 +160,19 @@ async def test_rest_polling_books_without_keys(env: tuple[SimRig, Bus, Tap, Any]
         assert subjects.md_book(SERIES, TICKERS[1]).endswith("b50_5")
     finally:
         await public.aclose()
+
+
+async def test_discovery_keeps_series_apart_when_one_ticker_prefixes_another() -> None:
+    from datetime import UTC, datetime
+
+    from services.sim.scenarios import default_world
+
+    async def nothing(subject: str, event: Any) -> None:
+        return None
+
+    async with sim_rig(default_world(3, datetime.now(UTC))) as rig:
+        d = Discovery(rig.client("feeds"), ["KXBTC", "KXBTCD"], nothing, mode=Mode.SIM)
+        first = await d.poll_once()
+        assert len(first) == len({c.ticker for c in first})  # each market published once
+        assert all(c.series_ticker == c.ticker.split("-")[0] for c in first)
+        assert await d.poll_once() == []

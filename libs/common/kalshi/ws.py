@@ -173,13 +173,14 @@ class KalshiWS:
                 recv = asyncio.create_task(conn.recv())
                 done, _ = await asyncio.wait({recv, stopper}, timeout=self.stale_after_s,
                                              return_when=asyncio.FIRST_COMPLETED)
-                if stopper in done:
+                if stopper in done or not done:
                     recv.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                        await recv
+                    if not done:
+                        raise TimeoutError(f"no frame for {self.stale_after_s:.0f} s")
                     await conn.close()
                     return
-                if not done:
-                    recv.cancel()
-                    raise TimeoutError(f"no frame for {self.stale_after_s:.0f} s")
                 await self._dispatch(recv.result())
         finally:
             stopper.cancel()
