@@ -20,6 +20,7 @@ from libs.common.config import Mode
 from libs.common.db import feeds as tables
 from libs.common.db.upsert import insert_many_if_new
 from libs.common.events import Alert, BookUpdate, Event, utcnow
+from libs.common.health import Freshness
 from libs.common.kalshi import KalshiError, KalshiRest, LocalBook
 from libs.common.logs import get_logger
 from libs.common.money import ONE_DOLLAR
@@ -189,16 +190,23 @@ class DivergenceCheck:
 class RestBookPoller:
     """Books by REST polling (no API keys): batched orderbooks every `interval_s`, published on change."""
 
-    def __init__(self, rest: KalshiRest, fanout: BookFanout, *, interval_s: float = 2.0) -> None:
+    def __init__(self, rest: KalshiRest, fanout: BookFanout, *, interval_s: float = 2.0,
+                 freshness: Freshness | None = None) -> None:
         self.rest = rest
+        self.freshness = freshness
+        if freshness is not None:
+            freshness.expect("kalshi_rest_books", max(30.0, 10 * interval_s))
         self.fanout = fanout
         self.interval_s = interval_s
         self.books: dict[str, LocalBook] = {}
         self._polls = 0
 
     def track(self, tickers: Sequence[str]) -> None:
-        """Poll these markets (others are dropped)."""
-        self.books = {t: self.books.get(t) or LocalBook(t) for t in tickers}
+        """Poll these markets (others are dropped); the dict is updated in place, readers keep their reference."""
+        for t in [t for t in self.books if t not in set(tickers)]:
+            del self.books[t]
+        for t in tickers:
+            self.books.setdefault(t, LocalBook(t))
 
     async def poll_once(self) -> int:
         """One poll; returns how many books changed."""
@@ -223,6 +231,8 @@ class RestBookPoller:
         while not stop.is_set():
             try:
                 await self.poll_once()
+                if self.freshness is not None:
+                    self.freshness.mark("kalshi_rest_books")
                 delay = self.interval_s
             except KalshiError as e:
                 delay = min(delay * 2, 60.0)

@@ -108,11 +108,20 @@ async def run_feeds(rt: ServiceRuntime) -> None:
         await ws.subscribe("trade")
         await ws.subscribe("market_lifecycle_v2")
         tasks.append(asyncio.create_task(ws.run(stop), name="kalshi-ws"))
+
+        async def ws_alive() -> None:
+            # Quiet markets send no deltas for minutes; the connection's keepalive is what proves it lives.
+            while not stop.is_set():
+                if ws.connected.is_set():
+                    rt.freshness.mark("kalshi_ws")
+                await asyncio.sleep(5)
+
+        tasks.append(asyncio.create_task(ws_alive(), name="kalshi-ws-alive"))
         divergence = DivergenceCheck(rest, books, emit, mode=mode, resnapshot=ws.resnapshot)
         tasks.append(asyncio.create_task(divergence.run(stop), name="divergence"))
     else:
         log.info("kalshi_no_keys_polling_books", env=rest.env.name)
-        poller = RestBookPoller(rest, fanout)
+        poller = RestBookPoller(rest, fanout, freshness=rt.freshness)
         books = poller.books
 
         async def track(tickers: list[str]) -> None:
@@ -124,7 +133,8 @@ async def run_feeds(rt: ServiceRuntime) -> None:
                           on_open=track)
     tasks.append(asyncio.create_task(discovery.run(stop, wake=wake), name="discovery"))
     if sessions is not None:
-        tasks.append(asyncio.create_task(SnapshotSampler(sessions, books).run(stop), name="snapshots"))
+        sampler = SnapshotSampler(sessions, books, source="ws" if key is not None else "rest")
+        tasks.append(asyncio.create_task(sampler.run(stop), name="snapshots"))
 
     # BTC spot venues and their 1-second bars.
     async def sink(bars: Any) -> None:
