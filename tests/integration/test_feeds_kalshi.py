@@ -176,3 +176,35 @@ async def test_discovery_keeps_series_apart_when_one_ticker_prefixes_another() -
         assert len(first) == len({c.ticker for c in first})  # each market published once
         assert all(c.series_ticker == c.ticker.split("-")[0] for c in first)
         assert await d.poll_once() == []
+
+
+async def test_public_trades_reach_md_trade(env: tuple[SimRig, Bus, Tap, Any]) -> None:
+    from libs.common.events import PublicTrade
+    from services.feeds.service import trade_event
+
+    rig, bus, tap, _ = env
+    emit = make_emit(bus)
+
+    async def on_message(frame: dict[str, Any]) -> None:
+        ev = trade_event(frame, Mode.SIM)
+        if ev is not None:
+            await emit(subjects.md_trade(ev.series_ticker, ev.ticker), ev)
+
+    ws = KalshiWS(rig.env, rig.signer("feeds"), on_message=on_message)
+    rig.client("feeds")
+    await ws.subscribe("trade")
+    stop = asyncio.Event()
+    task = asyncio.create_task(ws.run(stop))
+    try:
+        await until(lambda: len(ws._by_sid) == 1, what="trade subscription")
+        alice, bob = rig.client("alice"), rig.client("bob")
+        await bob.create_order(TICKERS[1], "ask", 3_700, 250, client_order_id="b1")
+        await alice.create_order(TICKERS[1], "bid", 3_800, 250, client_order_id="a1")
+        await until(lambda: bool(tap.of(PublicTrade)), what="md.trade")
+        [trade] = tap.of(PublicTrade)
+        assert (trade.ticker, trade.yes_price, trade.count, trade.taker_outcome_side) == (TICKERS[1], 3_700, 250,
+                                                                                          "yes")
+        assert trade.id.startswith("trade:")
+    finally:
+        stop.set()
+        await task
