@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import subjects
@@ -24,11 +25,13 @@ from libs.common.logs import get_logger
 from libs.common.money import parse_count, parse_dollars
 from libs.common.runtime import ServiceRuntime
 from libs.common.simnet import SimEndpoints
+from libs.common.stations import BY_SERIES
 from services.feeds.books import BookFanout, DivergenceCheck, RestBookPoller, SnapshotSampler
 from services.feeds.discovery import Discovery
 from services.feeds.spot import BarBuilder, VenueFeed, bitstamp, coinbase, kraken
 from services.feeds.spot import binance as binance_venue
 from services.feeds.spot_store import store_bars
+from services.feeds.wx import ENSEMBLE_URL, FORECAST_URL, NWS_URL, EnsemblePoller, ObservationPoller
 
 log = get_logger(__name__)
 
@@ -59,6 +62,15 @@ def trade_event(frame: dict[str, Any], mode: Mode) -> PublicTrade | None:
                        series_ticker=subjects.series_of(m["market_ticker"]), trade_id=m["trade_id"],
                        yes_price=parse_dollars(m["yes_price_dollars"]), count=parse_count(m["count_fp"]),
                        taker_outcome_side=m.get("taker_outcome_side") or m.get("taker_side") or "yes")
+
+
+def weather_url(settings: Settings) -> str | None:
+    """One root for Open-Meteo and NWS: explicit, else the simulator's fake in sim mode, else None (real hosts)."""
+    if settings.weather_api_url:
+        return settings.weather_api_url
+    if settings.mode is Mode.SIM and settings.sim_base_port:
+        return SimEndpoints(settings.sim_host, settings.sim_base_port).weather_url
+    return None
 
 
 def venue_urls(settings: Settings) -> dict[str, str | None]:
@@ -160,10 +172,28 @@ async def run_feeds(rt: ServiceRuntime) -> None:
         tasks.append(asyncio.create_task(feed.run(stop), name=f"spot-{venue.name}"))
     tasks.append(asyncio.create_task(bars.run(stop), name="spot-bars"))
 
+    # Weather: ensembles and observations for the settlement stations of the configured weather series.
+    wx_root = weather_url(s)
+    http = httpx.AsyncClient(timeout=30, headers={"User-Agent": s.nws_user_agent})
+    for series in s.series_list():
+        station = BY_SERIES.get(series)
+        if station is None:
+            continue
+        ens = EnsemblePoller(station, emit, mode=mode, client=http, sessions=sessions, freshness=rt.freshness,
+                             ensemble_url=wx_root or ENSEMBLE_URL, forecast_url=wx_root or FORECAST_URL,
+                             provider="sim" if wx_root else "open-meteo",
+                             interval_s=60.0 if mode is Mode.SIM else 1800.0)
+        obs = ObservationPoller(station, emit, mode=mode, client=http, nws_url=wx_root or NWS_URL,
+                                user_agent=s.nws_user_agent, sessions=sessions, freshness=rt.freshness,
+                                interval_s=60.0 if mode is Mode.SIM else 300.0)
+        tasks.append(asyncio.create_task(ens.run(stop), name=f"ensemble-{station.city}"))
+        tasks.append(asyncio.create_task(obs.run(stop), name=f"obs-{station.icao}"))
+
     await stop.wait()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await rest.aclose()
+    await http.aclose()
     if engine is not None:
         await engine.dispose()

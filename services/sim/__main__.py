@@ -92,6 +92,22 @@ def _traders(world: Any) -> Any:
     return BackgroundTraders(world)
 
 
+async def start_weather(world: Any, host: str, exchange_port: int) -> Any:
+    """Serve fake Open-Meteo and NWS on the simnet weather port, truthful to the world's weather events."""
+    from libs.common.simnet import SimEndpoints
+    from services.sim.scenarios import weather_truth
+    from services.sim.wxfake import WeatherFake
+
+    port = SimEndpoints(host, exchange_port).weather_port
+    try:
+        fake = await WeatherFake(weather_truth(world), clock=world.clock).start(host, port)
+    except OSError as e:
+        log.warning("sim_fake_weather_failed", port=port, error=str(e))
+        return None
+    log.info("fake_weather_started", url=f"http://{host}:{port}")
+    return fake
+
+
 async def start_venues(world: Any, host: str, exchange_port: int) -> list[Any]:
     """Serve the fake crypto venues on the ports simnet assigns after the exchange's; best effort."""
     try:
@@ -126,6 +142,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     register_keys(exchange, args.keys_dir, args.balance_ticks)
     await exchange.start(args.host, args.port)
     venues = [] if args.no_venues else await start_venues(world, args.host, exchange.port)
+    weather = await start_weather(world, args.host, exchange.port)
     log.info("sim_ready", rest_url=exchange.rest_url, ws_url=exchange.ws_url, seed=args.seed,
              keys_dir=str(args.keys_dir), keys=len(exchange.keys.key_ids()),
              markets=len(exchange.catalog.markets), venues={v.name: v.ws_url for v in venues})
@@ -138,6 +155,8 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
         for v in venues:
             with contextlib.suppress(Exception):
                 await v.stop()
+        if weather is not None:
+            await weather.stop()
         await exchange.stop()
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 import math
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from libs.common.money import PriceGrid
 from services.sim.catalog import EventInfo, MarketInfo, SeriesInfo
 from services.sim.world import World
+
+if TYPE_CHECKING:
+    from services.sim.wxfake import WeatherTruth
 
 ET = ZoneInfo("America/New_York")
 
@@ -210,3 +214,17 @@ def default_world(seed: int, now: datetime, clock: object | None = None) -> Worl
     world.rollers.append(_roll)
     _roll(world, now)
     return world
+
+
+def weather_truth(world: World) -> WeatherTruth:
+    """The fake weather services' truth, read live from the world's weather events (listed as time passes)."""
+    from services.sim.wxfake import WeatherTruth
+
+    class _WorldTruth(WeatherTruth):
+        def day_max(self, icao: str, day: date) -> float:
+            for f in world.facts.values():
+                if f.get("kind") == "weather" and f["station"] == icao and f["date"] == day:
+                    return float(f["true_max_f"])
+            return super().day_max(icao, day)
+
+    return _WorldTruth(world.seed)

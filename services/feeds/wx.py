@@ -1,0 +1,280 @@
+"""Weather inputs: Open-Meteo ensembles → members' climate-day maxima on `md.wx.forecast.<city>`, and NWS
+observations → the running climate-day max on `md.wx.obs.<station>`; both stored in PostgreSQL.
+
+Polling is slow on purpose (A5: the free tier allows 10,000 calls a day and an ensemble request for four
+models weighs ~14 calls) and backs off with jitter on errors and 429s. A malformed response is logged
+and skipped; the next poll tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.common import subjects
+from libs.common.climate import c_to_f, climate_day, member_daily_max, standard_offset
+from libs.common.config import Mode
+from libs.common.db import feeds as tables
+from libs.common.db.upsert import insert_if_new, insert_many_if_new
+from libs.common.events import Event, WxForecast, WxMember, WxObservation, utcnow
+from libs.common.health import Freshness
+from libs.common.logs import get_logger
+from libs.common.stations import Station
+
+log = get_logger(__name__)
+Emit = Callable[[str, Event], Awaitable[None]]
+
+ENSEMBLE_URL = "https://ensemble-api.open-meteo.com"
+FORECAST_URL = "https://api.open-meteo.com"
+NWS_URL = "https://api.weather.gov"
+DEFAULT_MODELS = ("ncep_gefs025", "ecmwf_ifs025_ensemble", "dwd_icon_global_eps", "gem_global_ensemble")
+# `temperature_2m[_memberNN][_<model>]` (A2); the suffix is the server's canonical name, which has changed before.
+MEMBER_KEY = re.compile(r"^temperature_2m(?:_member(\d\d))?(?:_(.+))?$")
+# MADIS QC flags we trust: V verified, C coarse pass, S screened; Z (no QC) is accepted when the value exists.
+BAD_QC = {"X", "Q", "B", "T"}
+
+
+class WeatherDataError(ValueError):
+    """A weather response we cannot use (missing keys, wrong shapes, bad JSON)."""
+
+
+def parse_ensemble(data: Any, fallback_model: str) -> tuple[list[datetime], dict[str, np.ndarray], str]:
+    """Times (UTC) and per-model (n_times × n_members) arrays in the response's unit; raises WeatherDataError."""
+    try:
+        hourly = data["hourly"]
+        times = [datetime.fromisoformat(t).replace(tzinfo=UTC) for t in hourly["time"]]
+        unit = data.get("hourly_units", {}).get("temperature_2m") or next(
+            (v for k, v in data.get("hourly_units", {}).items() if k.startswith("temperature_2m")), "°C")
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeatherDataError(f"ensemble response lacks hourly.time: {e}") from None
+    columns: dict[str, dict[int, list[Any]]] = {}
+    for key, series in hourly.items():
+        m = MEMBER_KEY.match(key)
+        if not m or key == "time":
+            continue
+        member = int(m.group(1) or 0)
+        model = m.group(2) or fallback_model
+        if not isinstance(series, list) or len(series) != len(times):
+            raise WeatherDataError(f"{key} has {len(series) if isinstance(series, list) else '?'} values "
+                                   f"for {len(times)} times")
+        columns.setdefault(model, {})[member] = series
+    if not columns:
+        raise WeatherDataError("ensemble response has no temperature_2m members")
+    arrays = {model: np.array([[np.nan if v is None else float(v) for v in cols[k]] for k in sorted(cols)],
+                              dtype=float).T for model, cols in columns.items()}
+    return times, arrays, unit
+
+
+class _Poller:
+    """Shared polling loop: interval, exponential backoff with jitter, freshness."""
+
+    name = "poller"
+
+    def __init__(self, interval_s: float, freshness: Freshness | None, max_age_s: float,
+                 rng: random.Random | None = None) -> None:
+        self.interval_s = interval_s
+        self.freshness = freshness
+        self.rng = rng or random.Random()
+        self.failures = 0
+        self.malformed = 0
+        if freshness is not None:
+            freshness.expect(self.name, max_age_s)
+
+    async def poll_once(self) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until stopped."""
+        delay = 0.0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+            try:
+                await self.poll_once()
+                self.failures = 0
+                delay = self.interval_s
+            except (httpx.HTTPError, WeatherDataError) as e:
+                self.failures += 1
+                delay = min(self.interval_s, 5.0 * 2 ** self.failures) * self.rng.uniform(0.5, 1.0)
+                log.warning("weather_poll_failed", input=self.name, error=str(e), retry_in_s=round(delay, 1))
+
+    async def _get(self, client: httpx.AsyncClient, url: str, params: dict[str, Any], what: str) -> Any:
+        resp = await client.get(url, params=params)
+        if resp.status_code >= 400:
+            raise httpx.HTTPStatusError(f"{what}: HTTP {resp.status_code}", request=resp.request, response=resp)
+        try:
+            return resp.json()
+        except ValueError:
+            self.malformed += 1
+            raise WeatherDataError(f"{what}: response is not JSON") from None
+
+
+class EnsemblePoller(_Poller):
+    """One station's ensemble forecast: each member's max over today's and tomorrow's climate days."""
+
+    def __init__(self, station: Station, emit: Emit, *, mode: Mode, client: httpx.AsyncClient,
+                 ensemble_url: str = ENSEMBLE_URL, forecast_url: str = FORECAST_URL,
+                 models: tuple[str, ...] = DEFAULT_MODELS, sessions: async_sessionmaker[AsyncSession] | None = None,
+                 freshness: Freshness | None = None, clock: Callable[[], datetime] = utcnow,
+                 interval_s: float = 1800.0, provider: str = "open-meteo") -> None:
+        self.name = f"ensemble_{station.city}"
+        super().__init__(interval_s, freshness, max_age_s=3 * interval_s)
+        self.station = station
+        self.emit = emit
+        self.mode = mode
+        self.client = client
+        self.ensemble_url = ensemble_url.rstrip("/")
+        self.forecast_url = forecast_url.rstrip("/")
+        self.models = models
+        self.sessions = sessions
+        self.clock = clock
+        self.provider = provider
+
+    async def poll_once(self) -> WxForecast:
+        """Fetch, reduce to climate-day maxima, publish and store one run."""
+        now = self.clock()
+        st = self.station
+        params = {"latitude": st.lat, "longitude": st.lon, "hourly": "temperature_2m", "models": ",".join(self.models),
+                  "temperature_unit": "fahrenheit", "timezone": "GMT", "forecast_days": 3}
+        data = await self._get(self.client, f"{self.ensemble_url}/v1/ensemble", params, "ensemble")
+        try:
+            times, arrays, unit = parse_ensemble(data, self.models[0])
+        except WeatherDataError:
+            self.malformed += 1
+            raise
+        to_f = (lambda a: a) if "F" in unit else (lambda a: a * 9 / 5 + 32)
+        today = climate_day(now, st.tz)
+        days = [today, today + timedelta(days=1)]
+        members: list[WxMember] = []
+        rows: list[dict[str, Any]] = []
+        run_id = f"wx:{self.provider}:{st.icao}:{now:%Y%m%dT%H%M}"
+        for model, arr in sorted(arrays.items()):
+            maxima = member_daily_max(times, to_f(arr), st.tz, days)
+            for day in days:
+                for k, v in enumerate(maxima[day]):
+                    if np.isfinite(v):
+                        members.append(WxMember(model=model, member=k, target_date=day, tmax_f=round(float(v), 2)))
+                    rows.append({"run_id": run_id, "model": model, "member": k, "target_date": day,
+                                 "tmax_f": float(v) if np.isfinite(v) else None, "hours_covered": 24})
+        if not members:
+            raise WeatherDataError("no member has a complete climate day")
+        deterministic = await self._deterministic(days)
+        event = WxForecast(id=run_id, ts_event=now, mode=self.mode, city=st.city, station=st.icao, run_time=now,
+                           members=tuple(members), deterministic={d.isoformat(): v for d, v in deterministic.items()})
+        await self._store(run_id, now, sorted(arrays), rows)
+        await self.emit(subjects.md_wx_forecast(st.city), event)
+        if self.freshness is not None:
+            self.freshness.mark(self.name)
+        log.info("ensemble_run", station=st.icao, members=len(members), models=len(arrays))
+        return event
+
+    async def _deterministic(self, days: list[date]) -> dict[date, float]:
+        st = self.station
+        params = {"latitude": st.lat, "longitude": st.lon, "hourly": "temperature_2m",
+                  "temperature_unit": "fahrenheit", "timezone": "GMT", "forecast_days": 3}
+        try:
+            data = await self._get(self.client, f"{self.forecast_url}/v1/forecast", params, "forecast")
+            times, arrays, _ = parse_ensemble(data, "best_match")
+        except (httpx.HTTPError, WeatherDataError) as e:
+            log.warning("deterministic_forecast_unavailable", station=st.icao, error=str(e))
+            return {}
+        maxima = member_daily_max(times, next(iter(arrays.values())), st.tz, days)
+        return {d: round(float(v[0]), 2) for d, v in maxima.items() if np.isfinite(v[0])}
+
+    async def _store(self, run_id: str, now: datetime, models: list[str], rows: list[dict[str, Any]]) -> None:
+        if self.sessions is None:
+            return
+        st = self.station
+        async with self.sessions() as s, s.begin():
+            await insert_if_new(s, tables.WeatherForecastRun, {
+                "run_id": run_id, "provider": self.provider, "station": st.icao, "city": st.city, "models": models,
+                "fetched_at": now, "latitude": st.lat, "longitude": st.lon,
+                "lst_offset_minutes": int(standard_offset(st.tz, now.date()).total_seconds() // 60)}, key=["run_id"])
+            await insert_many_if_new(s, tables.WeatherEnsembleMember, rows,
+                                     key=["run_id", "model", "member", "target_date"])
+
+
+class ObservationPoller(_Poller):
+    """One station's NWS observations and the running max of the current climate day."""
+
+    def __init__(self, station: Station, emit: Emit, *, mode: Mode, client: httpx.AsyncClient,
+                 nws_url: str = NWS_URL, user_agent: str, sessions: async_sessionmaker[AsyncSession] | None = None,
+                 freshness: Freshness | None = None, clock: Callable[[], datetime] = utcnow,
+                 interval_s: float = 300.0) -> None:
+        self.name = f"obs_{station.icao}"
+        super().__init__(interval_s, freshness, max_age_s=max(3 * interval_s, 5400))
+        self.station = station
+        self.emit = emit
+        self.mode = mode
+        self.client = client
+        self.nws_url = nws_url.rstrip("/")
+        self.user_agent = user_agent
+        self.sessions = sessions
+        self.clock = clock
+        self.seen: set[datetime] = set()
+
+    async def poll_once(self) -> list[WxObservation]:
+        """Fetch the current climate day's observations; publish and store the new ones in time order."""
+        st = self.station
+        now = self.clock()
+        day = climate_day(now, st.tz)
+        start = datetime.combine(day, datetime.min.time(), UTC) - standard_offset(st.tz, day)
+        self.client.headers["User-Agent"] = self.user_agent
+        data = await self._get(self.client, f"{self.nws_url}/stations/{st.icao}/observations",
+                               {"start": start.isoformat(), "limit": 500}, "observations")
+        try:
+            readings = self._readings(data)
+        except (KeyError, TypeError, ValueError) as e:
+            self.malformed += 1
+            raise WeatherDataError(f"observations: {e}") from None
+        out: list[WxObservation] = []
+        running: float | None = None
+        rows = []
+        for ts, c, qc, raw in sorted(readings):
+            if climate_day(ts, st.tz) != day:
+                continue
+            f = None if c is None or qc in BAD_QC else round(c_to_f(c), 1)
+            if f is not None:
+                running = f if running is None else max(running, f)
+            rows.append({"station": st.icao, "observed_at": ts, "climate_date": day, "temperature_c": c,
+                         "temperature_f": f, "running_max_f": running, "qc": qc, "source": "nws-api",
+                         "raw_message": raw})
+            if ts in self.seen:
+                continue
+            self.seen.add(ts)
+            out.append(WxObservation(id=f"obs:{st.icao}:{ts:%Y%m%dT%H%M}", ts_event=ts, mode=self.mode,
+                                     station=st.icao, observed_at=ts, climate_date=day, temp_f=f,
+                                     running_max_f=running, qc=qc))
+        if rows and self.sessions is not None:
+            async with self.sessions() as s, s.begin():
+                await insert_many_if_new(s, tables.WeatherObservation, rows, key=["station", "observed_at"])
+        for ev in out:
+            await self.emit(subjects.md_wx_obs(st.icao), ev)
+        if self.freshness is not None:
+            self.freshness.mark(self.name)
+        return out
+
+    @staticmethod
+    def _readings(data: Any) -> list[tuple[datetime, float | None, str | None, str | None]]:
+        out = []
+        for feat in data["features"]:
+            p = feat["properties"]
+            ts = datetime.fromisoformat(p["timestamp"]).astimezone(UTC)
+            temp = p.get("temperature") or {}
+            value = temp.get("value")
+            if value is not None and temp.get("unitCode", "wmoUnit:degC") != "wmoUnit:degC":
+                raise ValueError(f"unexpected temperature unit {temp.get('unitCode')}")
+            out.append((ts, None if value is None else float(value), temp.get("qualityControl"),
+                        p.get("rawMessage")))
+        return out

@@ -1,0 +1,213 @@
+"""Fake Open-Meteo (ensemble + forecast) and NWS observations, shaped like the real APIs (data_sources.md A2, B4).
+
+Driven by `WeatherTruth`: each station's climate day has a true maximum (from the simulated world,
+so the weather markets settle on what these services show), an hourly curve peaking mid-afternoon
+local standard time, and ensemble members spread around it with a per-model bias and spread.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from libs.common.climate import climate_day, standard_offset
+from libs.common.logs import get_logger
+from libs.common.stations import STATIONS, Station
+
+log = get_logger(__name__)
+
+# Canonical ensemble names (A1) with members including the control, and this fake's bias/spread per model.
+MODELS: dict[str, tuple[int, float, float]] = {
+    "ncep_gefs025": (31, -0.8, 2.6),
+    "ecmwf_ifs025_ensemble": (51, 0.3, 2.0),
+    "dwd_icon_global_eps": (40, -0.3, 2.4),
+    "gem_global_ensemble": (21, 0.8, 3.0),
+}
+ALIASES = {"gfs025": "ncep_gefs025", "gfs_seamless": "ncep_gefs_seamless", "ecmwf_ifs025": "ecmwf_ifs025_ensemble",
+           "gem_global": "gem_global_ensemble", "icon_global": "dwd_icon_global_eps",
+           "icon_global_eps": "dwd_icon_global_eps", "cmc_gem_geps": "gem_global_ensemble"}
+
+
+def _seed(*parts: object) -> int:
+    return zlib.crc32("|".join(map(str, parts)).encode())
+
+
+class WeatherTruth:
+    """True daily maxima and hourly temperatures per station."""
+
+    def __init__(self, seed: int, maxima: dict[tuple[str, date], float] | None = None) -> None:
+        self.seed = seed
+        self.maxima = dict(maxima or {})
+
+    def day_max(self, icao: str, day: date) -> float:
+        """The climate day's true max °F (seeded when no scenario fixed it)."""
+        if (icao, day) not in self.maxima:
+            self.maxima[(icao, day)] = round(random.Random(_seed(self.seed, icao, day)).gauss(55, 10))
+        return self.maxima[(icao, day)]
+
+    def temp_f(self, station: Station, t: datetime) -> float:
+        """Temperature at `t`: 15 °F diurnal swing peaking at 15:00 LST, reaching the day's max exactly then."""
+        day = climate_day(t, station.tz)
+        lst = t.astimezone(UTC) + standard_offset(station.tz, day)
+        h = lst.hour + lst.minute / 60
+        mx = self.day_max(station.icao, day)
+        return mx - 15.0 * (0.5 - 0.5 * math.cos(2 * math.pi * (h - 15) / 24))
+
+    def member_offset(self, station: Station, model: str, member: int, day: date) -> float:
+        """A member's error for a day: the model's bias plus a seeded draw of its spread."""
+        _, bias, sd = MODELS[model]
+        return bias + random.Random(_seed(self.seed, station.icao, model, member, day)).gauss(0, sd)
+
+
+class WeatherFake:
+    """The HTTP server: `/v1/ensemble`, `/v1/forecast`, `/stations/{icao}/observations`."""
+
+    def __init__(self, truth: WeatherTruth, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 stations: tuple[Station, ...] = STATIONS) -> None:
+        self.truth = truth
+        self.clock = clock
+        self.stations = stations
+        self.requests: list[str] = []
+        self._fail: list[int] = []
+        self._garbage = 0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        app = web.Application(middlewares=[self._faults])
+        app.router.add_get("/v1/ensemble", self._ensemble)
+        app.router.add_get("/v1/forecast", self._forecast)
+        app.router.add_get("/stations/{icao}/observations", self._observations)
+        self.app = app
+
+    @property
+    def url(self) -> str:
+        """Root URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail_next(self, n: int = 1, status: int = 500) -> None:
+        """Answer the next `n` requests with `status`."""
+        self._fail.extend([status] * n)
+
+    def garbage_next(self, n: int = 1) -> None:
+        """Answer the next `n` requests with malformed JSON."""
+        self._garbage += n
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> WeatherFake:
+        """Listen (0 = a free port)."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @web.middleware
+    async def _faults(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        self.requests.append(request.path_qs)
+        if self._fail:
+            status = self._fail.pop(0)
+            return web.json_response({"error": True, "reason": "injected failure"}, status=status)
+        if self._garbage:
+            self._garbage -= 1
+            return web.Response(text='{"hourly": {"time": [', content_type="application/json")
+        return await handler(request)
+
+    def _station_at(self, request: web.Request) -> Station:
+        try:
+            lat, lon = float(request.query["latitude"]), float(request.query["longitude"])
+        except (KeyError, ValueError):
+            raise web.HTTPBadRequest(text='{"error": true, "reason": "latitude and longitude are required"}',
+                                     content_type="application/json") from None
+        return min(self.stations, key=lambda s: (s.lat - lat) ** 2 + (s.lon - lon) ** 2)
+
+    def _hours(self, request: web.Request) -> list[datetime]:
+        if request.query.get("timezone", "GMT") not in ("GMT", "UTC"):
+            raise web.HTTPBadRequest(text='{"error": true, "reason": "this fake serves timezone=GMT only"}',
+                                     content_type="application/json")
+        days = int(request.query.get("forecast_days", "3"))
+        start = self.clock().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return [start + timedelta(hours=i) for i in range(24 * days)]
+
+    def _unit(self, request: web.Request) -> tuple[str, Callable[[float], float]]:
+        if request.query.get("temperature_unit", "celsius") == "fahrenheit":
+            return "°F", lambda f: round(f, 1)
+        return "°C", lambda f: round((f - 32) * 5 / 9, 1)
+
+    async def _ensemble(self, request: web.Request) -> web.Response:
+        station = self._station_at(request)
+        hours = self._hours(request)
+        unit, conv = self._unit(request)
+        asked = [m.strip() for m in request.query.get("models", "ncep_gefs025").split(",") if m.strip()]
+        models = [ALIASES.get(m, m) for m in asked]
+        unknown = [m for m in models if m not in MODELS]
+        if unknown:
+            return web.json_response({"error": True, "reason": f"Invalid model {unknown[0]}"}, status=400)
+        hourly: dict[str, list[Any]] = {"time": [t.strftime("%Y-%m-%dT%H:%M") for t in hours]}
+        units: dict[str, str] = {"time": "iso8601"}
+        for model in models:
+            n_members, _, _ = MODELS[model]
+            for k in range(n_members):
+                key = "temperature_2m" + (f"_member{k:02d}" if k else "")
+                if len(models) > 1:
+                    key += f"_{model}"  # several models: every key gets the canonical model suffix (A2)
+                series = []
+                for t in hours:
+                    day = climate_day(t, station.tz)
+                    base = self.truth.temp_f(station, t) + self.truth.member_offset(station, model, k, day)
+                    series.append(conv(base))
+                hourly[key] = series
+                units[key] = unit
+        return web.json_response(self._envelope(station, units, hourly))
+
+    async def _forecast(self, request: web.Request) -> web.Response:
+        station = self._station_at(request)
+        hours = self._hours(request)
+        unit, conv = self._unit(request)
+        hourly = {"time": [t.strftime("%Y-%m-%dT%H:%M") for t in hours],
+                  "temperature_2m": [conv(self.truth.temp_f(station, t) - 0.5) for t in hours]}
+        return web.json_response(self._envelope(station, {"time": "iso8601", "temperature_2m": unit}, hourly))
+
+    @staticmethod
+    def _envelope(station: Station, units: dict[str, str], hourly: dict[str, list[Any]]) -> dict[str, Any]:
+        return {"latitude": round(station.lat, 2), "longitude": round(station.lon, 2), "generationtime_ms": 0.5,
+                "utc_offset_seconds": 0, "timezone": "GMT", "timezone_abbreviation": "GMT", "elevation": 10.0,
+                "hourly_units": units, "hourly": hourly}
+
+    async def _observations(self, request: web.Request) -> web.Response:
+        if not request.headers.get("User-Agent"):
+            # api.weather.gov refuses requests without a User-Agent (B1).
+            return web.json_response({"title": "Forbidden", "status": 403, "detail": "A User-Agent is required"},
+                                     status=403)
+        icao = request.match_info["icao"].upper()
+        station = next((s for s in self.stations if s.icao == icao), None)
+        if station is None:
+            return web.json_response({"title": "Not Found", "status": 404}, status=404)
+        now = self.clock().astimezone(UTC)
+        start = datetime.fromisoformat(request.query["start"]) if "start" in request.query else now - timedelta(days=1)
+        limit = int(request.query.get("limit", "500"))
+        # Hourly METARs at :51, newest first, as api.weather.gov lists them.
+        t = now.replace(minute=51, second=0, microsecond=0)
+        if t > now:
+            t -= timedelta(hours=1)
+        features = []
+        while t >= start and len(features) < limit:
+            c = round((self.truth.temp_f(station, t) - 32) * 5 / 9, 1)
+            features.append({"id": f"https://api.weather.gov/stations/{icao}/observations/{t.isoformat()}",
+                             "type": "Feature", "properties": {
+                                 "stationId": icao, "timestamp": t.isoformat(), "rawMessage": f"METAR {icao} ...",
+                                 "temperature": {"unitCode": "wmoUnit:degC", "value": c, "qualityControl": "V"},
+                                 "maxTemperatureLast24Hours": {"unitCode": "wmoUnit:degC", "value": None,
+                                                               "qualityControl": "Z"}}})
+            t -= timedelta(hours=1)
+        return web.json_response({"type": "FeatureCollection", "features": features},
+                                 content_type="application/geo+json")
