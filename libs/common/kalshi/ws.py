@@ -168,6 +168,7 @@ class KalshiWS:
         self.connected.set()
         log.info("kalshi_ws_connected", url=self.env.ws_url, subscriptions=len(self._subs))
         stopper = asyncio.create_task(stop.wait())
+        recv: asyncio.Task[Any] | None = None
         try:
             while True:
                 recv = asyncio.create_task(conn.recv())
@@ -184,8 +185,13 @@ class KalshiWS:
                 await self._dispatch(recv.result())
         finally:
             stopper.cancel()
+            if recv is not None and not recv.done():
+                recv.cancel()  # cancelled from outside: never leave a recv() whose failure nobody reads
             with contextlib.suppress(Exception):
                 await conn.close()
+            if recv is not None:
+                with contextlib.suppress(BaseException):
+                    await recv
 
     async def _send(self, cmd: dict[str, Any]) -> int:
         cmd_id = next(self._ids)
@@ -234,6 +240,9 @@ class KalshiWS:
         except (KeyError, TypeError, ValueError, MoneyError) as e:
             self.malformed += 1
             log.warning("kalshi_ws_malformed_message", type=kind, error=f"{type(e).__name__}: {e}")
+            if kind in ("orderbook_delta", "orderbook_snapshot") and isinstance(frame.get("sid"), int):
+                # A book message we could not apply is a lost update: resync rather than keep a wrong book.
+                await self._gap(frame["sid"])
 
     def _on_subscribed(self, frame: dict[str, Any]) -> None:
         msg = frame["msg"]

@@ -129,3 +129,27 @@ async def test_token_bucket_paces_requests() -> None:
     assert await waited == pytest.approx(0.1)
     with pytest.raises(ValueError):
         await bucket.take(21)
+
+
+async def test_ws_malformed_frames_are_counted_and_skipped() -> None:
+    from libs.common.kalshi.rest import sim_environment
+    from libs.common.kalshi.ws import KalshiWS
+
+    seen: list[str] = []
+    ws = KalshiWS(sim_environment("http://127.0.0.1:1/trade-api/v2", "ws://127.0.0.1:1"), None,
+                  on_book=lambda b: seen.append(b.ticker))
+    await ws.subscribe_books(["T"])
+    ws._on_subscribed({"id": 1, "type": "subscribed", "msg": {"channel": "orderbook_delta", "sid": 1}})
+    await ws._dispatch('{"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": {"market_ticker": "T"}}')
+    for bad in ("not json", '{"no_type": 1}', '{"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": {}}',
+                '{"type": "orderbook_delta", "sid": 1, "seq": 3, "msg": {"market_ticker": "T", '
+                '"price_dollars": "4 cents", "delta_fp": "1.00", "side": "yes"}}'):
+        await ws._dispatch(bad)
+    assert ws.malformed == 3  # the last one is not even parsed: its book already awaits a snapshot
+    assert not ws.books["T"].valid and ws.gaps >= 1, "an unreadable delta is a lost update: resync"
+    await ws._dispatch('{"type": "orderbook_delta", "sid": 1, "seq": 4, "msg": {"market_ticker": "T", '
+                       '"price_dollars": "0.0400", "delta_fp": "1.00", "side": "yes"}}')
+    assert seen == ["T"]  # nothing published from an invalid book
+    await ws._dispatch('{"type": "orderbook_snapshot", "sid": 1, "seq": 5, "msg": {"market_ticker": "T", '
+                       '"yes_dollars_fp": [["0.0400", "1.00"]]}}')
+    assert ws.books["T"].valid and ws.books["T"].best_yes_bid == (400, 100) and seen == ["T", "T"]
