@@ -82,6 +82,9 @@ class WeatherFake:
         app.router.add_get("/v1/ensemble", self._ensemble)
         app.router.add_get("/v1/forecast", self._forecast)
         app.router.add_get("/stations/{icao}/observations", self._observations)
+        app.router.add_get("/products/types/CLI/locations/{loc}", self._cli_list)
+        app.router.add_get("/products/types/CLI/locations/{loc}/latest", self._cli_latest)
+        app.router.add_get("/products/{pid}", self._cli_product)
         self.app = app
 
     @property
@@ -211,3 +214,71 @@ class WeatherFake:
             t -= timedelta(hours=1)
         return web.json_response({"type": "FeatureCollection", "features": features},
                                  content_type="application/geo+json")
+
+    # -- NWS Daily Climate Reports (B1–B3): one final report per past climate day, issued ~01:30 LST ----------
+
+    def _cli_days(self, loc: str) -> tuple[Station, list[tuple[date, datetime]]]:
+        station = next((s for s in self.stations if s.cli == loc.upper()), None)
+        if station is None:
+            raise web.HTTPNotFound(text='{"title": "Not Found", "status": 404}', content_type="application/json")
+        now = self.clock().astimezone(UTC)
+        today = climate_day(now, station.tz)
+        out = []
+        for back in range(1, 4):
+            day = today - timedelta(days=back)
+            issued = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) \
+                - standard_offset(station.tz, day) + timedelta(hours=1, minutes=30)
+            if issued <= now:
+                out.append((day, issued))
+        return station, out
+
+    def _stub(self, station: Station, day: date, issued: datetime) -> dict[str, Any]:
+        pid = f"CLI{station.cli}-{day:%Y%m%d}"
+        return {"@id": f"{self.url}/products/{pid}", "id": pid, "wmoCollectiveId": "CDUS41",
+                "issuingOffice": "KOKX", "issuanceTime": issued.isoformat(), "productCode": "CLI",
+                "productName": "Climatological Report (Daily)"}
+
+    def cli_text(self, station: Station, day: date, issued: datetime) -> str:
+        """A final CLI bulletin in the B2 layout for `day`."""
+        mx = round(self.truth.day_max(station.icao, day))
+        local = issued + standard_offset(station.tz, day)
+        text = (f"CDUS41 KOKX {issued:%d%H%M}\nCLI{station.cli}\n\nCLIMATE REPORT\nNATIONAL WEATHER SERVICE\n"
+                f"{local:%I%M %p} LST {local:%a %b %d %Y}\n\n"
+                f"...THE {station.city.upper()} CLIMATE SUMMARY FOR {day:%B} {day.day} {day.year}...\n\n"
+                "WEATHER ITEM   OBSERVED TIME   RECORD YEAR NORMAL DEPARTURE LAST\n"
+                "                VALUE   (LST)  VALUE       VALUE  FROM      YEAR\n"
+                "                                                  NORMAL\n"
+                "...................................................................\n"
+                "TEMPERATURE (F)\n YESTERDAY\n"
+                f"  MAXIMUM         {mx:>3}    259 PM  75    1931  50     {mx - 50:>3}       52\n"
+                f"  MINIMUM         {mx - 15:>3}    545 AM  12    1933  38     {mx - 53:>3}       40\n"
+                f"  AVERAGE         {mx - 8:>3}                          44     {mx - 52:>3}       46\n")
+        return text.upper()  # bulletins are upper case
+
+    async def _cli_list(self, request: web.Request) -> web.Response:
+        station, days = self._cli_days(request.match_info["loc"])
+        graph = [self._stub(station, d, i) for d, i in days]
+        return web.json_response({"@context": {"@version": "1.1"}, "@graph": graph},
+                                 content_type="application/ld+json")
+
+    async def _cli_latest(self, request: web.Request) -> web.Response:
+        station, days = self._cli_days(request.match_info["loc"])
+        if not days:
+            raise web.HTTPNotFound(text='{"title": "Not Found", "status": 404}', content_type="application/json")
+        day, issued = days[0]
+        return web.json_response({**self._stub(station, day, issued), "productText": self.cli_text(station, day,
+                                                                                                    issued)},
+                                 content_type="application/ld+json")
+
+    async def _cli_product(self, request: web.Request) -> web.Response:
+        pid = request.match_info["pid"]
+        for station in self.stations:
+            prefix = f"CLI{station.cli}-"
+            if pid.startswith(prefix):
+                _, days = self._cli_days(station.cli)
+                for day, issued in days:
+                    if pid == f"{prefix}{day:%Y%m%d}":
+                        return web.json_response({**self._stub(station, day, issued),
+                                                  "productText": self.cli_text(station, day, issued)},
+                                                 content_type="application/ld+json")
+        raise web.HTTPNotFound(text='{"title": "Not Found", "status": 404}', content_type="application/json")

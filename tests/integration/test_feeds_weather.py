@@ -135,3 +135,19 @@ async def test_observations_running_max_resets_at_the_lst_boundary(fake: Weather
         bare.headers.pop("User-Agent", None)
         resp = await bare.get(f"{fake.url}/stations/KNYC/observations", headers={"User-Agent": ""})
         assert resp.status_code == 403
+
+
+async def test_fake_cli_reports_state_the_true_max(fake: WeatherFake) -> None:
+    import re
+
+    async with httpx.AsyncClient(timeout=10, headers={"User-Agent": "kdesk-test"}) as client:
+        listing = (await client.get(f"{fake.url}/products/types/CLI/locations/NYC")).json()
+        newest = listing["@graph"][0]
+        assert newest["productCode"] == "CLI" and newest["id"] == "CLINYC-20261121"
+        text = (await client.get(f"{fake.url}/products/{newest['id']}")).json()["productText"]
+        assert "CLIMATE SUMMARY FOR NOVEMBER 21 2026" in text
+        block = text.split("TEMPERATURE (F)", 1)[1]
+        observed = int(re.search(r"MAXIMUM\s+(-?\d+)", block).group(1))  # type: ignore[union-attr]
+        assert observed == round(fake.truth.day_max("KNYC", date(2026, 11, 21)))
+        latest = (await client.get(f"{fake.url}/products/types/CLI/locations/NYC/latest")).json()
+        assert latest["id"] == newest["id"]
