@@ -1,0 +1,359 @@
+"""Daily-high temperature model: ensemble members -> whole-°F pmf -> Kalshi bracket probabilities (ref E1).
+
+Pure functions of arrays: no I/O, no clock. Temperatures are floats in °F; hours are floats.
+
+The pipeline, and why each step is there:
+1. Bias: every member is shifted by `-bias_f` (E1.5; `fit_station_bias` gives a shrunk per-station value).
+2. Kernel dressing (E1.2): each member becomes a Gaussian of sd σ_k. The kernel is Gaussian, not Student-t,
+   so the model reproduces a Gaussian truth (tested); the fat tails E1.5 warns about come from an explicit
+   contamination component instead: with weight `tail_weight` (default 2%) a wide Gaussian centred on the
+   mixture mean with `tail_scale` (2.5) x the mixture sd, so no bracket is ever priced as "impossible" by an
+   over-sharp ensemble.
+3. Kernel width: Silverman's rule on the pooled (weighted) ensemble, h² = (4 / (3 K_eff))^0.4 (E1.2),
+   K_eff = 1 / Σ w_i² the effective member count, s² the weighted pooled variance (it includes the spread
+   between models, as in BMA, E1.4). Dressing alone would inflate the variance to s²(1 + h²) (+15% at 150
+   members), so it is variance-corrected (Silverman 1986 §6.4.1): members are pulled towards the mean by
+   1/sqrt(1 + h²) and the smoothing kernel is σ_s = h·s/sqrt(1 + h²); the mixture then keeps variance s².
+   Ensembles are under-dispersive and more so at longer lead, so the kernel is inflated in quadrature with an
+   explicit lead-time term and floored:
+       σ_k = max(min_sd_f, sqrt(σ_s² + (lead_sd_f_per_day · lead_hours / 24)²))
+   lead_hours is the time from the ensemble run's initialisation to the end of the target climate day.
+   The default 0.6 °F per day of lead is an uncalibrated placeholder; fit it (with bias and tail weight) by
+   CRPS on resolved days (E1.3) and pass the fitted values.
+4. Rounding (E1.7): settlement is a whole °F, so P(n) = F(n + 0.5) - F(n - 0.5); brackets sum those.
+5. Observed max so far (E1.8): the final continuous max X cannot be below it, so the distribution is truncated
+   at the observed value and renormalised. Whole degrees below round(observed) (half up) become impossible;
+   for a whole-degree observation that is exactly "below ceil(observed)". Late in the climate day the
+   remaining rise above the observed max shrinks: X' = obs + g · (X - obs), g = clip(hours_left / 12, 0, 1),
+   i.e. no tightening with 12 h or more left, a point mass at the observed max at the end of the day, and
+   monotone in between. 12 h (noon LST) is a placeholder to fit on observation history. Without an observed
+   max, hours_left_in_day is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+StrikeType = Literal["less", "between", "greater", "greater_or_equal", "less_or_equal"]
+
+_STRIKE_TYPES = frozenset({"less", "between", "greater", "greater_or_equal", "less_or_equal"})
+_SQRT2 = math.sqrt(2.0)
+
+# Step 5: hours before the end of the climate day from which the remaining rise starts to shrink.
+TIGHTEN_HOURS = 12.0
+# Confidence: members at which the count factor reaches 1/2; data age (h) at which the age factor reaches 1/2.
+_CONF_MEMBERS_HALF = 10.0
+_CONF_AGE_HALF_H = 18.0
+# Pmf support: this many of the widest component's sd beyond the extreme centres carries < 1e-15 of mass.
+_SUPPORT_SDS = 8.0
+# Below this much forecast mass above the observed max, the forecast is treated as wrong: all mass at the obs.
+_MIN_TAIL_MASS = 1e-12
+
+
+class WeatherModelError(ValueError):
+    """Inputs the weather model cannot turn into a distribution (no members, bad brackets, bad parameters)."""
+
+
+class LadderError(WeatherModelError):
+    """Brackets that cannot belong to one event: overlapping ranges or an unknown strike type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bracket:
+    """One Kalshi market of a daily-high event, with its strike fields as in the API (kalshi_api.md §8)."""
+
+    ticker: str
+    strike_type: StrikeType
+    floor: float | None = None
+    cap: float | None = None
+
+    def integer_range(self) -> tuple[float, float]:
+        """Return the whole-°F outcomes [lo, hi] this market pays on (±inf for open tails; lo > hi if empty)."""
+        # §8: greater -> value > floor; less -> value < cap; between -> floor <= value <= cap inclusive.
+        st, lo_s, hi_s = self.strike_type, self.floor, self.cap
+        if st not in _STRIKE_TYPES:
+            raise LadderError(
+                f"market {self.ticker}: unknown strike_type {st!r}; expected one of {sorted(_STRIKE_TYPES)}"
+            )
+        need_floor = st in ("greater", "greater_or_equal", "between")
+        need_cap = st in ("less", "less_or_equal", "between")
+        if need_floor and (lo_s is None or not math.isfinite(lo_s)):
+            raise LadderError(f"market {self.ticker}: strike_type {st!r} needs a finite floor_strike, got {lo_s!r}")
+        if need_cap and (hi_s is None or not math.isfinite(hi_s)):
+            raise LadderError(f"market {self.ticker}: strike_type {st!r} needs a finite cap_strike, got {hi_s!r}")
+        lo = -math.inf
+        hi = math.inf
+        if st == "greater":
+            lo = math.floor(lo_s) + 1.0
+        elif st in ("greater_or_equal", "between"):
+            lo = float(math.ceil(lo_s))
+        if st == "less":
+            hi = math.ceil(hi_s) - 1.0
+        elif st in ("less_or_equal", "between"):
+            hi = float(math.floor(hi_s))
+        return lo, hi
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class WeatherForecastResult:
+    """A daily-high forecast: bracket probabilities (summing to 1), the whole-°F pmf and diagnostics."""
+
+    probabilities: dict[str, float]
+    """P(YES) per bracket ticker, normalised over the ladder."""
+    support: np.ndarray
+    """Whole °F values (int64, ascending) the pmf is given on."""
+    pmf: np.ndarray
+    """P(settlement = support[i]); sums to 1."""
+    mean_f: float
+    sd_f: float
+    kernel_sd_f: float
+    confidence: float
+    coverage: float
+    """Mass the ladder held before normalisation: < 1 means a market of the event is missing (a gap)."""
+    n_members: int
+    models_used: tuple[str, ...]
+    min_possible_f: int | None
+    """Lowest settlement still possible given the observed max (None without an observation)."""
+    extras: dict[str, float] = field(default_factory=dict)
+    """Confidence factors (members, agreement, age) and the tightening factor, for logs and storage."""
+
+
+def _phi(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF, elementwise, exact to double precision (math.erfc; numpy has no erf)."""
+    flat = np.asarray(x, dtype=float).ravel()
+    out = np.fromiter(map(math.erfc, (-flat / _SQRT2).tolist()), dtype=float, count=flat.size)
+    return (0.5 * out).reshape(np.shape(x))
+
+
+def _pool(
+    members: dict[str, np.ndarray], weights: dict[str, float] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Return (values, per-member weights, model means, model weights, models) with NaNs and empty models dropped."""
+    vals: list[np.ndarray] = []
+    wts: list[np.ndarray] = []
+    means: list[float] = []
+    mweights: list[float] = []
+    used: list[str] = []
+    for name, arr in members.items():
+        x = np.asarray(arr, dtype=float).ravel()
+        x = x[np.isfinite(x)]
+        # Default: equal weight per model; a model absent from explicit weights is not used.
+        w = 1.0 if weights is None else float(weights.get(name, 0.0))
+        if not math.isfinite(w) or w < 0:
+            raise WeatherModelError(f"model weight for {name!r} must be a finite number >= 0, got {w!r}")
+        if x.size == 0 or w == 0:
+            continue
+        vals.append(x)
+        wts.append(np.full(x.size, w / x.size))  # members equal within a model
+        means.append(float(x.mean()))
+        mweights.append(w)
+        used.append(name)
+    if not vals:
+        raise WeatherModelError("no usable ensemble members: every model is empty, all-NaN or has zero weight")
+    total = sum(mweights)
+    return (
+        np.concatenate(vals),
+        np.concatenate(wts) / total,
+        np.asarray(means),
+        np.asarray(mweights) / total,
+        tuple(used),
+    )
+
+
+def bracket_probabilities(
+    members: dict[str, np.ndarray],
+    brackets: list[Bracket],
+    *,
+    weights: dict[str, float] | None = None,
+    bias_f: float = 0.0,
+    lead_hours: float,
+    observed_max_f: float | None = None,
+    hours_left_in_day: float | None = None,
+    min_sd_f: float = 1.0,
+    data_age_hours: float = 0.0,
+    lead_sd_f_per_day: float = 0.6,
+    tail_weight: float = 0.02,
+    tail_scale: float = 2.5,
+) -> WeatherForecastResult:
+    """Turn ensemble daily maxima (°F per model) into P(YES) for each bracket of one event (ref E1)."""
+    for name, v in (("lead_hours", lead_hours), ("min_sd_f", min_sd_f), ("data_age_hours", data_age_hours),
+                    ("lead_sd_f_per_day", lead_sd_f_per_day)):
+        if not math.isfinite(v) or v < 0:
+            raise WeatherModelError(f"{name} must be a finite number >= 0, got {v!r}")
+    if not math.isfinite(bias_f):
+        raise WeatherModelError(f"bias_f must be finite, got {bias_f!r}")
+    if not 0.0 <= tail_weight < 1.0 or not tail_scale > 0:
+        raise WeatherModelError(
+            f"tail_weight must be in [0, 1) and tail_scale > 0, got {tail_weight!r}, {tail_scale!r}"
+        )
+    if observed_max_f is not None and not math.isfinite(observed_max_f):
+        raise WeatherModelError(f"observed_max_f must be finite or None, got {observed_max_f!r}")
+    if hours_left_in_day is not None and not (math.isfinite(hours_left_in_day) and hours_left_in_day >= 0):
+        raise WeatherModelError(f"hours_left_in_day must be a finite number >= 0 or None, got {hours_left_in_day!r}")
+    if not brackets:
+        raise LadderError("no brackets: an event needs at least one market")
+
+    ranges = [b.integer_range() for b in brackets]
+    order = sorted(range(len(brackets)), key=lambda i: ranges[i][0])
+    prev_hi, prev_t = -math.inf, None
+    for i in order:
+        lo, hi = ranges[i]
+        if lo > hi:
+            continue  # an empty market (no whole degree satisfies it) takes no mass
+        if prev_t is not None and lo <= prev_hi:
+            raise LadderError(
+                f"markets {prev_t} and {brackets[i].ticker} overlap: brackets of one event must not share "
+                "a whole degree; were markets of two events mixed?"
+            )
+        prev_hi, prev_t = hi, brackets[i].ticker
+
+    x, w, model_means, model_w, used = _pool(members, weights)
+    debiased = x - bias_f  # E1.5: bias = forecast - observed, so subtract it
+    mean_c = float(w @ debiased)
+    s2 = float(w @ (debiased - mean_c) ** 2)
+    k_eff = 1.0 / float(w @ w)
+    h2 = (4.0 / (3.0 * k_eff)) ** 0.4  # E1.2 Silverman factor: kernel variance = h2 x ensemble variance
+    # Variance-corrected dressing (Silverman 1986 §6.4.1): pull members towards the mean by 1/sqrt(1 + h2) so
+    # that smoothing alone keeps the ensemble variance; every widening is then one of the explicit terms below.
+    shrink = 1.0 / math.sqrt(1.0 + h2)
+    centres = mean_c + shrink * (debiased - mean_c)
+    smooth_sd = math.sqrt(h2 * s2) * shrink
+    lead_sd = lead_sd_f_per_day * lead_hours / 24.0
+    kernel_sd = max(min_sd_f, math.sqrt(smooth_sd**2 + lead_sd**2))
+    if kernel_sd <= 0:
+        raise WeatherModelError("kernel sd is 0: pass min_sd_f > 0 or lead time, a point forecast has no spread")
+    mix_sd = math.sqrt(shrink**2 * s2 + kernel_sd**2)
+    tail_sd = tail_scale * mix_sd
+
+    c_lo = float(centres.min()) - _SUPPORT_SDS * kernel_sd
+    c_hi = float(centres.max()) + _SUPPORT_SDS * kernel_sd
+
+    def base_cdf(edges: np.ndarray) -> np.ndarray:
+        """P(X < edge) under the dressed mixture plus the wide tail component."""
+        # Beyond 8 kernel sds of every centre the core CDF is 0 or 1 to double precision: skip those edges.
+        core = (edges > c_hi).astype(float)
+        inner = (edges > c_lo) & (edges <= c_hi)
+        if inner.any():
+            core[inner] = w @ _phi((edges[inner][None, :] - centres[:, None]) / kernel_sd)
+        if tail_weight == 0.0:
+            return core
+        return (1.0 - tail_weight) * core + tail_weight * _phi((edges - mean_c) / tail_sd)
+
+    # Support wide enough that the ignored mass is negligible; the obs can lie outside the forecast's range.
+    reach = _SUPPORT_SDS * (tail_sd if tail_weight else kernel_sd)
+    lo_f = float(centres.min()) - reach
+    hi_f = float(centres.max()) + reach
+    n_min: int | None = None
+    g = 1.0
+    if observed_max_f is not None:
+        n_min = math.floor(observed_max_f + 0.5)  # E1.7 rounding, half up, of the running max
+        lo_f = max(lo_f, n_min - 1.0)
+        hi_f = max(hi_f, n_min + 1.0)
+        if hours_left_in_day is not None:
+            g = min(1.0, hours_left_in_day / TIGHTEN_HOURS)
+    support = np.arange(math.floor(lo_f), math.ceil(hi_f) + 1, dtype=np.int64)
+    edges = np.append(support - 0.5, support[-1] + 0.5)
+
+    def cdf(t: np.ndarray) -> np.ndarray:
+        """P(final max < t) after conditioning on the observed max and late-day tightening (E1.8)."""
+        t = np.asarray(t, dtype=float)
+        if observed_max_f is None:
+            return base_cdf(t)
+        obs = observed_max_f
+        f_obs = float(base_cdf(np.array([obs]))[0])
+        tail = 1.0 - f_obs
+        if g == 0.0 or tail < _MIN_TAIL_MASS:
+            # End of day, or the forecast put no mass above what already happened: the max is the obs.
+            return (t > obs).astype(float)
+        above = t > obs
+        out = np.zeros_like(t)
+        if above.any():
+            stretched = obs + (t[above] - obs) / g  # X' = obs + g (X - obs)  =>  P(X' < t) = P(X < obs + (t-obs)/g)
+            out[above] = np.clip((base_cdf(stretched) - f_obs) / tail, 0.0, 1.0)
+        return out
+
+    c = cdf(edges)
+    pmf = np.clip(np.diff(c), 0.0, None)
+    pmf /= pmf.sum()
+    support_f = support.astype(float)
+    mean = float(pmf @ support_f)
+    sd = math.sqrt(max(0.0, float(pmf @ (support_f - mean) ** 2)))
+
+    # Brackets from the CDF directly (tails beyond the support included): P{lo..hi} = G(hi+.5) - G(lo-.5).
+    lo_e = np.array([r[0] - 0.5 for r in ranges])
+    hi_e = np.array([r[1] + 0.5 for r in ranges])
+    finite = np.concatenate([lo_e[np.isfinite(lo_e)], hi_e[np.isfinite(hi_e)]])
+    cvals = dict(zip(finite.tolist(), cdf(finite).tolist(), strict=True)) if finite.size else {}
+    raw = []
+    for (lo, hi), a, b in zip(ranges, lo_e, hi_e, strict=True):
+        if lo > hi:
+            raw.append(0.0)
+            continue
+        ga = 0.0 if a == -math.inf else cvals[float(a)]
+        gb = 1.0 if b == math.inf else cvals[float(b)]
+        raw.append(max(0.0, gb - ga))
+    coverage = math.fsum(raw)
+    if coverage <= 0.0:
+        raise WeatherModelError(
+            f"the ladder holds no probability mass (forecast mean {mean:.1f} °F): are these the markets of this day?"
+        )
+    probs = [p / coverage for p in raw]
+    # Make the ladder sum to exactly 1 in floating point by giving the rounding residue to the largest bracket.
+    top = max(range(len(probs)), key=probs.__getitem__)
+    probs[top] = max(0.0, 1.0 - math.fsum(p for i, p in enumerate(probs) if i != top))
+
+    # Confidence: more members, models that agree (spread of model means vs the kernel), fresh data.
+    c_members = x.size / (x.size + _CONF_MEMBERS_HALF)
+    between_sd = math.sqrt(float(model_w @ (model_means - float(model_w @ model_means)) ** 2))
+    c_agree = 1.0 / (1.0 + (between_sd / kernel_sd) ** 2)
+    c_age = 1.0 / (1.0 + (data_age_hours / _CONF_AGE_HALF_H) ** 2)
+    confidence = min(1.0, max(0.0, c_members * c_agree * c_age))
+
+    return WeatherForecastResult(
+        probabilities={b.ticker: p for b, p in zip(brackets, probs, strict=True)},
+        support=support,
+        pmf=pmf,
+        mean_f=mean,
+        sd_f=sd,
+        kernel_sd_f=kernel_sd,
+        confidence=confidence,
+        coverage=coverage,
+        n_members=int(x.size),
+        models_used=used,
+        min_possible_f=n_min,
+        extras={"c_members": c_members, "c_agree": c_agree, "c_age": c_age, "between_model_sd_f": between_sd,
+                "tighten_g": g},
+    )
+
+
+def fit_station_bias(forecast_means: np.ndarray, observed: np.ndarray, prior_n: float = 10) -> float:
+    """Return the station bias (forecast - observed, °F), the mean residual shrunk towards 0 by prior_n days."""
+    # E1.5: per-station bias; shrinkage (a zero-mean prior worth prior_n observations) keeps a few days from
+    # swinging it. Pass the result as bias_f; fit per season/lead on walk-forward data only.
+    f = np.asarray(forecast_means, dtype=float).ravel()
+    o = np.asarray(observed, dtype=float).ravel()
+    if f.shape != o.shape:
+        raise WeatherModelError(f"forecast_means and observed differ in length: {f.size} vs {o.size}")
+    if not math.isfinite(prior_n) or prior_n < 0:
+        raise WeatherModelError(f"prior_n must be a finite number >= 0, got {prior_n!r}")
+    ok = np.isfinite(f) & np.isfinite(o)
+    n = int(ok.sum())
+    if n == 0:
+        return 0.0
+    return float((f[ok] - o[ok]).sum() / (n + prior_n))
+
+
+__all__ = [
+    "TIGHTEN_HOURS",
+    "Bracket",
+    "LadderError",
+    "StrikeType",
+    "WeatherForecastResult",
+    "WeatherModelError",
+    "bracket_probabilities",
+    "fit_station_bias",
+]

@@ -1,0 +1,194 @@
+"""Unit tests for services.signals.weather_model: ladder sums, observed-max conditioning, calibration, confidence."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from services.signals.weather_model import (
+    Bracket,
+    LadderError,
+    WeatherModelError,
+    bracket_probabilities,
+    fit_station_bias,
+)
+
+
+def ladder(low: int = 55, high: int = 64) -> list[Bracket]:
+    """A KXHIGH-shaped ladder: "<low" tail, 2 °F brackets low..high, ">high" tail (kalshi_api.md §9.1)."""
+    out = [Bracket("T-LOW", "less", cap=low)]
+    out += [Bracket(f"B{a + 0.5}", "between", floor=a, cap=a + 1) for a in range(low, high, 2)]
+    out.append(Bracket("T-HIGH", "greater", floor=high))
+    return out
+
+
+def rounded_normal(b: Bracket, mu: float, sd: float) -> float:
+    """P(bracket) for a whole-°F settlement of a N(mu, sd) continuous max, with the half-degree correction."""
+    lo, hi = b.integer_range()
+    f = NormalDist(mu, sd).cdf
+    return (1.0 if hi == math.inf else f(hi + 0.5)) - (0.0 if lo == -math.inf else f(lo - 0.5))
+
+
+def normal_members(seed: int, n: int = 150, mu: float = 60.0, sd: float = 3.0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(mu, sd, n)
+
+
+def test_integer_ranges_follow_kalshi_strike_semantics() -> None:
+    assert Bracket("a", "less", cap=63).integer_range() == (-math.inf, 62)  # "62° or below"
+    assert Bracket("b", "between", floor=63, cap=64).integer_range() == (63, 64)  # inclusive
+    assert Bracket("c", "greater", floor=70).integer_range() == (71, math.inf)  # "71° or above"
+    assert Bracket("d", "greater_or_equal", floor=70).integer_range() == (70, math.inf)
+    assert Bracket("e", "less_or_equal", cap=62).integer_range() == (-math.inf, 62)
+
+
+def test_ladder_sums_to_one_and_matches_the_pmf() -> None:
+    members = {"gefs": normal_members(1, 31), "ecmwf": normal_members(2, 51, mu=61.0), "icon": normal_members(3, 40)}
+    r = bracket_probabilities(members, ladder(), lead_hours=30.0)
+    assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-12)
+    assert r.pmf.sum() == pytest.approx(1.0, abs=1e-12)
+    assert r.coverage == pytest.approx(1.0, abs=1e-9)
+    assert all(0.0 <= p <= 1.0 for p in r.probabilities.values())
+    # A bracket equals the pmf summed over its whole degrees.
+    pmf = dict(zip(r.support.tolist(), r.pmf.tolist(), strict=True))
+    assert r.probabilities["B59.5"] == pytest.approx(pmf[59] + pmf[60], abs=1e-9)
+    assert r.models_used == ("gefs", "ecmwf", "icon")
+    assert r.n_members == 122
+
+
+def test_calibrated_against_a_known_normal_truth_without_sampling_noise() -> None:
+    # 150 members at the N(60, 3) quantiles: a noise-free "draw", so the error measured is the model's own
+    # bias. lead_hours=0 switches off the lead inflation; the Silverman smoothing is variance-corrected, and
+    # the default 2% fat-tail component is what is left (~0.004). An uncorrected kernel (sd 3.22) would miss
+    # by ~0.02 and fail here.
+    members = np.array([NormalDist(60, 3).inv_cdf((i + 0.5) / 150) for i in range(150)])
+    r = bracket_probabilities({"m": members}, ladder(), lead_hours=0.0)
+    for b in ladder():
+        assert r.probabilities[b.ticker] == pytest.approx(rounded_normal(b, 60, 3), abs=0.005), b.ticker
+    assert r.mean_f == pytest.approx(60.0, abs=0.05)
+
+
+def test_seeded_normal_draws_are_unbiased_within_two_points() -> None:
+    # 150 random members carry ~±0.03 of sampling error per 2 °F bracket (binomial/mean/sd noise, any model),
+    # so a single seed cannot honestly be held to 0.02. Averaged over 20 seeded ensembles the sampling noise
+    # falls to ~0.006 and what remains is the model's bias: within 0.02 of the rounded-normal truth.
+    brackets = ladder()
+    avg = dict.fromkeys((b.ticker for b in brackets), 0.0)
+    for seed in range(20):
+        r = bracket_probabilities({"m": normal_members(seed)}, brackets, lead_hours=0.0)
+        for k, p in r.probabilities.items():
+            avg[k] += p / 20
+    for b in brackets:
+        assert avg[b.ticker] == pytest.approx(rounded_normal(b, 60, 3), abs=0.02), b.ticker
+
+
+def test_observed_max_zeroes_the_brackets_it_exceeds() -> None:
+    members = {"m": normal_members(7)}
+    r = bracket_probabilities(members, ladder(), lead_hours=6.0, observed_max_f=63.0, hours_left_in_day=10.0)
+    for t in ("T-LOW", "B55.5", "B57.5", "B59.5", "B61.5"):
+        assert r.probabilities[t] == 0.0, t
+    assert r.probabilities["B63.5"] > 0.5
+    assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-12)
+    assert r.min_possible_f == 63
+    assert r.pmf[r.support < 63].sum() == 0.0
+
+
+def test_observed_max_uses_the_half_degree_rounding() -> None:
+    # The CLI max is the rounded value: a running max of 64.4 can still settle at 64, 64.6 cannot.
+    members = {"m": normal_members(7)}
+    at_644 = bracket_probabilities(members, ladder(), lead_hours=6.0, observed_max_f=64.4)
+    at_646 = bracket_probabilities(members, ladder(), lead_hours=6.0, observed_max_f=64.6)
+    assert at_644.probabilities["B63.5"] > 0.0 and at_644.min_possible_f == 64
+    assert at_646.probabilities["B63.5"] == 0.0 and at_646.min_possible_f == 65
+
+
+def test_late_day_tightens_monotonically_to_the_observed_max() -> None:
+    members = {"m": normal_members(11, mu=64.0)}
+    sds, p_obs = [], []
+    for h in (14.0, 12.0, 8.0, 4.0, 1.0, 0.0):
+        r = bracket_probabilities(members, ladder(), lead_hours=4.0, observed_max_f=62.0, hours_left_in_day=h)
+        sds.append(r.sd_f)
+        p_obs.append(float(r.pmf[r.support == 62][0]))
+    assert sds[0] == pytest.approx(sds[1])  # no tightening with 12 h or more left
+    assert all(a > b for a, b in pairwise(sds[1:]))
+    assert all(a < b for a, b in pairwise(p_obs[1:]))
+    assert p_obs[-1] == 1.0 and sds[-1] == 0.0  # end of day: the observed max is the answer
+
+
+def test_observed_far_above_the_forecast_puts_all_mass_at_the_observation() -> None:
+    r = bracket_probabilities({"m": normal_members(3, sd=1.0)}, ladder(), lead_hours=2.0, min_sd_f=0.5,
+                              tail_weight=0.0, observed_max_f=80.0)
+    assert r.probabilities["T-HIGH"] == 1.0
+    assert r.mean_f == 80.0
+
+
+def test_more_lead_time_widens_the_distribution() -> None:
+    members = {"m": normal_members(5)}
+    sds = [bracket_probabilities(members, ladder(), lead_hours=h).sd_f for h in (0.0, 24.0, 72.0, 120.0)]
+    assert sds == sorted(sds) and sds[-1] > sds[0] + 0.5
+    ks = [bracket_probabilities(members, ladder(), lead_hours=h).kernel_sd_f for h in (0.0, 24.0, 72.0)]
+    assert ks[0] < ks[1] < ks[2]
+
+
+def test_kernel_floor_and_bias_shift() -> None:
+    tight = {"m": np.full(30, 60.0)}  # members in full agreement: only the floor gives spread
+    r = bracket_probabilities(tight, ladder(), lead_hours=0.0, min_sd_f=1.0, tail_weight=0.0)
+    assert r.kernel_sd_f == 1.0
+    assert r.probabilities["B59.5"] == pytest.approx(NormalDist(60, 1).cdf(60.5) - NormalDist(60, 1).cdf(58.5))
+    shifted = bracket_probabilities(tight, ladder(), lead_hours=0.0, bias_f=2.0, tail_weight=0.0)
+    assert shifted.mean_f == pytest.approx(58.0, abs=1e-6)  # bias = forecast - observed is subtracted
+
+
+def test_confidence_drops_with_stale_data_and_disagreement() -> None:
+    agree = {"a": normal_members(1, 31), "b": normal_members(2, 51)}
+    disagree = {"a": normal_members(1, 31, mu=56.0), "b": normal_members(2, 51, mu=64.0)}
+    fresh = bracket_probabilities(agree, ladder(), lead_hours=24.0).confidence
+    ages = [bracket_probabilities(agree, ladder(), lead_hours=24.0, data_age_hours=a).confidence
+            for a in (0.0, 3.0, 6.0, 12.0, 24.0, 48.0)]
+    assert ages[0] == fresh
+    assert all(a > b for a, b in pairwise(ages))
+    assert max(a - b for a, b in pairwise(ages)) < 0.3  # smooth, no cliff
+    assert ages[-1] < 0.2 * fresh
+    split = bracket_probabilities(disagree, ladder(), lead_hours=24.0).confidence
+    assert split < 0.5 * fresh
+    few = bracket_probabilities({"a": normal_members(1, 5)}, ladder(), lead_hours=24.0).confidence
+    assert few < fresh
+    assert 0.0 <= split <= 1.0
+
+
+def test_weights_nans_and_missing_models() -> None:
+    a = normal_members(1, 20, mu=58.0)
+    b = np.append(normal_members(2, 20, mu=62.0), [np.nan, np.nan])
+    equal = bracket_probabilities({"a": a, "b": b}, ladder(), lead_hours=0.0, tail_weight=0.0)
+    only_b = bracket_probabilities({"a": a, "b": b}, ladder(), lead_hours=0.0, weights={"b": 1.0}, tail_weight=0.0)
+    tilted = bracket_probabilities({"a": a, "b": b}, ladder(), lead_hours=0.0, weights={"a": 1.0, "b": 3.0},
+                                   tail_weight=0.0)
+    assert equal.n_members == 40 and only_b.models_used == ("b",)
+    assert equal.mean_f < tilted.mean_f < only_b.mean_f
+    with pytest.raises(WeatherModelError):
+        bracket_probabilities({"a": np.array([np.nan])}, ladder(), lead_hours=0.0)
+
+
+def test_overlapping_ladder_is_rejected_and_a_gap_shows_in_coverage() -> None:
+    with pytest.raises(LadderError):
+        bracket_probabilities({"m": normal_members(1)}, [*ladder(), Bracket("X", "between", floor=60, cap=61)],
+                              lead_hours=0.0)
+    gappy = [b for b in ladder() if b.ticker != "B59.5"]
+    r = bracket_probabilities({"m": normal_members(1)}, gappy, lead_hours=0.0)
+    assert r.coverage < 0.8
+    assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_fit_station_bias_shrinks_towards_zero() -> None:
+    assert fit_station_bias(np.array([]), np.array([])) == 0.0
+    f = np.full(10, 62.0)
+    o = np.full(10, 60.0)
+    assert fit_station_bias(f, o, prior_n=10) == pytest.approx(1.0)  # 20 / (10 + 10)
+    assert fit_station_bias(f, o, prior_n=0) == pytest.approx(2.0)
+    many = fit_station_bias(np.full(1000, 62.0), np.full(1000, 60.0))
+    assert many == pytest.approx(2000 / 1010)
+    with_nan = fit_station_bias(np.array([62.0, np.nan, 61.0]), np.array([60.0, 60.0, np.nan]), prior_n=1)
+    assert with_nan == pytest.approx(1.0)  # one valid pair: 2 / (1 + 1)
