@@ -1,0 +1,269 @@
+"""From market data to signals: keeps the latest markets, books, forecasts, observations and spot, and turns a
+book or input change into a fee-aware signal when the edge or probability changed materially.
+
+The models are pure functions (weather_model, btc_model, edge); this module only holds state, decides when
+to emit, and counts every opportunity it suppresses by reason, so "why didn't it signal?" has an answer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from libs.common import subjects
+from libs.common.climate import climate_day, climate_day_bounds
+from libs.common.config import Mode, RiskLimits
+from libs.common.events import BookUpdate, MarketDefinition, Signal, SpotTick, WxForecast, WxObservation, utcnow
+from libs.common.money import ONE_DOLLAR, PriceGrid
+from libs.common.stations import BY_SERIES
+from services.signals.btc_model import VenueQuote, composite_spot, ewma_vol, market_probabilities
+from services.signals.edge import BookTop, best_action, edges
+from services.signals.weather_model import Bracket, WeatherModelError, bracket_probabilities
+
+MODEL_VERSION = "1"
+VALIDITY = timedelta(seconds=60)
+
+
+@dataclass
+class Emitted:
+    """What was last signalled for a market, for the material-change test."""
+
+    p_model: float
+    action: str
+    edge: int
+    at: float
+
+
+@dataclass
+class ModelP:
+    """A model probability with its confidence and the inputs it came from."""
+
+    p: float
+    confidence: float
+    model: str
+    inputs: dict[str, Any]
+    ts: datetime
+
+
+def family_of(series: str) -> str | None:
+    """Which model family trades a series."""
+    if series in BY_SERIES or series.startswith("KXHIGH"):
+        return "weather"
+    if series.startswith("KXBTC"):
+        return "btc"
+    return None
+
+
+class SignalPipeline:
+    """The state and decisions of the signals service (I/O injected)."""
+
+    def __init__(self, emit: Callable[[Signal], Awaitable[None]], *, mode: Mode, risk: RiskLimits,
+                 clock: Callable[[], datetime] = utcnow, cooldown_s: float = 5.0, min_dp: float = 0.01,
+                 min_dedge: int = 50, book_max_age_s: float = 30.0) -> None:
+        self.emit = emit
+        self.mode = mode
+        self.risk = risk
+        self.clock = clock
+        self.cooldown_s = cooldown_s
+        self.min_dp = min_dp
+        self.min_dedge = min_dedge
+        self.book_max_age_s = book_max_age_s
+        self.markets: dict[str, MarketDefinition] = {}
+        self.events: dict[str, set[str]] = {}
+        self.books: dict[str, tuple[BookTop, BookUpdate, float]] = {}
+        self.forecasts: dict[str, WxForecast] = {}  # station -> latest run
+        self.obs: dict[str, WxObservation] = {}  # station -> latest
+        self.spot: dict[str, tuple[int, float]] = {}  # venue -> (price ticks, monotonic receipt)
+        self.spot_path: deque[tuple[float, float]] = deque(maxlen=3600)  # (monotonic s, composite USD)
+        self.weather_p: dict[str, ModelP] = {}
+        self.last: dict[str, Emitted] = {}
+        self.suppressed: Counter[str] = Counter()
+        self.emitted = 0
+        self.ladders: list[tuple[str, list[MarketDefinition], ModelP, dict[str, float]]] = []  # to store
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    async def on_market(self, m: MarketDefinition) -> None:
+        """A market definition or lifecycle change."""
+        self.markets[m.ticker] = m
+        self.events.setdefault(m.event_ticker, set()).add(m.ticker)
+
+    async def on_book(self, b: BookUpdate) -> Signal | None:
+        """A book changed: re-evaluate that market."""
+        yes = b.yes_bids[-1] if b.yes_bids else None
+        no = b.no_bids[-1] if b.no_bids else None
+        top = BookTop(yes[0] if yes else None, no[0] if no else None, yes[1] if yes else 0, no[1] if no else 0)
+        self.books[b.ticker] = (top, b, time.monotonic())
+        return await self.evaluate(b.ticker)
+
+    async def on_forecast(self, f: WxForecast) -> list[Signal]:
+        """A new ensemble run: recompute its station's ladders and re-evaluate them."""
+        self.forecasts[f.station] = f
+        return await self._refresh_weather(f.station)
+
+    async def on_obs(self, o: WxObservation) -> list[Signal]:
+        """A new observation: the running max may rule brackets out."""
+        prev = self.obs.get(o.station)
+        self.obs[o.station] = o
+        if prev is not None and prev.climate_date == o.climate_date and prev.running_max_f == o.running_max_f:
+            return []
+        return await self._refresh_weather(o.station)
+
+    async def on_spot(self, t: SpotTick) -> None:
+        """A venue tick: update the composite path used for volatility."""
+        now = time.monotonic()
+        self.spot[t.venue] = (t.price, now)
+        cs = self._composite()
+        if cs is not None and (not self.spot_path or now - self.spot_path[-1][0] >= 1.0):
+            self.spot_path.append((now, cs[0] / ONE_DOLLAR))
+
+    # -- weather --------------------------------------------------------------------------------
+
+    async def _refresh_weather(self, station: str) -> list[Signal]:
+        out = []
+        for event, tickers in self.events.items():
+            defs = [self.markets[t] for t in tickers if t in self.markets]
+            if not defs or BY_SERIES.get(defs[0].series_ticker, None) is None:
+                continue
+            if BY_SERIES[defs[0].series_ticker].icao != station:
+                continue
+            self._weather_ladder(event, defs)
+            for t in tickers:
+                s = await self.evaluate(t)
+                if s is not None:
+                    out.append(s)
+        return out
+
+    def _weather_ladder(self, event: str, defs: list[MarketDefinition]) -> None:
+        st = BY_SERIES[defs[0].series_ticker]
+        f = self.forecasts.get(st.icao)
+        close = defs[0].close_time
+        if f is None or close is None:
+            return
+        day = climate_day(close - timedelta(minutes=1), st.tz)
+        members: dict[str, list[float]] = {}
+        for m in f.members:
+            if m.target_date == day:
+                members.setdefault(m.model, []).append(m.tmax_f)
+        if not members:
+            return
+        now = self.clock()
+        _, end = climate_day_bounds(day, st.tz)
+        obs = self.obs.get(st.icao)
+        observed = obs.running_max_f if obs is not None and obs.climate_date == day else None
+        brackets = [Bracket(d.ticker, d.strike_type or "", float(d.floor_strike) if d.floor_strike is not None
+                            else None, float(d.cap_strike) if d.cap_strike is not None else None) for d in defs]
+        try:
+            res = bracket_probabilities({k: np.array(v) for k, v in members.items()}, brackets,
+                                        lead_hours=max((end - f.run_time).total_seconds() / 3600, 0.0),
+                                        observed_max_f=observed,
+                                        hours_left_in_day=max((end - now).total_seconds() / 3600, 0.0),
+                                        data_age_hours=(now - f.run_time).total_seconds() / 3600)
+        except WeatherModelError:
+            self.suppressed["model_error"] += len(defs)
+            return
+        if res.coverage < 0.999:
+            self.suppressed["ladder_incomplete"] += len(defs)
+            return
+        inputs = {"run_id": f.id, "station": st.icao, "climate_date": day.isoformat(), "members": res.n_members,
+                  "observed_max_f": observed, "mean_f": round(res.mean_f, 2), "sd_f": round(res.sd_f, 2)}
+        for d in defs:
+            self.weather_p[d.ticker] = ModelP(res.probabilities[d.ticker], res.confidence, "wx_ens", inputs, now)
+        self.ladders.append((event, defs, self.weather_p[defs[0].ticker], dict(res.probabilities)))
+
+    # -- btc ------------------------------------------------------------------------------------
+
+    def _composite(self) -> tuple[int, float] | None:
+        now = time.monotonic()
+        cs = composite_spot({v: VenueQuote(p, now - at) for v, (p, at) in self.spot.items()})
+        return None if cs.price_ticks is None else (cs.price_ticks, cs.confidence)
+
+    def _btc_p(self, d: MarketDefinition) -> ModelP | None:
+        cs = self._composite()
+        if cs is None or d.close_time is None:
+            return None
+        price, conf = cs
+        now = self.clock()
+        secs = (d.close_time - now).total_seconds()
+        path = np.array([p for _, p in self.spot_path])
+        vol = 0.5
+        if len(path) > 30:
+            vol = ewma_vol(np.diff(np.log(path)), dt_s=1.0, halflife_s=600.0, floor=0.2, cap=3.0)
+        floor = float(d.floor_strike) if d.floor_strike is not None else math.nan
+        cap = float(d.cap_strike) if d.cap_strike is not None else math.nan
+        p = float(market_probabilities(price / ONE_DOLLAR, [d.strike_type or "greater"], np.array([floor]),
+                                       np.array([cap]), seconds_to_close=secs, vol=vol)[0])
+        return ModelP(p, conf, "btc_digital", {"spot": price, "vol": round(vol, 4), "secs_to_close": round(secs)},
+                      now)
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    async def evaluate(self, ticker: str) -> Signal | None:
+        """Model vs book for one market; emits a signal when it matters."""
+        d = self.markets.get(ticker)
+        book = self.books.get(ticker)
+        if d is None or book is None:
+            self.suppressed["no_market_or_book"] += 1
+            return None
+        if d.status != "active":
+            self.suppressed["market_not_active"] += 1
+            return None
+        top, update, seen = book
+        if time.monotonic() - seen > self.book_max_age_s:
+            self.suppressed["stale_book"] += 1
+            return None
+        family = family_of(d.series_ticker)
+        mp = self.weather_p.get(ticker) if family == "weather" else self._btc_p(d) if family == "btc" else None
+        if mp is None:
+            self.suppressed["no_model"] += 1
+            return None
+        if mp.confidence < self.risk.confidence_floor:
+            self.suppressed["low_confidence"] += 1
+            return None
+        grid = PriceGrid(tuple((r.start, r.end, r.step) for r in d.price_ranges)) if d.price_ranges \
+            else PriceGrid.linear_cent()
+        e = edges(mp.p, top, grid, fee_type=d.fee_type or "quadratic", fee_multiplier=d.fee_multiplier or 1)
+        decision = best_action(e, min_edge=round(self.risk.min_edge * ONE_DOLLAR),
+                               taker_min_edge=round(self.risk.taker_min_edge * ONE_DOLLAR))
+        if decision.action == "none":
+            self.suppressed[decision.reason or "no_edge"] += 1
+            self.last.pop(ticker, None)
+            return None
+        now_m = time.monotonic()
+        prev = self.last.get(ticker)
+        if prev is not None:
+            if now_m - prev.at < self.cooldown_s:
+                self.suppressed["cooldown"] += 1
+                return None
+            if (abs(prev.p_model - mp.p) < self.min_dp and prev.action == decision.action
+                    and abs(prev.edge - (decision.edge or 0)) < self.min_dedge):
+                self.suppressed["unchanged"] += 1
+                return None
+        leg = e.yes if decision.action == "buy_yes" else e.no
+        mid = None
+        if top.best_yes_bid is not None and top.best_no_bid is not None:
+            mid = (top.best_yes_bid + ONE_DOLLAR - top.best_no_bid) / 2 / ONE_DOLLAR
+        now = self.clock()
+        sig = Signal(
+            id=f"sig:{ticker}:{update.seq}:{round(mp.p, 4)}:{decision.action}", ts_event=max(update.ts_event, mp.ts),
+            mode=self.mode, family=family or "", series_ticker=d.series_ticker, event_ticker=d.event_ticker,
+            ticker=ticker, model=mp.model, model_version=MODEL_VERSION, p_model=min(max(mp.p, 0.0), 1.0),
+            p_market=min(max(mid if mid is not None else mp.p, 0.0), 1.0), action=decision.action,  # type: ignore[arg-type]
+            limit_price=decision.limit_price, edge_maker=leg.maker_edge, edge_taker=leg.taker_edge,
+            confidence=min(max(mp.confidence, 0.0), 1.0), valid_until=now + VALIDITY,
+            inputs_ref=str(mp.inputs.get("run_id") or f"spot:{mp.inputs.get('spot')}"))
+        self.last[ticker] = Emitted(mp.p, decision.action, decision.edge or 0, now_m)
+        self.emitted += 1
+        await self.emit(sig)
+        return sig
+
+    def signal_subject(self, s: Signal) -> str:
+        """Where a signal is published."""
+        return subjects.sig(s.family, s.series_ticker, s.ticker)

@@ -1,0 +1,135 @@
+"""The signals service wiring: md.* in (replayed last-per-subject at start, then live), sig.* out, rows stored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.js import api
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.common import subjects
+from libs.common.bus import Bus
+from libs.common.db import create_engine, session_factory
+from libs.common.db import signals as tables
+from libs.common.db.upsert import insert_if_new, insert_many_if_new
+from libs.common.events import (
+    BookUpdate,
+    MarketDefinition,
+    Signal,
+    SpotTick,
+    WxForecast,
+    WxObservation,
+)
+from libs.common.logs import get_logger
+from libs.common.runtime import ServiceRuntime
+from services.signals.pipeline import SignalPipeline
+
+log = get_logger(__name__)
+
+
+class SignalStore:
+    """Writes emitted signals and weather ladders (idempotent by id)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def signal(self, s: Signal, pipeline: SignalPipeline) -> None:
+        """Store one signal with its inputs."""
+        book = pipeline.books.get(s.ticker)
+        top = book[0] if book else None
+        async with self.sessions() as session, session.begin():
+            await insert_if_new(session, tables.Signal, {
+                "signal_id": s.id, "mode": s.mode.value, "family": s.family, "series_ticker": s.series_ticker,
+                "event_ticker": s.event_ticker, "ticker": s.ticker, "model": f"{s.model}:{s.model_version}",
+                "model_prob": s.p_model, "market_prob": s.p_market, "confidence": s.confidence, "action": s.action,
+                "price": s.limit_price, "edge_maker_ticks": s.edge_maker, "edge_taker_ticks": s.edge_taker,
+                "yes_bid_price": top.best_yes_bid if top else None, "yes_ask_price": top.yes_ask if top else None,
+                "book_seq": book[1].seq if book else None, "decision": "trade", "reason": None,
+                "inputs": {"ref": s.inputs_ref, **(pipeline.weather_p[s.ticker].inputs
+                                                   if s.ticker in pipeline.weather_p else {})},
+                "ts_event": s.ts_event}, key=["signal_id"])
+
+    async def ladders(self, pipeline: SignalPipeline) -> None:
+        """Store the weather bracket probabilities computed since the last call."""
+        pending, pipeline.ladders = pipeline.ladders, []
+        rows = []
+        for event, defs, mp, probs in pending:
+            for d in defs:
+                rows.append({"run_id": mp.inputs["run_id"], "model": "blend", "event_ticker": event, "ticker": d.ticker,
+                             "station": mp.inputs["station"], "climate_date": mp.inputs["climate_date"],
+                             "strike_type": d.strike_type, "floor_strike": d.floor_strike, "cap_strike": d.cap_strike,
+                             "prob": probs[d.ticker], "member_count": mp.inputs["members"],
+                             "obs_max_f": mp.inputs["observed_max_f"], "computed_at": mp.ts})
+        if rows:
+            from datetime import date
+
+            for r in rows:
+                r["climate_date"] = date.fromisoformat(r["climate_date"])
+            async with self.sessions() as session, session.begin():
+                await insert_many_if_new(session, tables.WeatherBracketProb, rows, key=["run_id", "model", "ticker"])
+
+
+async def attach(bus: Bus, pipeline: SignalPipeline, store: SignalStore | None) -> None:
+    """Subscribe the pipeline to the bus: history of last values first (ordered consumers), then live."""
+    js = bus.js
+
+    def handler(model: Any, fn: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[None]]:
+        async def cb(msg: Any) -> None:
+            try:
+                ev = model.model_validate_json(msg.data)
+            except ValueError as e:
+                log.warning("malformed_md_skipped", subject=msg.subject, error=str(e)[:200])
+                return
+            try:
+                await fn(ev)
+                if store is not None and pipeline.ladders:
+                    await store.ladders(pipeline)
+            except Exception:
+                log.exception("signals_handler_failed", subject=msg.subject)
+        return cb
+
+    # Ordered consumers replay the last definition/book/run per subject, then follow live messages.
+    for subject, model, fn in (("md.market.>", MarketDefinition, pipeline.on_market),
+                               ("md.wx.forecast.>", WxForecast, pipeline.on_forecast),
+                               ("md.wx.obs.>", WxObservation, pipeline.on_obs),
+                               ("md.book.>", BookUpdate, pipeline.on_book)):
+        # A fresh config each time: nats-py writes the filter subject into the config object it is given.
+        await js.subscribe(subject, cb=handler(model, fn), ordered_consumer=True,
+                           config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT))
+    await bus.nc.subscribe("md.spot.>", cb=handler(SpotTick, pipeline.on_spot))
+
+
+async def run_signals(rt: ServiceRuntime) -> None:
+    """Wire and run until stopped."""
+    s = rt.settings
+    db_url = s.database_url_value()
+    engine = create_engine(db_url) if db_url else None
+    store = SignalStore(session_factory(engine)) if engine else None
+
+    async def emit(sig: Signal) -> None:
+        await rt.bus.publish_js(subjects.sig(sig.family, sig.series_ticker, sig.ticker), sig)
+        if store is not None:
+            await store.signal(sig, pipeline)
+        log.info("signal", ticker=sig.ticker, action=sig.action, p_model=round(sig.p_model, 3),
+                 p_market=round(sig.p_market, 3), edge_maker=sig.edge_maker, edge_taker=sig.edge_taker)
+
+    pipeline = SignalPipeline(emit, mode=s.mode, risk=s.risk)
+    await attach(rt.bus, pipeline, store)
+    rt.freshness.expect("md_book", 120)
+
+    async def report() -> None:
+        while not rt.stopping.is_set():
+            newest = max((seen for _, _, seen in pipeline.books.values()), default=None)
+            if newest is not None and time.monotonic() - newest < 120:
+                rt.freshness.mark("md_book")
+            rt.health.detail = f"signals {pipeline.emitted}; suppressed {dict(pipeline.suppressed.most_common(5))}"
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(report())
+    await rt.stopping.wait()
+    task.cancel()
+    if engine is not None:
+        await engine.dispose()
