@@ -97,7 +97,7 @@ async def _latency(url: str, n: int = 600) -> tuple[float, float]:
     for _ in range(1000):  # the forecast travels the bus before the ladder exists
         if ticker in pipeline.weather_p:
             break
-        await asyncio.sleep(0.01)  # noqa: ASYNC110 - polling another component's state
+        await asyncio.sleep(0.01)
     subject = subjects.md_book("KXHIGHNY", ticker)
     for seq in range(1, n + 1):
         ask = 1_500 if seq % 2 else 2_000  # alternate, so every update changes the edge materially
