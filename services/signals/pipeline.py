@@ -267,3 +267,62 @@ class SignalPipeline:
     def signal_subject(self, s: Signal) -> str:
         """Where a signal is published."""
         return subjects.sig(s.family, s.series_ticker, s.ticker)
+
+
+class EdgeDecayMonitor:
+    """Alerts when the model turns against a position the desk holds (deduplicated until it recovers).
+
+    Holding YES is worth p per contract; selling it now is worth the YES bid. The edge has turned when the
+    bid exceeds p by `margin` (for NO: when the NO bid, $1 − YES ask, exceeds 1 − p). Positions hedged by an
+    opposite position elsewhere in the same event are skipped (the ladder is the exposure, not the leg), and
+    so are markets whose book is stale.
+    """
+
+    def __init__(self, pipeline: SignalPipeline, *, margin: float = 0.05) -> None:
+        self.pipeline = pipeline
+        self.margin = margin
+        self.active: set[str] = set()
+        self.skipped: Counter[str] = Counter()
+
+    def check(self, positions: dict[str, int]) -> list[dict[str, Any]]:
+        """Positions (ticker → signed count, + = YES) in; new alerts (plain data) out."""
+        p = self.pipeline
+        out = []
+        by_event: dict[str, list[int]] = {}
+        for t, n in positions.items():
+            if n and t in p.markets:
+                by_event.setdefault(p.markets[t].event_ticker, []).append(n)
+        for ticker, n in positions.items():
+            d = p.markets.get(ticker)
+            if not n or d is None:
+                continue
+            signs = {x > 0 for x in by_event.get(d.event_ticker, [])}
+            if len(signs) > 1:
+                self.skipped["hedged"] += 1
+                continue
+            book = p.books.get(ticker)
+            if book is None or time.monotonic() - book[2] > p.book_max_age_s:
+                self.skipped["stale_book"] += 1
+                continue
+            mp = p.weather_p.get(ticker) if family_of(d.series_ticker) == "weather" else p._btc_p(d)
+            if mp is None:
+                self.skipped["no_model"] += 1
+                continue
+            top = book[0]
+            if n > 0:
+                exit_value = (top.best_yes_bid or 0) / ONE_DOLLAR
+                against = exit_value - mp.p > self.margin
+                hold = mp.p
+            else:
+                exit_value = (top.best_no_bid or 0) / ONE_DOLLAR
+                against = exit_value - (1 - mp.p) > self.margin
+                hold = 1 - mp.p
+            key = f"{ticker}:{'yes' if n > 0 else 'no'}"
+            if against and key not in self.active:
+                self.active.add(key)
+                out.append({"ticker": ticker, "event_ticker": d.event_ticker, "side": "yes" if n > 0 else "no",
+                            "position": n, "model_value": round(hold, 4), "exit_value": round(exit_value, 4),
+                            "dedupe_key": f"edge_decay:{key}"})
+            elif not against:
+                self.active.discard(key)
+        return out

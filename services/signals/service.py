@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.js import api
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import subjects
 from libs.common.bus import Bus
 from libs.common.db import create_engine, session_factory
 from libs.common.db import signals as tables
+from libs.common.db.executor import Position
 from libs.common.db.upsert import insert_if_new, insert_many_if_new
 from libs.common.events import (
+    Alert,
     BookUpdate,
     MarketDefinition,
     Signal,
     SpotTick,
     WxForecast,
     WxObservation,
+    utcnow,
 )
 from libs.common.logs import get_logger
 from libs.common.runtime import ServiceRuntime
-from services.signals.pipeline import SignalPipeline
+from services.signals.pipeline import EdgeDecayMonitor, SignalPipeline
 
 log = get_logger(__name__)
 
@@ -128,8 +133,28 @@ async def run_signals(rt: ServiceRuntime) -> None:
             rt.health.detail = f"signals {pipeline.emitted}; suppressed {dict(pipeline.suppressed.most_common(5))}"
             await asyncio.sleep(5)
 
-    task = asyncio.create_task(report())
+    monitor = EdgeDecayMonitor(pipeline)
+
+    async def decay() -> None:
+        # Positions belong to the executor; read them (this mode only) and alert on decayed edges.
+        while not rt.stopping.is_set() and store is not None:
+            try:
+                async with store.sessions() as session:
+                    rows = (await session.execute(select(Position.ticker, Position.position).where(
+                        Position.mode == s.mode.value, Position.position != 0))).all()
+                for a in monitor.check({t: n for t, n in rows}):
+                    await rt.bus.publish_js(subjects.ops_alert("edge_decay"), Alert(
+                        ts_event=utcnow(), mode=s.mode, family="edge_decay", severity="warning",
+                        dedupe_key=a["dedupe_key"], title=f"edge turned against our {a['side'].upper()} in "
+                        f"{a['ticker']}: exit {a['exit_value']:.2f} vs model {a['model_value']:.2f}", data=a))
+            except Exception:
+                log.exception("edge_decay_check_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rt.stopping.wait(), 30)
+
+    tasks = [asyncio.create_task(report()), asyncio.create_task(decay())]
     await rt.stopping.wait()
-    task.cancel()
+    for task in tasks:
+        task.cancel()
     if engine is not None:
         await engine.dispose()

@@ -1,0 +1,58 @@
+"""Edge-decay alerts: raised once when the model turns against a held position; hedged and stale skipped."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from libs.common.config import Mode, load_settings
+from libs.common.events import MarketDefinition
+from services.signals.edge import BookTop
+from services.signals.pipeline import EdgeDecayMonitor, ModelP, SignalPipeline
+
+NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+
+
+def pipeline() -> SignalPipeline:
+    async def emit(_: object) -> None:
+        return None
+
+    p = SignalPipeline(emit, mode=Mode.SIM, risk=load_settings().risk, clock=lambda: NOW)
+    for t in ("E-A", "E-B", "F-A"):
+        p.markets[t] = MarketDefinition(ts_event=NOW, mode=Mode.SIM, ticker=t, event_ticker=t.split("-")[0],
+                                        series_ticker="KXHIGHNY", status="active")
+        p.weather_p[t] = ModelP(0.40, 0.9, "wx_ens", {}, NOW)
+    return p
+
+
+def book(p: SignalPipeline, ticker: str, yes_bid: int, no_bid: int, age_s: float = 0.0) -> None:
+    p.books[ticker] = (BookTop(yes_bid, no_bid, 100, 100), None, time.monotonic() - age_s)  # type: ignore[assignment]
+
+
+def test_alert_once_when_the_bid_beats_the_model_then_rearm() -> None:
+    p = pipeline()
+    m = EdgeDecayMonitor(p, margin=0.05)
+    book(p, "F-A", 4_200, 5_500)
+    assert m.check({"F-A": 500}) == []  # bid 0.42 vs p 0.40: within the margin
+    book(p, "F-A", 4_800, 5_000)
+    [alert] = m.check({"F-A": 500})
+    assert alert["side"] == "yes" and alert["exit_value"] == 0.48 and alert["dedupe_key"] == "edge_decay:F-A:yes"
+    assert m.check({"F-A": 500}) == []  # deduplicated
+    book(p, "F-A", 4_000, 5_500)
+    assert m.check({"F-A": 500}) == []  # recovered: re-armed
+    book(p, "F-A", 4_900, 5_000)
+    assert len(m.check({"F-A": 500})) == 1
+
+
+def test_no_positions_hedged_and_stale_books_are_skipped() -> None:
+    p = pipeline()
+    m = EdgeDecayMonitor(p, margin=0.05)
+    book(p, "E-A", 9_000, 500)
+    book(p, "E-B", 9_000, 500)
+    assert m.check({"E-A": 300, "E-B": -300}) == []  # long one bracket, short another: hedged
+    assert m.skipped["hedged"] == 2
+    book(p, "F-A", 100, 6_800, age_s=3_600)
+    assert m.check({"F-A": -200}) == [] and m.skipped["stale_book"] == 1
+    book(p, "F-A", 100, 6_800)  # NO bid 0.68 vs NO value 0.60
+    [alert] = m.check({"F-A": -200})
+    assert alert["side"] == "no" and alert["model_value"] == 0.6
