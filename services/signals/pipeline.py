@@ -23,7 +23,7 @@ from libs.common.config import Mode, RiskLimits
 from libs.common.events import BookUpdate, MarketDefinition, Signal, SpotTick, WxForecast, WxObservation, utcnow
 from libs.common.money import ONE_DOLLAR, PriceGrid
 from libs.common.stations import BY_SERIES
-from services.signals.btc_model import VenueQuote, composite_spot, ewma_vol, market_probabilities
+from services.signals.btc_model import VenueQuote, composite_spot, ewma_vol, market_probabilities, momentum
 from services.signals.edge import BookTop, best_action, edges
 from services.signals.weather_model import Bracket, WeatherModelError, bracket_probabilities
 
@@ -193,15 +193,17 @@ class SignalPipeline:
         now = self.clock()
         secs = (d.close_time - now).total_seconds()
         path = np.array([p for _, p in self.spot_path])
-        vol = 0.5
+        vol, drift = 0.5, 0.0  # until half a minute of composite prices exists
         if len(path) > 30:
-            vol = ewma_vol(np.diff(np.log(path)), dt_s=1.0, halflife_s=600.0, floor=0.2, cap=3.0)
+            returns = np.diff(np.log(path))
+            vol = ewma_vol(returns, dt_s=1.0, halflife_s=600.0, floor=0.2, cap=3.0)
+            drift = momentum(returns, dt_s=1.0, halflife_s=300.0)
         floor = float(d.floor_strike) if d.floor_strike is not None else math.nan
         cap = float(d.cap_strike) if d.cap_strike is not None else math.nan
         p = float(market_probabilities(price / ONE_DOLLAR, [d.strike_type or "greater"], np.array([floor]),
-                                       np.array([cap]), seconds_to_close=secs, vol=vol)[0])
-        return ModelP(p, conf, "btc_digital", {"spot": price, "vol": round(vol, 4), "secs_to_close": round(secs)},
-                      now)
+                                       np.array([cap]), seconds_to_close=secs, vol=vol, drift=drift)[0])
+        return ModelP(p, conf, "btc_digital", {"spot": price, "vol": round(vol, 4), "drift": round(drift, 4),
+                                               "secs_to_close": round(secs)}, now)
 
     # -- decisions ------------------------------------------------------------------------------
 

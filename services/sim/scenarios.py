@@ -8,6 +8,7 @@ price path leading to it) are kept in `world.facts` for the fake weather service
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from services.sim.wxfake import WeatherTruth
 
 ET = ZoneInfo("America/New_York")
+BRIDGE_TERMS = 200
 
 
 def _phi(x: float) -> float:
@@ -110,10 +112,15 @@ def btc_price_at(world: World, t: datetime) -> float:
     a, b = float(f["spot0"]), float(f["settle_price"])
     span = (f["close"] - f["open"]).total_seconds()
     x = min(max((t - f["open"]).total_seconds() / span, 0.0), 1.0)
-    # A bridge: wiggles that vanish at both ends, so the path starts at spot0 and ends at the settlement price.
-    s = int(f["noise_seed"])
-    wiggle = sum(math.sin((k + 1) * math.pi * x + (s >> k & 7)) / (k + 1) for k in range(6)) * math.sin(math.pi * x)
-    return a + (b - a) * x + wiggle * a * float(f["vol"]) * 0.002
+    # A Brownian bridge from spot0 to the settlement price with the window's volatility (Karhunen–Loève
+    # series), so the path the venues show is as volatile as the truths the markets were priced with.
+    zs = f.get("bridge_z")
+    if zs is None:
+        rng = random.Random(int(f["noise_seed"]))
+        zs = f["bridge_z"] = [rng.gauss(0, 1) for _ in range(BRIDGE_TERMS)]
+    sd_total = a * float(f["vol"]) * math.sqrt(span / (365 * 86_400))
+    wiggle = sum(z * math.sqrt(2) * math.sin((k + 1) * math.pi * x) / ((k + 1) * math.pi) for k, z in enumerate(zs))
+    return a + (b - a) * x + wiggle * sd_total
 
 
 def _btc_series(world: World, series: str, title: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -24,9 +24,9 @@ from tests.integration.test_kalshi_client import until
 
 
 async def test_mispriced_weather_markets_signal_and_fair_ones_do_not(nats_url: str, db_url: str) -> None:
-    now = datetime.now(UTC)
+    now = datetime(2026, 11, 22, 20, 0, tzinfo=UTC)  # 15:00 EST: tomorrow's NYC markets are open
     world = World(11, lambda: now)
-    event = weather_event(world, day=(now + timedelta(days=1)).date(), true_mean_f=55.0, spread_f=2.5)
+    event = weather_event(world, day=date(2026, 11, 23), true_mean_f=55.0, spread_f=2.5)
     markets = world.catalog.markets_of(event)
     # Bracket markets whose truth leaves room for a 25-point overpricing.
     mispriced = [m.ticker for m in markets if 0.1 < world.truth[m.ticker] < 0.6][:2]
@@ -77,7 +77,8 @@ async def test_mispriced_weather_markets_signal_and_fair_ones_do_not(nats_url: s
                 ts_event=now, mode=Mode.SIM, ticker=m.ticker, series_ticker=m.series_ticker, seq=seq,
                 yes_bids=tuple(yes), no_bids=tuple(no)))
         await until(lambda: len(pipeline.books) == len(markets), what="books")
-        await until(lambda: {s.ticker for s in got} >= set(mispriced), what="signals for the mispriced markets")
+        await until(lambda: {s.ticker for s in got} >= set(mispriced),
+                    what=f"signals for the mispriced markets (suppressed: {pipeline.suppressed})")
         await asyncio.sleep(0.3)
         assert {s.ticker for s in got} == set(mispriced), pipeline.suppressed
         for s in got:
