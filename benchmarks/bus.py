@@ -10,14 +10,12 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 
+from benchmarks.harness import private_nats
 from libs.common import subjects
 from libs.common.bus import Bus, ConsumerSpec
 from libs.common.config import Mode
-from libs.common.embedded import EmbeddedNats
 from libs.common.events import BookUpdate, Signal, utcnow
 
 CORE_N = 100_000
@@ -96,16 +94,9 @@ async def _jetstream(url: str) -> tuple[float, float, float]:
 
 async def run() -> dict[str, float | int]:
     """Start a private nats-server and measure."""
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedNats(Path(tmp) / "nats").start()
-        try:
-            provisioner = await Bus.connect(server.url, service="bench")
-            await provisioner.provision()
-            await provisioner.close()
-            core = await _core(server.url)
-            js_total, js_pub, js_consume = await _jetstream(server.url)
-        finally:
-            server.stop()
+    async with private_nats() as url:
+        core = await _core(url)
+        js_total, js_pub, js_consume = await _jetstream(url)
     return {
         "bus_core_msgs_per_s": round(core),
         "bus_js_acked_msgs_per_s": round(js_total),

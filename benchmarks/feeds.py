@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import time
-from pathlib import Path
 
+from benchmarks.harness import private_nats
 from libs.common.bus import Bus
 from libs.common.config import Mode
-from libs.common.embedded import EmbeddedNats
 from libs.common.kalshi.rest import sim_environment
 from libs.common.kalshi.ws import KalshiWS
 from libs.common.money import format_count, format_dollars
@@ -93,15 +91,8 @@ async def _run(url: str, coalesce: bool) -> tuple[float, int]:
 
 async def run() -> dict[str, float | int]:
     """Both modes against a private nats-server."""
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedNats(Path(tmp) / "nats").start()
-        try:
-            prov = await Bus.connect(server.url, service="bench")
-            await prov.provision()
-            await prov.close()
-            coalesced, published = await _run(server.url, True)
-            uncoalesced, _ = await _run(server.url, False)
-        finally:
-            server.stop()
+    async with private_nats() as url:
+        coalesced, published = await _run(url, True)
+        uncoalesced, _ = await _run(url, False)
     return {"feeds_deltas_per_s": round(coalesced), "feeds_deltas_per_s_uncoalesced": round(uncoalesced),
             "feeds_book_events_per_delta_coalesced": round(published / N, 4)}

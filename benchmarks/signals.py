@@ -12,19 +12,17 @@ import asyncio
 import contextlib
 import random
 import statistics
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import private_nats
 from libs.common import subjects
 from libs.common.bus import Bus
 from libs.common.config import Mode, load_settings
-from libs.common.embedded import EmbeddedNats
 from libs.common.events import BookUpdate, MarketDefinition, PriceRange, Signal, WxForecast, WxMember
 from services.signals.btc_model import market_probabilities
 from services.signals.pipeline import SignalPipeline
@@ -120,14 +118,7 @@ async def _latency(url: str, n: int = 600) -> tuple[float, float]:
 async def run() -> dict[str, float | int]:
     """Model timings and end-to-end latency on a private nats-server."""
     out: dict[str, float | int] = dict(_models())
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedNats(Path(tmp) / "nats").start()
-        try:
-            prov = await Bus.connect(server.url, service="bench")
-            await prov.provision()
-            await prov.close()
-            p50, p99 = await _latency(server.url)
-        finally:
-            server.stop()
+    async with private_nats() as url:
+        p50, p99 = await _latency(url)
     out.update({"signal_latency_p50_ms": p50, "signal_latency_p99_ms": p99})
     return out
