@@ -24,6 +24,7 @@ class Faults:
         self.latency_s: float = 0.0
         self.trading_paused: bool = False
         self._drops: list[str | None] = []
+        self._lost: list[tuple[str, str, int]] = []
         self._hub: _Hub | None = None
 
     def attach(self, hub: _Hub) -> None:
@@ -50,8 +51,22 @@ class Faults:
         """Drop every WebSocket connection abruptly (no close frame); return how many."""
         return self._hub.cut_connections() if self._hub is not None else 0
 
+    def lose_next_response(self, method: str = "POST", path_suffix: str = "/portfolio/events/orders",
+                           status: int = 503) -> None:
+        """Process the next matching request but answer `status` instead of its result (a lost response)."""
+        self._lost.append((method.upper(), path_suffix, status))
+
+    def take_lost_response(self, method: str, path: str) -> int | None:
+        """Consume a pending lost-response fault that matches this request (called by the server)."""
+        for i, (m, suffix, status) in enumerate(self._lost):
+            if m == method.upper() and path.endswith(suffix):
+                del self._lost[i]
+                return status
+        return None
+
     def clear(self) -> None:
         """Turn every fault off."""
         self.latency_s = 0.0
         self.trading_paused = False
         self._drops.clear()
+        self._lost.clear()

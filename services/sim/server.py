@@ -569,7 +569,13 @@ class SimExchange:
                 bucket, cost = classify(request.method, path, items)
                 if not self.rate_limiter.charge(user, bucket, cost):
                     return _json(TOO_MANY_REQUESTS_BODY, 429)  # deliberately no Retry-After
-            return await handler(request)
+            lost = self.faults.take_lost_response(request.method, path)
+            response = await handler(request)
+            if lost is not None:
+                # The exchange did the work but the client never hears back: what a proxy timeout or a
+                # dropped connection looks like from outside.
+                return _error(lost, "service_unavailable", "service unavailable", "injected lost response")
+            return response
         except ExchangeError as e:
             return _error(e.status, e.code, e.message, e.details)
         except web.HTTPException:

@@ -16,6 +16,7 @@ from libs.common.kalshi import (
     NotFound,
     OrderRejected,
     RateLimited,
+    ServerError,
     Signer,
     TradingPaused,
 )
@@ -315,3 +316,19 @@ async def test_private_channels_report_our_fills(rig: SimRig) -> None:
 async def test_hand_world_has_the_weather_event_shape() -> None:
     world = hand_world()
     assert len(world.catalog.markets_of(EVENT)) == 6
+
+
+async def test_create_retried_after_a_lost_response_places_exactly_one_order(rig: SimRig) -> None:
+    alice = rig.client("alice", backoff_base_s=0.01)
+    cid = coid()
+    rig.exchange.faults.lose_next_response()  # placed on the book, but the client sees a 503
+    res = await alice.create_order(T0, "bid", 2_000, 300, client_order_id=cid)
+    assert res.already_existed  # the retry met 409 order_already_exists and found our order
+    mine = [o for o in await alice.orders(ticker=T0) if o.client_order_id == cid]
+    assert len(mine) == 1 and mine[0].order_id == res.order_id
+    assert (await alice.orderbook(T0)).yes == [(2_000, 300)]
+
+    rig.exchange.faults.lose_next_response()
+    with pytest.raises(ServerError):  # no client_order_id: not idempotent, so never retried
+        await alice.create_order(T0, "bid", 2_100, 100)
+    assert (await alice.orderbook(T0)).yes == [(2_000, 300), (2_100, 100)]  # placed once, reported as failed
