@@ -1,106 +1,144 @@
 """Background traders: market makers quoting around each market's hidden truth, and takers trading through.
 
-They give the simulated books realistic depth and flow. `mispricing[ticker]` shifts what the makers
-believe (in probability), which is how a test builds a deliberately mispriced market.
+They give the simulated books realistic depth and flow. Every agent believes the same fair value,
+`truth + mispricing[ticker]`: with no mispricing the books centre on the truth; a mispricing shifts the
+whole crowd (makers and takers alike), so the book stays two-sided and stays wrong — which is how a
+test builds a "mispriced vs fair" market for the desk to find.
+
+Guarantees: makers bid at or below fair and offer at or above it (except that a far-out strike still gets
+a 1¢ bid and a 99¢ offer, as on Kalshi); takers pay at most `max_cross` beyond fair; every agent's
+position in a market stays within `max_inventory`. All randomness comes from
+`world.rng`, so a seed and a sequence of `step` calls give the same books every time.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Literal
 
-from libs.common.matching.types import ExchangeError, OrderRequest
+from libs.common.matching.types import BookSide, ExchangeError, OrderRequest
 from libs.common.money import ONE_CONTRACT, ONE_DOLLAR
 from services.sim.world import World
 
-MAKERS = ("mm1", "mm2")
-TAKERS = ("flow1",)
+MAKERS = ("mm1", "mm2", "mm3")
+TAKERS = ("flow1", "flow2")
 FUNDS = 1_000_000 * ONE_DOLLAR
+_MIN_TICK, _MAX_TICK = 100, ONE_DOLLAR - 100  # far-out strikes still get a 1¢ / 99¢ quote, as on Kalshi
 
 
 @dataclass
 class BackgroundTraders:
-    """Deterministic (seeded by the world) makers and takers; call `step(n)` to act n times."""
+    """Deterministic (seeded by the world) makers and takers; `step(n)` takes n actions."""
 
     world: World
-    mispricing: dict[str, float] = field(default_factory=dict)
-    half_spread: float = 0.02
-    noise: float = 0.01
-    max_inventory: int = 500 * ONE_CONTRACT
-    take_probability: float = 0.25
+    mispricing: dict[str, float] = field(default_factory=dict)  # ticker -> shift of the crowd's fair value
+    half_spread: float = 0.02  # makers quote fair -/+ this (before noise and inventory skew)
+    noise: float = 0.01  # uniform noise on each requote's fair value; keep it below half_spread
+    max_inventory: int = 500 * ONE_CONTRACT  # per agent and market, in 1/100 contract
+    take_probability: float = 0.25  # share of actions that are takers
+    max_cross: float = 0.03  # a taker pays at most this much beyond fair
     actions: int = 0
+    _cursor: int = field(default=0, repr=False)
+    _quotes: dict[tuple[str, str], list[str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        for user in MAKERS + TAKERS:
-            self.world.engine.open_account(user, FUNDS)
+        for user in self.users:
+            self.world.open_account(user, FUNDS)
         self.world.traders = self
 
+    @property
+    def users(self) -> tuple[str, ...]:
+        """The agents' user ids (makers, then takers)."""
+        return MAKERS + TAKERS
+
     def fair(self, ticker: str) -> float:
-        """What the makers believe P(YES) is."""
-        return min(max(self.world.truth[ticker] + self.mispricing.get(ticker, 0.0), 0.01), 0.99)
-
-    def _price(self, p: float, ticker: str, down: bool) -> int | None:
-        grid = self.world.engine.market(ticker).grid
-        # Far-out strikes still get a 1¢/99¢ quote, as on Kalshi.
-        ticks = min(max(round(p * ONE_DOLLAR), 100), ONE_DOLLAR - 100)
-        return grid.round_down(ticks) if down else grid.round_up(ticks)
-
-    def _position(self, user: str, ticker: str) -> int:
-        return next((p.position for p in self.world.engine.positions(user) if p.ticker == ticker), 0)
-
-    def _quote(self, user: str, ticker: str) -> None:
-        engine, rng = self.world.engine, self.world.rng
-        for o in engine.orders(user, ticker=ticker, status="resting"):
-            engine.cancel(user, o.order_id)
-        fair = self.fair(ticker) + rng.uniform(-self.noise, self.noise)
-        pos = self._position(user, ticker)
-        skew = -0.01 * pos / self.max_inventory  # lean against inventory
-        bid = self._price(fair - self.half_spread + skew, ticker, down=True)
-        ask = self._price(fair + self.half_spread + skew, ticker, down=False)
-        size = rng.randrange(5, 50) * ONE_CONTRACT
-        for side, price, room in (("bid", bid, self.max_inventory - pos), ("ask", ask, self.max_inventory + pos)):
-            if price is None or room <= 0:
-                continue
-            self._send(user, OrderRequest(ticker=ticker, book_side=side, price=price, count=min(size, room),
-                                          time_in_force="good_till_canceled",
-                                          self_trade_prevention_type="maker"))  # type: ignore[arg-type]
-
-    def _take(self, user: str, ticker: str) -> None:
-        engine, rng = self.world.engine, self.world.rng
-        yes, no = engine.book(ticker, 1)
-        truth = self.world.truth[ticker]
-        # Informed-ish flow: buys what looks cheap against the truth, with noise.
-        if no and rng.random() < 0.5:
-            ask = ONE_DOLLAR - no[-1][0]
-            if ask <= (truth + rng.uniform(-0.03, 0.05)) * ONE_DOLLAR:
-                self._send(user, OrderRequest(ticker=ticker, book_side="bid", price=ask,
-                                              count=rng.randrange(1, 10) * ONE_CONTRACT,
-                                              time_in_force="immediate_or_cancel",
-                                              self_trade_prevention_type="taker_at_cross"))
-        elif yes:
-            bid = yes[-1][0]
-            if bid >= (truth - rng.uniform(-0.03, 0.05)) * ONE_DOLLAR:
-                self._send(user, OrderRequest(ticker=ticker, book_side="ask", price=bid,
-                                              count=rng.randrange(1, 10) * ONE_CONTRACT,
-                                              time_in_force="immediate_or_cancel",
-                                              self_trade_prevention_type="taker_at_cross"))
-
-    def _send(self, user: str, req: OrderRequest) -> None:
-        try:
-            self.world.engine.place(user, req)
-        except ExchangeError:
-            pass  # a paused or closing market, or an edge case of the grid: skip this action
+        """What the crowd believes P(YES) is: the truth shifted by the market's mispricing, kept in (0, 1)."""
+        return min(max(self.world.truth[ticker] + self.mispricing.get(ticker, 0.0), 0.0), 1.0)
 
     def step(self, n: int = 1) -> int:
-        """Act `n` times on random active markets; returns how many actions were taken."""
+        """Take `n` actions on active markets (makers requote them in turn, takers pick at random)."""
         markets = self.world.active_markets()
         if not markets:
             return 0
         rng = self.world.rng
         for _ in range(n):
-            ticker = rng.choice(markets)
             if rng.random() < self.take_probability:
-                self._take(rng.choice(TAKERS), ticker)
+                self._take(rng.choice(TAKERS), rng.choice(markets))
             else:
-                self._quote(rng.choice(MAKERS), ticker)
+                # Round-robin, so every market is requoted every len(markets) maker actions.
+                self._quote(rng.choice(MAKERS), markets[self._cursor % len(markets)])
+                self._cursor += 1
             self.actions += 1
         return n
+
+    def _tick(self, ticker: str, p: float, side: Literal["down", "up"]) -> int | None:
+        """A probability as a grid price, rounded away from fair; bids in [1¢, 98¢], asks in [2¢, 99¢]."""
+        grid = self.world.engine.market(ticker).grid
+        ticks = p * ONE_DOLLAR
+        if side == "down":  # the epsilon keeps 0.55 * 10_000 = 5499.999... from rounding a cent away
+            return grid.round_down(min(max(math.floor(ticks + 1e-6), _MIN_TICK), _MAX_TICK - _MIN_TICK))
+        return grid.round_up(min(max(math.ceil(ticks - 1e-6), 2 * _MIN_TICK), _MAX_TICK))
+
+    def _quote(self, user: str, ticker: str) -> None:
+        """Replace this maker's quotes in one market with a fresh bid and ask around fair."""
+        engine, rng = self.world.engine, self.world.rng
+        for order_id in self._quotes.pop((user, ticker), []):
+            try:
+                engine.cancel(user, order_id)
+            except ExchangeError:
+                pass  # filled or cancelled since: nothing to pull
+        fair = self.fair(ticker)
+        pos = engine.position(user, ticker)
+        skew = -0.01 * pos / self.max_inventory  # lean against inventory
+        centre = fair + rng.uniform(-self.noise, self.noise) + skew
+        # Never bid above fair nor offer below it, whatever the noise and skew did.
+        bid = self._tick(ticker, min(centre - self.half_spread, fair), "down")
+        ask = self._tick(ticker, max(centre + self.half_spread, fair), "up")
+        if bid is not None and ask is not None and bid >= ask:  # only at the 1¢ / 99¢ clamps
+            bid = self.world.engine.market(ticker).grid.next_below(ask)
+        size = rng.randrange(10, 60) * ONE_CONTRACT
+        placed = []
+        quotes: tuple[tuple[BookSide, int | None, int], ...] = (
+            ("bid", bid, self.max_inventory - pos), ("ask", ask, self.max_inventory + pos))
+        for side, price, room in quotes:
+            if price is None or room <= 0:
+                continue
+            order_id = self._send(user, OrderRequest(
+                ticker=ticker, book_side=side, price=price, count=min(size, room),
+                time_in_force="good_till_canceled", self_trade_prevention_type="maker"))
+            if order_id is not None:
+                placed.append(order_id)
+        if placed:
+            self._quotes[(user, ticker)] = placed
+
+    def _take(self, user: str, ticker: str) -> None:
+        """Cross the spread when the best price on one side looks acceptable against fair."""
+        engine, rng = self.world.engine, self.world.rng
+        yes, no = engine.book(ticker, 1)
+        fair = self.fair(ticker)
+        pos = engine.position(user, ticker)
+        size = rng.randrange(1, 11) * ONE_CONTRACT
+        tolerance = rng.uniform(0.0, self.max_cross)
+        if rng.random() < 0.5:
+            if no and pos < self.max_inventory:
+                ask = ONE_DOLLAR - no[-1][0]  # best YES ask = $1 - best NO bid
+                if ask <= (fair + tolerance) * ONE_DOLLAR:
+                    self._send(user, OrderRequest(ticker=ticker, book_side="bid", price=ask,
+                                                  count=min(size, self.max_inventory - pos),
+                                                  time_in_force="immediate_or_cancel",
+                                                  self_trade_prevention_type="taker_at_cross"))
+        elif yes and pos > -self.max_inventory:
+            bid = yes[-1][0]
+            if bid >= (fair - tolerance) * ONE_DOLLAR:
+                self._send(user, OrderRequest(ticker=ticker, book_side="ask", price=bid,
+                                              count=min(size, self.max_inventory + pos),
+                                              time_in_force="immediate_or_cancel",
+                                              self_trade_prevention_type="taker_at_cross"))
+
+    def _send(self, user: str, req: OrderRequest) -> str | None:
+        try:
+            res = self.world.engine.place(user, req)
+        except ExchangeError:
+            return None  # a paused or closing market: skip this action
+        return res.order.order_id if res.order.status == "resting" else None

@@ -8,26 +8,41 @@ from datetime import datetime
 from typing import Any
 
 from libs.common.matching.engine import MatchingEngine
-from libs.common.matching.types import ExchangeError, Result
+from libs.common.matching.types import Result
 from services.sim.catalog import Catalog, EventInfo, MarketInfo, SeriesInfo
 
 
 class World:
-    """Everything the simulator knows, including what the desk must not: each market's true probability and outcome."""
+    """Everything the simulator knows, including what the desk must not: each market's true probability and outcome.
+
+    Time comes only from `clock` (UTC-aware), so tests drive it. `rng` is the world's shared random stream
+    (background traders draw from it); scenario facts come from `rng_for(...)` streams keyed by what they
+    describe, so an event's outcome depends on the seed and its ticker only, never on how much trading
+    happened before it was listed.
+    """
 
     def __init__(self, seed: int, clock: Callable[[], datetime]) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.clock = clock
-        id_rng = random.Random(seed ^ 0x5EED)
+        id_rng = random.Random(f"{seed}:ids")
         self.engine = MatchingEngine(clock, ids=lambda: f"{id_rng.getrandbits(128):032x}")
         self.catalog = Catalog()
         self.truth: dict[str, float] = {}  # market ticker -> true P(YES)
         self.outcomes: dict[str, Result] = {}  # market ticker -> how it will settle
-        self.facts: dict[str, dict[str, Any]] = {}  # event ticker -> the underlying truth (daily max, BTC price)
+        self.facts: dict[str, dict[str, Any]] = {}  # event ticker (and btc:<close>) -> the underlying truth
         self.traders: Any = None  # BackgroundTraders, when attached
         # Scenario hooks called on every advance(now), e.g. to list the next hour's BTC events.
         self.rollers: list[Callable[[World, datetime], None]] = []
+        self._unsettled: dict[str, MarketInfo] = {}  # markets not finalized yet: what advance() looks at
+
+    def rng_for(self, *key: object) -> random.Random:
+        """A random stream determined by the seed and `key` alone (string seeding is stable across runs)."""
+        return random.Random(":".join(str(k) for k in (self.seed, *key)))
+
+    def open_account(self, user_id: str, balance: int) -> None:
+        """Open (or refund to `balance` ticks available) a user's exchange account."""
+        self.engine.open_account(user_id, balance)
 
     def add_series(self, series: SeriesInfo) -> None:
         """List a series (idempotent)."""
@@ -39,36 +54,55 @@ class World:
         self.catalog.add_event(event)
 
     def add_market(self, info: MarketInfo, truth: float, outcome: Result) -> None:
-        """List a market with its hidden truth and outcome; it opens at its open_time."""
+        """List a market with its hidden truth and outcome; it opens at its open_time (now, if that has passed)."""
         series = self.catalog.series[info.series_ticker]
         self.catalog.add_market(info)
         self.engine.add_market(info.spec(series))
         self.truth[info.ticker] = truth
         self.outcomes[info.ticker] = outcome
-        self.advance(self.clock(), only=info.ticker)
+        self._unsettled[info.ticker] = info
+        self._step(info, self.clock())
 
-    def advance(self, now: datetime, only: str | None = None) -> None:
-        """List what scenarios schedule, then open, close and settle markets whose times have come."""
-        if only is None:
-            for roll in self.rollers:
-                roll(self, now)
-        for ticker, info in list(self.catalog.markets.items()):
-            if only is not None and ticker != only:
+    def advance(self, now: datetime | None = None, only: str | None = None) -> None:
+        """List what scenarios schedule, open and close markets whose times have come, then settle what is due."""
+        now = now or self.clock()
+        if only is not None:
+            self._step(self._unsettled[only], now)
+            return
+        for roll in self.rollers:
+            roll(self, now)
+        for info in list(self._unsettled.values()):
+            self._step(info, now, settle=False)
+        self.settle_due(now)
+
+    def _step(self, info: MarketInfo, now: datetime, *, settle: bool = True) -> None:
+        """initialized -> active at open_time; active/paused -> closed at close_time."""
+        status = self.engine.market(info.ticker).status
+        if status == "initialized" and now >= info.open_time:
+            self.engine.set_status(info.ticker, "active")
+            status = "active"
+        if status in ("active", "inactive") and now >= info.close_time:
+            self.engine.set_status(info.ticker, "closed")
+        if settle:
+            self.settle_due(now, only=info.ticker)
+
+    def settle_due(self, now: datetime | None = None, only: str | None = None) -> list[str]:
+        """Settle closed markets whose expected expiration has passed, with their seeded outcomes; returns them."""
+        now = now or self.clock()
+        done = []
+        todo = list(self._unsettled.items()) if only is None else [(only, self._unsettled[only])]
+        for ticker, info in todo:
+            spec = self.engine.market(ticker)
+            if spec.status == "finalized":  # settled from outside (a test, an operator)
+                del self._unsettled[ticker]
                 continue
-            status = self.engine.market(ticker).status
-            if status == "initialized" and now >= info.open_time:
-                self.engine.set_status(ticker, "active")
-                status = "active"
-            if status in ("active", "inactive") and now >= info.close_time:
-                self.engine.set_status(ticker, "closed")
-                status = "closed"
-            settle_at = info.expected_expiration_time or info.close_time
-            if status in ("closed", "determined") and now >= settle_at:
-                try:
-                    self.engine.settle(ticker, self.outcomes[ticker])
-                except ExchangeError:
-                    pass
+            due = info.expected_expiration_time or info.close_time
+            if spec.status in ("closed", "determined") and now >= due:
+                self.engine.settle(ticker, self.outcomes[ticker])
+                del self._unsettled[ticker]
+                done.append(ticker)
+        return done
 
     def active_markets(self) -> list[str]:
-        """Markets trading now."""
-        return [t for t in self.catalog.markets if self.engine.market(t).status == "active"]
+        """Markets trading now, in listing order."""
+        return [t for t in self._unsettled if self.engine.market(t).status == "active"]
