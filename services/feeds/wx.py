@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import re
 from collections.abc import Awaitable, Callable
@@ -18,10 +19,11 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import subjects
-from libs.common.climate import c_to_f, climate_day, member_daily_max, standard_offset
+from libs.common.climate import c_to_f, climate_day, climate_day_bounds, member_daily_max, standard_offset
 from libs.common.config import Mode
 from libs.common.db import feeds as tables
 from libs.common.db.upsert import insert_if_new, insert_many_if_new
@@ -45,6 +47,11 @@ BAD_QC = {"X", "Q", "B", "T"}
 
 class WeatherDataError(ValueError):
     """A weather response we cannot use (missing keys, wrong shapes, bad JSON)."""
+
+
+def _hours_in_day(times: list[datetime], tz: str, day: date) -> int:
+    start, end = climate_day_bounds(day, tz)
+    return sum(1 for t in times if start <= t < end)
 
 
 def parse_ensemble(data: Any, fallback_model: str) -> tuple[list[datetime], dict[str, np.ndarray], str]:
@@ -146,7 +153,7 @@ class EnsemblePoller(_Poller):
         now = self.clock()
         st = self.station
         params = {"latitude": st.lat, "longitude": st.lon, "hourly": "temperature_2m", "models": ",".join(self.models),
-                  "temperature_unit": "fahrenheit", "timezone": "GMT", "forecast_days": 3}
+                  "temperature_unit": "fahrenheit", "timezone": "GMT", "forecast_days": 3, "past_days": 1}
         data = await self._get(self.client, f"{self.ensemble_url}/v1/ensemble", params, "ensemble")
         try:
             times, arrays, unit = parse_ensemble(data, self.models[0])
@@ -158,7 +165,11 @@ class EnsemblePoller(_Poller):
         days = [today, today + timedelta(days=1)]
         members: list[WxMember] = []
         rows: list[dict[str, Any]] = []
-        run_id = f"wx:{self.provider}:{st.icao}:{now:%Y%m%dT%H%M}"
+        # The run id is the content's hash: polling an unchanged model run again stores and publishes
+        # nothing new (JetStream dedupes on the id), and a new run is a new id whenever it arrives.
+        digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        run_id = f"wx:{self.provider}:{st.icao}:{digest}"
+        covered = {day: _hours_in_day(times, st.tz, day) for day in days}
         for model, arr in sorted(arrays.items()):
             maxima = member_daily_max(times, to_f(arr), st.tz, days)
             for day in days:
@@ -166,7 +177,7 @@ class EnsemblePoller(_Poller):
                     if np.isfinite(v):
                         members.append(WxMember(model=model, member=k, target_date=day, tmax_f=round(float(v), 2)))
                     rows.append({"run_id": run_id, "model": model, "member": k, "target_date": day,
-                                 "tmax_f": float(v) if np.isfinite(v) else None, "hours_covered": 24})
+                                 "tmax_f": float(v) if np.isfinite(v) else None, "hours_covered": covered[day]})
         if not members:
             raise WeatherDataError("no member has a complete climate day")
         deterministic = await self._deterministic(days)
@@ -182,7 +193,7 @@ class EnsemblePoller(_Poller):
     async def _deterministic(self, days: list[date]) -> dict[date, float]:
         st = self.station
         params = {"latitude": st.lat, "longitude": st.lon, "hourly": "temperature_2m",
-                  "temperature_unit": "fahrenheit", "timezone": "GMT", "forecast_days": 3}
+                  "temperature_unit": "fahrenheit", "timezone": "GMT", "forecast_days": 3, "past_days": 1}
         try:
             data = await self._get(self.client, f"{self.forecast_url}/v1/forecast", params, "forecast")
             times, arrays, _ = parse_ensemble(data, "best_match")

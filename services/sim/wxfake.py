@@ -137,9 +137,15 @@ class WeatherFake:
         if request.query.get("timezone", "GMT") not in ("GMT", "UTC"):
             raise web.HTTPBadRequest(text='{"error": true, "reason": "this fake serves timezone=GMT only"}',
                                      content_type="application/json")
-        days = int(request.query.get("forecast_days", "3"))
-        start = self.clock().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        return [start + timedelta(hours=i) for i in range(24 * days)]
+        try:
+            days = int(request.query.get("forecast_days", "7"))
+            past = int(request.query.get("past_days", "0"))
+        except ValueError:
+            raise web.HTTPBadRequest(text='{"error": true, "reason": "forecast_days and past_days are integers"}',
+                                     content_type="application/json") from None
+        # Open-Meteo's hourly series starts at 00:00 GMT of the current day, minus `past_days` days.
+        start = self.clock().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=past)
+        return [start + timedelta(hours=i) for i in range(24 * (days + past))]
 
     def _unit(self, request: web.Request) -> tuple[str, Callable[[float], float]]:
         if request.query.get("temperature_unit", "celsius") == "fahrenheit":

@@ -151,3 +151,22 @@ async def test_fake_cli_reports_state_the_true_max(fake: WeatherFake) -> None:
         assert observed == round(fake.truth.day_max("KNYC", date(2026, 11, 21)))
         latest = (await client.get(f"{fake.url}/products/types/CLI/locations/NYC/latest")).json()
         assert latest["id"] == newest["id"]
+
+
+async def test_evening_poll_still_covers_todays_climate_day() -> None:
+    """Between 00Z and local standard midnight the climate day began yesterday (UTC): the request
+    must reach back (`past_days`), or every member of today would lack hours and come out empty."""
+    evening = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 21:00 EST on the 22nd
+    truth = WeatherTruth(4, {("KNYC", date(2026, 11, 22)): 58.0, ("KNYC", date(2026, 11, 23)): 49.0})
+    server = await WeatherFake(truth, clock=lambda: evening).start()
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            poller = EnsemblePoller(NYC, Sink(), mode=Mode.SIM, client=client, ensemble_url=server.url,
+                                    forecast_url=server.url, clock=lambda: evening, provider="sim")
+            ev = await poller.poll_once()
+            again = await poller.poll_once()
+    finally:
+        await server.stop()
+    today = [m for m in ev.members if m.target_date == date(2026, 11, 22)]
+    assert len(today) == sum(k for k, _, _ in MODELS.values())
+    assert again.id == ev.id  # same content, same run id
