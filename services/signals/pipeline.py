@@ -24,7 +24,7 @@ from libs.common.events import BookUpdate, MarketDefinition, Signal, SpotTick, W
 from libs.common.money import ONE_DOLLAR, PriceGrid
 from libs.common.stations import BY_SERIES
 from services.signals.btc_model import VenueQuote, composite_spot, ewma_vol, market_probabilities, momentum
-from services.signals.edge import BookTop, best_action, edges
+from libs.common.edge import BookTop, best_action, edges
 from services.signals.weather_model import Bracket, WeatherModelError, bracket_probabilities
 
 MODEL_VERSION = "1"

@@ -325,3 +325,48 @@ class BatchCancelItem(KalshiModel):
     client_order_id: str | None = None
     reduced_by: Count = 0
     error: BatchItemError | None = None
+
+
+# -- private WebSocket channels (kalshi_api.md §4) ----------------------------------------------
+
+
+class WsFill(KalshiModel):
+    """A `fill` message: one execution of one of our orders (still carries `client_order_id`)."""
+
+    trade_id: str
+    order_id: str
+    ticker: str = Field(alias="market_ticker")
+    is_taker: bool
+    outcome_side: Literal["yes", "no"]
+    book_side: Literal["bid", "ask"]
+    yes_price: Dollars = Field(alias="yes_price_dollars")
+    count: Count = Field(alias="count_fp")
+    fee: SignedDollars = Field(default=0, alias="fee_cost")
+    client_order_id: str | None = None
+    post_position: SignedCount | None = Field(default=None, alias="post_position_fp")
+    ts_ms: int
+
+    @property
+    def created_time(self) -> datetime:
+        """When the fill happened (UTC)."""
+        return datetime.fromtimestamp(self.ts_ms / 1000, UTC)
+
+
+class WsUserOrder(KalshiModel):
+    """A `user_order` message: the full current state of one of our orders after any change."""
+
+    order_id: str
+    ticker: str
+    status: Literal["resting", "canceled", "executed"]
+    outcome_side: Literal["yes", "no"]
+    book_side: Literal["bid", "ask"]
+    yes_price: Dollars = Field(alias="yes_price_dollars")
+    fill_count: Count = Field(alias="fill_count_fp")
+    remaining_count: Count = Field(alias="remaining_count_fp")
+    initial_count: Count | None = Field(default=None, alias="initial_count_fp")
+    taker_fees: SignedDollars = Field(default=0, alias="taker_fees_dollars")
+    maker_fees: SignedDollars = Field(default=0, alias="maker_fees_dollars")
+    taker_fill_cost: SignedDollars = Field(default=0, alias="taker_fill_cost_dollars")
+    maker_fill_cost: SignedDollars = Field(default=0, alias="maker_fill_cost_dollars")
+    client_order_id: str | None = None
+    last_updated_ts_ms: int | None = None

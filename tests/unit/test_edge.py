@@ -1,11 +1,11 @@
-"""Unit tests for services.signals.edge: fee-aware taker/maker edges to $0.0001 and the action choice."""
+"""Unit tests for libs.common.edge: fee-aware taker/maker edges to $0.0001 and the action choice."""
 
 from __future__ import annotations
 
 import pytest
 
 from libs.common.money import PriceGrid
-from services.signals.edge import BookTop, EdgeError, best_action, edges
+from libs.common.edge import BookTop, EdgeError, best_action, edges
 
 CENT = PriceGrid.linear_cent()
 TAPERED = PriceGrid.from_api([
