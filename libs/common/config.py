@@ -61,7 +61,7 @@ PROFILE_PRESETS: dict[Profile, dict[str, Any]] = {
     },
 }
 _USD_FIELDS = ("max_order_usd", "max_market_usd", "max_event_usd", "max_family_usd", "max_portfolio_usd",
-               "daily_loss_limit_usd")
+               "daily_loss_limit_usd", "fixed_order_usd", "reconcile_tolerance_usd", "paper_balance_usd")
 _SECRET_FIELDS = {"kalshi_demo_key_id", "kalshi_prod_key_id", "kalshi_sim_key_id", "database_url",
                   "telegram_bot_token"}
 
@@ -102,6 +102,32 @@ class RiskLimits:
     def as_dict(self) -> dict[str, Any]:
         """Plain data for status replies and logs."""
         return {k: getattr(self, k) for k in self.__slots__}
+
+
+_EXIT_KEYS = {"stop_loss": float, "take_profit": float, "max_hold_s": float, "edge_reversal": float}
+
+
+def parse_exits(text: str) -> dict[str, dict[str, float]]:
+    """`family:key=value,key=value;family:...` -> {family: {key: value}} (prices as fractions of $1)."""
+    rules: dict[str, dict[str, float]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        family, sep, body = part.partition(":")
+        if not sep or not family.strip():
+            raise ValueError(f"expected 'family:key=value,...', got {part!r}")
+        items: dict[str, float] = {}
+        for kv in filter(None, (x.strip() for x in body.split(","))):
+            key, eq, value = kv.partition("=")
+            key = key.strip()
+            if not eq or key not in _EXIT_KEYS:
+                raise ValueError(f"unknown exit rule {kv!r} (known: {', '.join(sorted(_EXIT_KEYS))})")
+            try:
+                items[key] = float(value)
+            except ValueError:
+                raise ValueError(f"exit rule {key} needs a number, got {value!r}") from None
+            if items[key] < 0 or (key in ("stop_loss", "take_profit") and items[key] > 1):
+                raise ValueError(f"exit rule {key}={value} is out of range")
+        rules[family.strip().lower()] = items
+    return rules
 
 
 class KalshiCredentials:
@@ -156,6 +182,24 @@ class Settings(BaseSettings):
     max_open_orders: int | None = Field(default=None, ge=0)
     daily_loss_limit_usd: str | None = None
 
+    # Executor (DESIGN §6). Sizing: `kelly` (profile fraction x confidence) or `fixed` (KDESK_FIXED_ORDER_USD).
+    sizing: Literal["kelly", "fixed"] = "kelly"
+    fixed_order_usd: str = "5"
+    # Reconciliation: what to do with a resting order on the account the desk did not place.
+    cancel_unknown_orders: bool = False
+    reconcile_interval_s: float = Field(default=120.0, ge=5, le=3600)
+    # Ledger vs exchange differences up to this are repaired silently; beyond it the desk pauses.
+    reconcile_tolerance_usd: str = "0.01"
+    # Repricing of resting orders: older than this, or deeper in the queue than this many contracts, is
+    # repriced (amend, else cancel/replace), at most `reprice_per_minute` times a minute across the desk.
+    reprice_after_s: float = Field(default=60.0, ge=1)
+    reprice_queue_contracts: int = Field(default=500, ge=0)
+    reprice_per_minute: int = Field(default=20, ge=0)
+    # Exits per family, e.g. "weather:stop_loss=0.25,take_profit=0.9;btc:max_hold_s=1800,edge_reversal=1".
+    # Empty: hold to settlement.
+    exits: str = ""
+    paper_balance_usd: str = "1000"
+
     # The simulator's block of ports (see libs/common/simnet.py); `kdesk up` sets it in sim mode.
     sim_host: str = "127.0.0.1"
     sim_base_port: int | None = Field(default=None, ge=1024, le=65529)
@@ -189,6 +233,12 @@ class Settings(BaseSettings):
     def _dollars(cls, v: str | None) -> str | None:
         if v is not None:
             usd_to_ticks(v)
+        return v
+
+    @field_validator("exits")
+    @classmethod
+    def _exits(cls, v: str) -> str:
+        parse_exits(v)
         return v
 
     @field_validator("nats_url")

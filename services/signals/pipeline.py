@@ -20,11 +20,12 @@ import numpy as np
 from libs.common import subjects
 from libs.common.climate import climate_day, climate_day_bounds
 from libs.common.config import Mode, RiskLimits
+from libs.common.edge import BookTop, best_action, edges
 from libs.common.events import BookUpdate, MarketDefinition, Signal, SpotTick, WxForecast, WxObservation, utcnow
+from libs.common.families import family_of
 from libs.common.money import ONE_DOLLAR, PriceGrid
 from libs.common.stations import BY_SERIES
 from services.signals.btc_model import VenueQuote, composite_spot, ewma_vol, market_probabilities, momentum
-from libs.common.edge import BookTop, best_action, edges
 from services.signals.weather_model import Bracket, WeatherModelError, bracket_probabilities
 
 MODEL_VERSION = "1"
@@ -50,15 +51,6 @@ class ModelP:
     model: str
     inputs: dict[str, Any]
     ts: datetime
-
-
-def family_of(series: str) -> str | None:
-    """Which model family trades a series."""
-    if series in BY_SERIES or series.startswith("KXHIGH"):
-        return "weather"
-    if series.startswith("KXBTC"):
-        return "btc"
-    return None
 
 
 class SignalPipeline:

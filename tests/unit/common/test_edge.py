@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from libs.common.money import PriceGrid
 from libs.common.edge import BookTop, EdgeError, best_action, edges
+from libs.common.money import PriceGrid
 
 CENT = PriceGrid.linear_cent()
 TAPERED = PriceGrid.from_api([

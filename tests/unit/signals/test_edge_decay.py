@@ -6,8 +6,8 @@ import time
 from datetime import UTC, datetime
 
 from libs.common.config import Mode, load_settings
-from libs.common.events import MarketDefinition
 from libs.common.edge import BookTop
+from libs.common.events import MarketDefinition
 from services.signals.pipeline import EdgeDecayMonitor, ModelP, SignalPipeline
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)

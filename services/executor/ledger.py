@@ -1,0 +1,309 @@
+"""The executor's books in PostgreSQL: orders, order events, fills, positions, balances, reservations.
+
+Every write is idempotent (natural keys), so a redelivered WebSocket frame, a REST poll that sees the
+same fill again, or a replica doing the same repair changes nothing the second time. Position rows
+are updated only inside the transaction that inserts the fill that moves them, under a row lock, so
+two replicas applying the same fill cannot both count it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.common.db import BalanceSnapshot, Fill, Order, OrderEvent, Position, RiskReservation
+from libs.common.db.executor import OPEN_ORDER_STATUSES
+from libs.common.db.upsert import insert_if_new
+from libs.common.money import ONE_CONTRACT, ONE_DOLLAR
+
+FINAL_STATUSES = ("executed", "canceled", "rejected", "blocked")
+
+
+@dataclass(frozen=True, slots=True)
+class FillFact:
+    """One execution of one of our orders, from a WS `fill`, a REST fill or the paper broker."""
+
+    trade_id: str
+    order_id: str
+    ticker: str
+    book_side: str
+    outcome_side: str
+    yes_price: int
+    count: int
+    fee: int
+    is_taker: bool
+    filled_at: datetime
+    client_order_id: str | None = None
+    raw: dict[str, Any] | None = None
+
+    @property
+    def fill_id(self) -> str:
+        # Kalshi's fill_id equals the trade id; both our sides of a trade cannot exist (self-trade
+        # prevention), but the order id makes the key unique even so.
+        return f"{self.trade_id}:{self.order_id}"
+
+    @property
+    def leg_price(self) -> int:
+        return self.yes_price if self.outcome_side == "yes" else ONE_DOLLAR - self.yes_price
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    """An order's totals as the venue reports them."""
+
+    order_id: str
+    status: str  # resting | canceled | executed
+    fill_count: int
+    remaining_count: int
+    yes_price: int
+    fees: int | None = None
+    client_order_id: str | None = None
+    ts: datetime | None = None
+    raw: dict[str, Any] | None = None
+
+
+def apply_to_position(pos: int, cost: int, realized: int, fill: FillFact) -> tuple[int, int, int]:
+    """(position, cost basis, realized P&L) after a fill; YES+NO pairs are redeemed at $1 at once."""
+    signed = fill.count if fill.outcome_side == "yes" else -fill.count
+    fill_cost = -(-fill.count * fill.leg_price // ONE_CONTRACT)
+    if pos == 0 or (pos > 0) == (signed > 0):
+        return pos + signed, cost + fill_cost, realized
+    closed = min(abs(signed), abs(pos))
+    closed_cost = cost * closed // abs(pos)
+    closed_fill_cost = fill_cost * closed // fill.count
+    realized += closed * ONE_DOLLAR // ONE_CONTRACT - closed_cost - closed_fill_cost
+    new_pos = pos + signed
+    if abs(signed) <= abs(pos):
+        return new_pos, cost - closed_cost, realized
+    return new_pos, fill_cost - closed_fill_cost, realized  # flipped: the rest of the fill is the new basis
+
+
+class Ledger:
+    """Reads and idempotent writes of the executor's tables for one mode."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], mode: str) -> None:
+        self.sessions = sessions
+        self.mode = mode
+
+    # -- orders ---------------------------------------------------------------------------------
+
+    async def order_by_coid(self, coid: str) -> Order | None:
+        async with self.sessions() as s:
+            return await s.scalar(select(Order).where(Order.mode == self.mode, Order.client_order_id == coid))
+
+    async def order_by_id(self, order_id: str) -> Order | None:
+        async with self.sessions() as s:
+            return await s.scalar(select(Order).where(Order.mode == self.mode, Order.order_id == order_id))
+
+    async def open_orders(self, *, ticker: str | None = None) -> list[Order]:
+        q = select(Order).where(Order.mode == self.mode, Order.status.in_(OPEN_ORDER_STATUSES))
+        if ticker is not None:
+            q = q.where(Order.ticker == ticker)
+        async with self.sessions() as s:
+            return list((await s.scalars(q.order_by(Order.id))).all())
+
+    async def recent_orders(self, limit: int = 50) -> list[Order]:
+        async with self.sessions() as s:
+            return list((await s.scalars(select(Order).where(Order.mode == self.mode)
+                                         .order_by(Order.id.desc()).limit(limit))).all())
+
+    async def mark_sent(self, coid: str, sent_at: datetime) -> None:
+        async with self.sessions() as s, s.begin():
+            await s.execute(update(Order).where(Order.mode == self.mode, Order.client_order_id == coid,
+                                                Order.status == "intent")
+                            .values(status="pending", sent_at=sent_at))
+
+    async def set_state(self, coid: str, state: OrderState) -> tuple[Order | None, bool]:
+        """Record the venue's view of an order; (the row, whether anything changed)."""
+        async with self.sessions() as s, s.begin():
+            row = await s.scalar(select(Order).where(Order.mode == self.mode, Order.client_order_id == coid)
+                                 .with_for_update())
+            if row is None:
+                return None, False
+            # Counts only move forward: a late, older frame must not undo a newer one.
+            if row.order_id == state.order_id and row.status in FINAL_STATUSES and state.status == "resting":
+                return row, False
+            if state.fill_count < row.fill_count:
+                return row, False
+            changed = (row.order_id, row.status, row.fill_count, row.remaining_count, row.yes_price) != (
+                state.order_id, state.status, state.fill_count, state.remaining_count, state.yes_price)
+            row.order_id = state.order_id
+            row.status = state.status
+            row.fill_count = state.fill_count
+            row.remaining_count = state.remaining_count
+            row.yes_price = state.yes_price
+            if state.fees is not None:
+                row.fees_ticks = state.fees
+            if state.ts is not None:
+                row.exchange_updated_at = state.ts
+            if state.raw is not None:
+                row.raw = state.raw
+            if state.status in FINAL_STATUSES:
+                await self._release(s, coid, "consumed" if state.fill_count else "released")
+            return row, changed
+
+    async def finish(self, coid: str, status: str, reason: str | None) -> Order | None:
+        """Close an order locally (rejected, never sent, blocked after the fact)."""
+        async with self.sessions() as s, s.begin():
+            row = await s.scalar(select(Order).where(Order.mode == self.mode, Order.client_order_id == coid)
+                                 .with_for_update())
+            if row is None or row.status in FINAL_STATUSES:
+                return row
+            row.status, row.reason = status, reason
+            await self._release(s, coid, "consumed" if row.fill_count else "released")
+            return row
+
+    async def finish_reason(self, coid: str, reason: str) -> None:
+        """Note why we are closing an order before the venue confirms it."""
+        async with self.sessions() as s, s.begin():
+            await s.execute(update(Order).where(Order.mode == self.mode, Order.client_order_id == coid)
+                            .values(reason=reason))
+
+    async def _release(self, s: AsyncSession, coid: str, status: str) -> None:
+        await s.execute(update(RiskReservation).where(
+            RiskReservation.mode == self.mode, RiskReservation.client_order_id == coid,
+            RiskReservation.status == "reserved").values(status=status))
+
+    async def record_event(self, values: dict[str, Any]) -> bool:
+        """One `order_events` row (key: event_id); False when it was already recorded."""
+        async with self.sessions() as s, s.begin():
+            return await insert_if_new(s, OrderEvent, {"mode": self.mode, **values}, key=["event_id"])
+
+    # -- fills and positions --------------------------------------------------------------------
+
+    async def apply_fill(self, f: FillFact, *, event_ticker: str, series_ticker: str | None,
+                         family: str | None) -> bool:
+        """Insert the fill and move the position, once; False when this fill was already applied."""
+        async with self.sessions() as s, s.begin():
+            new = await insert_if_new(s, Fill, {
+                "mode": self.mode, "fill_id": f.fill_id, "trade_id": f.trade_id, "order_id": f.order_id,
+                "client_order_id": f.client_order_id, "ticker": f.ticker, "event_ticker": event_ticker,
+                "book_side": f.book_side, "outcome_side": f.outcome_side, "action": "buy", "count": f.count,
+                "yes_price": f.yes_price, "no_price": ONE_DOLLAR - f.yes_price, "is_taker": f.is_taker,
+                "fee_ticks": f.fee, "filled_at": f.filled_at, "raw": f.raw}, key=["mode", "fill_id"])
+            if not new:
+                return False
+            await insert_if_new(s, Position, {"mode": self.mode, "ticker": f.ticker, "event_ticker": event_ticker,
+                                              "series_ticker": series_ticker, "family": family},
+                                key=["mode", "ticker"])
+            pos = await s.scalar(select(Position).where(Position.mode == self.mode, Position.ticker == f.ticker)
+                                 .with_for_update())
+            assert pos is not None
+            pos.position, pos.cost_ticks, pos.realized_pnl_ticks = apply_to_position(
+                pos.position, pos.cost_ticks, pos.realized_pnl_ticks, f)
+            pos.realized_pnl_ticks -= f.fee
+            pos.fees_paid_ticks += f.fee
+            pos.total_traded_ticks += -(-f.count * f.leg_price // ONE_CONTRACT)
+            pos.exposure_ticks = pos.cost_ticks
+            pos.last_fill_id = f.fill_id
+            if family and not pos.family:
+                pos.family = family
+            # The order row may not know its exchange id yet (fill frame before the create answer).
+            await s.execute(update(Order).where(Order.mode == self.mode, Order.order_id == f.order_id)
+                            .values(fees_ticks=Order.fees_ticks + f.fee))
+            return True
+
+    async def positions(self, *, nonzero: bool = True) -> list[Position]:
+        q = select(Position).where(Position.mode == self.mode)
+        if nonzero:
+            q = q.where(Position.position != 0)
+        async with self.sessions() as s:
+            return list((await s.scalars(q.order_by(Position.ticker))).all())
+
+    async def fills(self, limit: int = 50) -> list[Fill]:
+        async with self.sessions() as s:
+            return list((await s.scalars(select(Fill).where(Fill.mode == self.mode)
+                                         .order_by(Fill.filled_at.desc()).limit(limit))).all())
+
+    async def fill_ids(self, ticker: str | None = None) -> set[str]:
+        q = select(Fill.fill_id).where(Fill.mode == self.mode)
+        if ticker:
+            q = q.where(Fill.ticker == ticker)
+        async with self.sessions() as s:
+            return set((await s.scalars(q)).all())
+
+    async def fees_by_ticker(self) -> dict[str, int]:
+        async with self.sessions() as s:
+            rows = (await s.execute(select(Fill.ticker, func.sum(Fill.fee_ticks)).where(Fill.mode == self.mode)
+                                    .group_by(Fill.ticker))).all()
+        return {t: int(v) for t, v in rows}
+
+    async def set_position(self, ticker: str, *, position: int, cost: int | None, fees: int | None,
+                           event_ticker: str, realized: int | None = None) -> None:
+        """Overwrite a position from the exchange's view (reconciliation repair)."""
+        async with self.sessions() as s, s.begin():
+            await insert_if_new(s, Position, {"mode": self.mode, "ticker": ticker, "event_ticker": event_ticker},
+                                key=["mode", "ticker"])
+            pos = await s.scalar(select(Position).where(Position.mode == self.mode, Position.ticker == ticker)
+                                 .with_for_update())
+            assert pos is not None
+            pos.position = position
+            if cost is not None:
+                pos.cost_ticks = pos.exposure_ticks = cost
+            if fees is not None:
+                pos.fees_paid_ticks = fees
+            if realized is not None:
+                pos.realized_pnl_ticks = realized
+
+    async def settle(self, ticker: str, result: str, ts: datetime) -> bool:
+        """A market resolved: the position pays $1 per winning contract and closes (once)."""
+        async with self.sessions() as s, s.begin():
+            pos = await s.scalar(select(Position).where(Position.mode == self.mode, Position.ticker == ticker,
+                                                        Position.settled_at.is_(None)).with_for_update())
+            if pos is None:
+                return False
+            won = (pos.position > 0 and result == "yes") or (pos.position < 0 and result == "no")
+            payout = abs(pos.position) * ONE_DOLLAR // ONE_CONTRACT if won else 0
+            pos.realized_pnl_ticks += payout - pos.cost_ticks
+            pos.position = pos.cost_ticks = pos.exposure_ticks = 0
+            pos.settled_at = ts
+            return True
+
+    # -- balance --------------------------------------------------------------------------------
+
+    async def snapshot_balance(self, ts: datetime, balance: int, portfolio_value: int | None, source: str) -> None:
+        async with self.sessions() as s, s.begin():
+            await insert_if_new(s, BalanceSnapshot, {"mode": self.mode, "ts": ts, "balance_ticks": balance,
+                                                     "portfolio_value_ticks": portfolio_value, "source": source},
+                                key=["mode", "ts"])
+
+    async def first_balance_since(self, since: datetime) -> BalanceSnapshot | None:
+        async with self.sessions() as s:
+            return await s.scalar(select(BalanceSnapshot).where(BalanceSnapshot.mode == self.mode,
+                                                                BalanceSnapshot.ts >= since)
+                                  .order_by(BalanceSnapshot.ts).limit(1))
+
+    async def last_balance(self) -> BalanceSnapshot | None:
+        async with self.sessions() as s:
+            return await s.scalar(select(BalanceSnapshot).where(BalanceSnapshot.mode == self.mode)
+                                  .order_by(BalanceSnapshot.ts.desc()).limit(1))
+
+
+def order_summary(o: Order) -> dict[str, Any]:
+    """An order as plain data for command replies."""
+    return {"client_order_id": o.client_order_id, "order_id": o.order_id, "ticker": o.ticker,
+            "book_side": o.book_side, "outcome_side": o.outcome_side, "yes_price": o.yes_price,
+            "initial_count": o.initial_count, "fill_count": o.fill_count, "remaining_count": o.remaining_count,
+            "fees_ticks": o.fees_ticks, "status": o.status, "reason": o.reason, "post_only": o.post_only,
+            "signal_id": o.signal_id, "created_at": o.created_at}
+
+
+def position_summary(p: Position) -> dict[str, Any]:
+    return {"ticker": p.ticker, "event_ticker": p.event_ticker, "family": p.family, "position": p.position,
+            "cost_ticks": p.cost_ticks, "realized_pnl_ticks": p.realized_pnl_ticks,
+            "fees_paid_ticks": p.fees_paid_ticks}
+
+
+def fill_summary(f: Fill) -> dict[str, Any]:
+    return {"fill_id": f.fill_id, "order_id": f.order_id, "ticker": f.ticker, "outcome_side": f.outcome_side,
+            "yes_price": f.yes_price, "count": f.count, "fee_ticks": f.fee_ticks, "is_taker": f.is_taker,
+            "filled_at": f.filled_at}
+
+
+__all__: Sequence[str] = ("FillFact", "Ledger", "OrderState", "apply_to_position", "fill_summary",
+                          "order_summary", "position_summary")

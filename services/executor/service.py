@@ -1,0 +1,339 @@
+"""The executor service wiring: market data and signals in, orders out, the ledger kept true.
+
+Start-up order: market definitions and books are replayed (last per subject) so prices and strikes
+are known; the ledger is reconciled with the venue; only then does the shared durable consumer on
+`sig.>` start. Signals that arrived meanwhile wait in JetStream — nothing is lost while we start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.js import api
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.common import subjects
+from libs.common.bus import Bus, CommandError, ConsumerSpec, TransientError
+from libs.common.config import ConfigError, Mode, Settings, usd_to_ticks
+from libs.common.db import create_engine, session_factory
+from libs.common.events import Alert, BookUpdate, MarketDefinition, OrderEvent, PublicTrade, Signal
+from libs.common.kalshi import KalshiWS
+from libs.common.kalshi import errors as E
+from libs.common.kalshi.factory import environment, rest_client, signer
+from libs.common.logs import get_logger
+from libs.common.runtime import ServiceRuntime
+from services.executor.broker import Broker
+from services.executor.control import ControlWatcher
+from services.executor.desk import Desk
+from services.executor.ledger import Ledger, fill_summary, order_summary, position_summary
+from services.executor.markets import Markets
+from services.executor.orders import OrderManager
+from services.executor.reconcile import Reconciler
+from services.executor.risk import RiskGate, reserved_total
+
+log = get_logger(__name__)
+
+SIGNAL_CONSUMER = ConsumerSpec(stream="SIGNALS", durable="executor", filter_subjects=("sig.>",), batch=16,
+                               fetch_timeout_s=0.5, ack_wait_s=60, max_deliver=5)
+PRIVATE_CHANNELS = ("fill", "user_orders")
+SETTLED = {"determined", "settled", "finalized"}
+
+
+class Executor:
+    """One executor replica; `start()` brings it up, `stop()` takes it down cleanly."""
+
+    def __init__(self, settings: Settings, bus: Bus, sessions: async_sessionmaker[AsyncSession], broker: Broker,
+                 *, ws: KalshiWS | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 loop_interval_s: float = 2.0) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.mode: Mode = settings.mode
+        self.broker = broker
+        self.ws = ws
+        self.clock = clock
+        self.loop_interval_s = loop_interval_s
+        self.markets = Markets()
+        self.ledger = Ledger(sessions, self.mode.value)
+        self.orders = OrderManager(broker, self.ledger, self.markets, self._publish, mode=self.mode, clock=clock)
+        self.risk = RiskGate(sessions, self.mode.value, settings.risk, self.markets.strikes)
+        self.control: ControlWatcher | None = None
+        self.desk: Desk | None = None
+        self.reconciler: Reconciler | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._subs: list[Any] = []
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _publish(self, subject: str, event: OrderEvent) -> None:
+        await self.bus.publish_js(subject, event)
+
+    async def _alert(self, alert: Alert) -> None:
+        log.warning("alert", family=alert.family, title=alert.title)
+        await self.bus.publish_js(subjects.ops_alert(alert.family), alert)
+
+    async def _pause(self, reason: str) -> None:
+        assert self.control is not None
+        await self.control.set_paused(True, reason)
+
+    async def start(self) -> None:
+        kv = await self.bus.control()
+        self.control = ControlWatcher(kv, self._on_control)
+        await self.control.start()
+        self.desk = Desk(self.settings, self.broker, self.ledger, self.markets, self.orders, self.risk,
+                         self.control.state, self._alert, clock=self.clock)
+        self.reconciler = Reconciler(self.broker, self.ledger, self.orders, self.markets, mode=self.mode,
+                                     cancel_unknown=self.settings.cancel_unknown_orders,
+                                     tolerance=usd_to_ticks(self.settings.reconcile_tolerance_usd),
+                                     alert=self._alert, pause=self._pause, clock=self.clock)
+        await self._follow_market_data()
+        if self.ws is not None:
+            self.ws.on_message = self.orders.on_frame
+            self._tasks.append(asyncio.create_task(self.ws.run(self._stop)))
+            for channel in PRIVATE_CHANNELS:
+                await self.ws.subscribe(channel)
+        listen = getattr(self.broker, "listen", None)
+        if listen is not None:
+            listen(self.orders.on_frame)
+        await self._reconcile()
+        await self._refresh_balance()
+        await self._serve_commands()
+        await self.bus.consume(SIGNAL_CONSUMER, Signal, self._on_signal)
+        self._tasks.append(asyncio.create_task(self._loop()))
+        self.started.set()
+        log.info("executor_started", mode=self.mode.value, sizing=self.settings.sizing,
+                 limits=self.settings.risk.as_dict())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self.control is not None:
+            await self.control.stop()
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    async def _follow_market_data(self) -> None:
+        js = self.bus.js
+
+        def cb(model: Any, fn: Callable[[Any], Awaitable[None] | None]) -> Callable[[Any], Awaitable[None]]:
+            async def handle(msg: Any) -> None:
+                try:
+                    ev = model.model_validate_json(msg.data)
+                except ValueError as e:
+                    log.warning("malformed_md_skipped", subject=msg.subject, error=str(e)[:200])
+                    return
+                try:
+                    res = fn(ev)
+                    if asyncio.iscoroutine(res):
+                        await res
+                except Exception:
+                    log.exception("executor_md_handler_failed", subject=msg.subject)
+            return handle
+
+        # Definitions: replay the last per market, then follow. Books: the last per market once, then
+        # the core-NATS hot path (the JetStream copy would arrive later and add nothing).
+        self._subs.append(await js.subscribe("md.market.>", cb=cb(MarketDefinition, self._on_market),
+                                             ordered_consumer=True,
+                                             config=api.ConsumerConfig(
+                                                 deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT)))
+        self._subs.append(await self.bus.nc.subscribe("md.book.>", cb=cb(BookUpdate, self._on_book)))
+        self._subs.append(await js.subscribe("md.book.>", cb=cb(BookUpdate, self._on_book), ordered_consumer=True,
+                                             config=api.ConsumerConfig(
+                                                 deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT)))
+        on_trade = getattr(self.broker, "on_trade", None)
+        if on_trade is not None:
+            self._subs.append(await self.bus.nc.subscribe("md.trade.>", cb=cb(PublicTrade, on_trade)))
+        await self.bus.nc.flush()
+
+    async def _on_market(self, d: MarketDefinition) -> None:
+        self.markets.on_market(d)
+        on_market = getattr(self.broker, "on_market", None)
+        if on_market is not None:
+            res = on_market(d)
+            if asyncio.iscoroutine(res):
+                await res
+        if d.status in SETTLED and d.result in ("yes", "no"):
+            await self.ledger.settle(d.ticker, d.result, self.clock())
+
+    async def _on_book(self, b: BookUpdate) -> None:
+        st = self.markets.on_book(b)
+        on_book = getattr(self.broker, "on_book", None)
+        if on_book is not None:
+            res = on_book(b)
+            if asyncio.iscoroutine(res):
+                await res
+        if st is not None and st.book is b and self.desk is not None and self.started.is_set():
+            await self.desk.check_arbitrage(st)
+
+    async def _on_signal(self, sig: Signal) -> None:
+        assert self.desk is not None
+        try:
+            await self.desk.on_signal(sig)
+        except (E.TransportError, E.ServerError, E.RateLimited, OSError) as e:
+            raise TransientError(f"venue unavailable: {e}") from e
+
+    async def _on_control(self, state: Any) -> None:
+        if self.desk is None:
+            return
+        blocked = state.blocks(self.mode, None, self.clock())
+        if blocked:
+            n = await self.orders.cancel_all(blocked)
+            log.warning("trading_blocked", reason=blocked, detail=state.pause_reason, canceled=n)
+        else:
+            self.desk.daily_loss_tripped = False if not state.paused else self.desk.daily_loss_tripped
+            log.info("trading_allowed")
+
+    # -- periodic work --------------------------------------------------------------------------
+
+    async def _reconcile(self) -> dict[str, Any]:
+        assert self.reconciler is not None
+        rep = await self.reconciler.run()
+        if rep.balance is not None and self.desk is not None:
+            self.desk.bankroll = rep.balance
+        return rep.as_dict()
+
+    async def _refresh_balance(self) -> int:
+        assert self.desk is not None
+        bal = (await self.broker.balance()).balance
+        self.desk.bankroll = bal
+        return bal
+
+    async def _loop(self) -> None:
+        """Repricing, exits, REST fallback, balance and the daily-loss check, reconciliation."""
+        assert self.desk is not None
+        last_reconcile = last_balance = asyncio.get_running_loop().time()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.loop_interval_s)
+            if self._stop.is_set():
+                break
+            now = asyncio.get_running_loop().time()
+            try:
+                if self.ws is None or not self.ws.connected.is_set():
+                    await self.orders.poll()  # the private WebSocket is down: poll instead
+                await self.desk.review_working()
+                await self.desk.check_exits()
+                if now - last_balance >= 30:
+                    last_balance = now
+                    if await self.desk.check_daily_loss(await self._refresh_balance()):
+                        await self._pause("daily_loss")
+                if now - last_reconcile >= self.settings.reconcile_interval_s:
+                    last_reconcile = now
+                    await self._reconcile()
+            except Exception:
+                log.exception("executor_loop_failed")
+
+    # -- commands -------------------------------------------------------------------------------
+
+    async def _serve_commands(self) -> None:
+        handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "status": self._cmd_status, "positions": self._cmd_positions, "orders": self._cmd_orders,
+            "fills": self._cmd_fills, "balance": self._cmd_balance, "pause": self._cmd_pause,
+            "resume": self._cmd_resume, "flatten": self._cmd_flatten, "reconcile": self._cmd_reconcile,
+        }
+        for verb, fn in handlers.items():
+            self._subs.append(await self.bus.serve("executor", verb, fn))
+
+    async def _cmd_status(self, _: dict[str, Any]) -> dict[str, Any]:
+        assert self.desk is not None and self.control is not None
+        st = self.control.state
+        return {"mode": self.mode.value, "instance": self.settings.instance, "paused": st.paused,
+                "pause_reason": st.pause_reason, "blocked": st.blocks(self.mode, None, self.clock()),
+                "daily_loss_tripped": self.desk.daily_loss_tripped, "bankroll_ticks": self.desk.bankroll,
+                "decisions": dict(self.desk.decisions), "orders_sent": self.orders.sent,
+                "open_orders": len(await self.ledger.open_orders()), "limits": self.settings.risk.as_dict(),
+                "reserved": await reserved_total(self.ledger.sessions, self.mode.value),
+                "last_reconcile": self.reconciler.last.as_dict() if self.reconciler and self.reconciler.last else None}
+
+    async def _cmd_positions(self, _: dict[str, Any]) -> list[dict[str, Any]]:
+        return [position_summary(p) for p in await self.ledger.positions()]
+
+    async def _cmd_orders(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        if req.get("open"):
+            return [order_summary(o) for o in await self.ledger.open_orders()]
+        return [order_summary(o) for o in await self.ledger.recent_orders(int(req.get("limit", 50)))]
+
+    async def _cmd_fills(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        return [fill_summary(f) for f in await self.ledger.fills(int(req.get("limit", 50)))]
+
+    async def _cmd_balance(self, _: dict[str, Any]) -> dict[str, Any]:
+        bal = await self._refresh_balance()
+        return {"balance_ticks": bal, "balance_usd": f"{bal / 10_000:.4f}"}
+
+    async def _cmd_pause(self, req: dict[str, Any]) -> dict[str, Any]:
+        await self._pause(str(req.get("reason") or "operator"))
+        return {"paused": True}
+
+    async def _cmd_resume(self, _: dict[str, Any]) -> dict[str, Any]:
+        assert self.control is not None and self.desk is not None
+        await self.control.set_paused(False)
+        self.desk.daily_loss_tripped = False
+        return {"paused": False}
+
+    async def _cmd_flatten(self, _: dict[str, Any]) -> dict[str, Any]:
+        assert self.desk is not None
+        if self.control is not None and self.control.state.paused:
+            # Flatten is allowed while paused: exits only reduce risk.
+            pass
+        return await self.desk.flatten()
+
+    async def _cmd_reconcile(self, _: dict[str, Any]) -> dict[str, Any]:
+        return await self._reconcile()
+
+
+def make_broker(settings: Settings) -> tuple[Broker, KalshiWS | None]:
+    """The venue for this mode: the paper broker, or the Kalshi client (sim, demo, live) and its private WS."""
+    if settings.mode is Mode.PAPER:
+        from services.executor.paper import PaperBroker
+
+        return PaperBroker(clock=lambda: datetime.now(UTC), balance=usd_to_ticks(settings.paper_balance_usd)), None
+    sign = signer(settings)
+    if sign is None:
+        raise ConfigError(f"KDESK_MODE={settings.mode.value}: the executor needs the Kalshi key for this environment")
+    return rest_client(settings), KalshiWS(environment(settings), sign)
+
+
+async def run_executor(rt: ServiceRuntime) -> None:
+    """Wire and run until stopped."""
+    s = rt.settings
+    db_url = s.database_url_value()
+    if not db_url:
+        raise ConfigError("KDESK_DATABASE_URL is not set: the executor keeps its ledger in PostgreSQL")
+    engine = create_engine(db_url)
+    broker, ws = make_broker(s)
+    ex = Executor(s, rt.bus, session_factory(engine), broker, ws=ws)
+    try:
+        await ex.start()
+        rt.freshness.expect("md_book", 120)
+
+        async def report() -> None:
+            while not rt.stopping.is_set():
+                if any((st.book_age_s() or 1e9) < 120 for st in ex.markets.by_ticker.values()):
+                    rt.freshness.mark("md_book")
+                assert ex.desk is not None
+                rt.health.detail = f"sent {ex.orders.sent}; decisions {dict(ex.desk.decisions)}"
+                await asyncio.sleep(5)
+
+        task = asyncio.create_task(report())
+        await rt.stopping.wait()
+        task.cancel()
+    finally:
+        await ex.stop()
+        aclose = getattr(broker, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await engine.dispose()
+
+
+__all__ = ["CommandError", "Executor", "make_broker", "run_executor"]

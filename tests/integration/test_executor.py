@@ -1,0 +1,89 @@
+"""The executor against the simulated exchange over real NATS + PostgreSQL (DESIGN §6 done-when list)."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from libs.common.bus import Bus
+from libs.common.config import Mode
+from libs.common.db import Fill, Order, Position, create_engine, session_factory
+from libs.common.matching.types import OrderRequest
+from libs.common.money import fee
+from services.executor.sizing import size_order
+from tests.integration.test_kalshi_client import until
+from tests.kit.desk import desk_settings, executor, publish_book, publish_definitions, send_signal, signal
+from tests.kit.sim import EVENT, SERIES, TICKERS, sim_rig
+
+T = TICKERS[2]  # KXHIGHNY-26NOV23-B52.5
+
+
+def mm_quotes(rig, ticker: str, bid: int, ask: int, size: int = 5_000) -> None:
+    """A market maker (another user) quotes `ticker`: YES bid at `bid`, YES ask at `ask` (NO bid $1 - ask)."""
+    rig.client("mm")  # register + fund
+    eng = rig.exchange.engine
+    eng.place("mm", OrderRequest(ticker, "bid", bid, size, "good_till_canceled", "taker_at_cross"))
+    eng.place("mm", OrderRequest(ticker, "ask", ask, size, "good_till_canceled", "taker_at_cross"))
+
+
+async def rows(db_url: str, model, *where):
+    engine = create_engine(db_url)
+    try:
+        async with session_factory(engine)() as s:
+            return list((await s.scalars(select(model).where(*where))).all())
+    finally:
+        await engine.dispose()
+
+
+async def test_mispriced_market_rests_kelly_sized_post_only_order_that_fills_and_matches_exchange(
+        nats_url: str, db_url: str) -> None:
+    settings = desk_settings()
+    async with sim_rig() as rig:
+        mm_quotes(rig, T, 3000, 3400)  # the market says ~32%; our model says 50%
+        bus = await Bus.connect(nats_url, service="feeds-test", mode=Mode.SIM)
+        await bus.provision()
+        await publish_definitions(bus, rig, TICKERS)
+        async with executor(rig, nats_url, db_url, settings=settings) as ex:
+            await publish_book(bus, rig, T)
+            await until(lambda: ex.markets.get(T) is not None and ex.markets.get(T).book is not None, what="book")
+            bankroll = ex.desk.bankroll
+            await send_signal(bus, signal(T, EVENT, SERIES, 0.50))
+            await until(lambda: rig.exchange.engine.resting_ids("desk", T), what="resting order")
+            [oid] = rig.exchange.engine.resting_ids("desk", T)
+            o = rig.exchange.engine.get_order("desk", oid)
+            # Maker-first: one tick better than the best bid, post-only, Kelly-sized.
+            assert (o.book_side, o.price, o.post_only) == ("bid", 3100, True)
+            want = size_order(mode="kelly", p_leg=0.50, leg_price=3100, taker=False, confidence=0.9,
+                              bankroll=bankroll, kelly_scale=settings.risk.kelly_fraction, fixed_budget=0,
+                              max_order=settings.risk.max_order, fee_type="quadratic", fee_multiplier=Decimal(1))
+            assert o.initial_count == want.count > 0
+
+            # Background flow: a seller hits bids down to 30c; ours is first at 31c.
+            rig.client("flow")
+            rig.exchange.engine.place("flow", OrderRequest(T, "ask", 3000, o.initial_count + 1000,
+                                                           "immediate_or_cancel", "taker_at_cross"))
+            await until(lambda: rig.exchange.engine.get_order("desk", oid).status == "executed", what="filled")
+            ex_fills = rig.exchange.engine.fills("desk", ticker=T)
+
+            async def ledger_caught_up() -> bool:
+                pos = await rows(db_url, Position, Position.ticker == T)
+                return bool(pos) and pos[0].position == o.initial_count
+
+            for _ in range(500):
+                if await ledger_caught_up():
+                    break
+                await asyncio.sleep(0.02)
+            [pos] = await rows(db_url, Position, Position.ticker == T, Position.mode == "sim")
+            ex_pos = {p.ticker: p for p in rig.exchange.engine.positions("desk")}[T]
+            assert pos.position == ex_pos.position == o.initial_count
+            assert pos.fees_paid_ticks == ex_pos.fees_paid == sum(f.fee for f in ex_fills)
+            assert pos.fees_paid_ticks == fee(o.initial_count, 3100, rate="maker", fee_type="quadratic", multiplier=1)
+            assert pos.cost_ticks == ex_pos.market_exposure
+            fills = await rows(db_url, Fill, Fill.ticker == T)
+            assert sum(f.count for f in fills) == o.initial_count and all(not f.is_taker for f in fills)
+            [order] = await rows(db_url, Order, Order.ticker == T, Order.status != "blocked")
+            assert (order.order_id, order.post_only, order.fill_count) == (oid, True, o.initial_count)
+            assert order.status == "executed" and order.fees_ticks == pos.fees_paid_ticks
+        await bus.close()
