@@ -12,6 +12,7 @@ from libs.common.config import Mode
 from libs.common.db import Fill, Order, Position, create_engine, session_factory
 from libs.common.matching.types import OrderRequest
 from libs.common.money import fee
+from services.executor.exposure import Holding, Strike, event_exposure
 from services.executor.sizing import size_order
 from tests.integration.test_kalshi_client import until
 from tests.kit.desk import desk_settings, executor, publish_book, publish_definitions, send_signal, signal
@@ -86,4 +87,78 @@ async def test_mispriced_market_rests_kelly_sized_post_only_order_that_fills_and
             [order] = await rows(db_url, Order, Order.ticker == T, Order.status != "blocked")
             assert (order.order_id, order.post_only, order.fill_count) == (oid, True, o.initial_count)
             assert order.status == "executed" and order.fees_ticks == pos.fees_paid_ticks
+        await bus.close()
+
+
+async def test_pause_cancels_resting_orders_within_a_second_and_resume_trades_again(nats_url: str,
+                                                                                     db_url: str) -> None:
+    async with sim_rig() as rig:
+        mm_quotes(rig, T, 3000, 3400)
+        bus = await Bus.connect(nats_url, service="ops-test", mode=Mode.SIM)
+        await bus.provision()
+        await publish_definitions(bus, rig, TICKERS)
+        async with executor(rig, nats_url, db_url) as ex:
+            await publish_book(bus, rig, T)
+            await until(lambda: ex.markets.get(T).book is not None, what="book")
+            await send_signal(bus, signal(T, EVENT, SERIES, 0.50))
+            await until(lambda: rig.exchange.engine.resting_ids("desk", T), what="resting order")
+
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await bus.request("executor", "pause", {"reason": "test"})
+            await until(lambda: not rig.exchange.engine.resting_ids("desk"), timeout=1.0, what="cancel within 1 s")
+            assert loop.time() - t0 < 1.0
+            status = await bus.request("executor", "status")
+            assert status["paused"] and status["pause_reason"] == "test"
+
+            # Paused: a fresh signal is declined with the reason, nothing reaches the exchange.
+            await send_signal(bus, signal(T, EVENT, SERIES, 0.55, sid="while-paused"))
+            await until(lambda: ex.desk.decisions.get("paused", 0) >= 1, what="declined as paused")
+            assert not rig.exchange.engine.resting_ids("desk")
+            [blocked] = await rows(db_url, Order, Order.signal_id == "while-paused")
+            assert (blocked.status, blocked.reason) == ("blocked", "paused")
+
+            await bus.request("executor", "resume")
+            await until(lambda: not ex.control.state.paused, what="resumed")
+            await send_signal(bus, signal(T, EVENT, SERIES, 0.55))
+            await until(lambda: rig.exchange.engine.resting_ids("desk", T), what="trading again")
+        await bus.close()
+
+
+async def test_two_replicas_never_exceed_the_event_cap_and_act_on_each_signal_once(nats_url: str,
+                                                                                  db_url: str) -> None:
+    cap_usd = 12
+    settings = desk_settings(max_event_usd=str(cap_usd), max_order_usd="5", max_market_usd="12",
+                             taker_min_edge=0.02, min_edge=0.02, sizing="fixed", fixed_order_usd="5")
+    async with sim_rig() as rig:
+        for t in TICKERS:
+            mm_quotes(rig, t, 1500, 1700, size=100_000)  # deep books: takers fill completely
+        bus = await Bus.connect(nats_url, service="signals-test", mode=Mode.SIM)
+        await bus.provision()
+        await publish_definitions(bus, rig, TICKERS)
+        async with executor(rig, nats_url, db_url, settings=settings) as a, \
+                executor(rig, nats_url, db_url, settings=settings) as b:
+            for t in TICKERS:
+                await publish_book(bus, rig, t)
+            await until(lambda: all(x.markets.get(t).book for x in (a, b) for t in TICKERS), what="books")
+            # A burst: every bracket looks cheap (YES at 17c vs 40% model), several signals each, some repeated.
+            sigs = [signal(t, EVENT, SERIES, 0.40, sid=f"burst-{t}-{k}") for t in TICKERS for k in range(3)]
+            for s in sigs + sigs[:6]:  # the first six again: redelivery / duplicate publish
+                await send_signal(bus, s)
+            await until(lambda: sum(x.desk.decisions.get("sent", 0) + sum(
+                v for k, v in x.desk.decisions.items() if k != "sent") for x in (a, b)) >= len(sigs),
+                what="every signal decided", timeout=20)
+            await asyncio.sleep(0.5)
+        orders = await rows(db_url, Order, Order.event_ticker == EVENT)
+        assert len(orders) == len(sigs)  # one decision per signal, none twice
+        assert {o.signal_id for o in orders} == {s.id for s in sigs}
+        # The event's worst-case loss from the exchange's own positions, over every possible high temperature.
+        held = {p.ticker: Holding(yes=max(p.position, 0), no=max(-p.position, 0), cost=p.market_exposure)
+                for p in rig.exchange.engine.positions("desk") if p.ticker in TICKERS and p.position}
+        strikes = {m.ticker: Strike(m.strike_type, m.floor_strike, m.cap_strike)
+                   for m in rig.exchange.catalog.markets_of(EVENT)}
+        worst = event_exposure(held, strikes)
+        assert held and 0 < worst <= cap_usd * 10_000
+        sent = [o for o in orders if o.status != "blocked"]
+        assert any(o.reason == "cap_event" for o in orders) and sent
         await bus.close()
