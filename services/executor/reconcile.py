@@ -51,7 +51,8 @@ class Reconciler:
 
     def __init__(self, broker: Broker, ledger: Ledger, orders: OrderManager, markets: Markets, *, mode: Mode,
                  cancel_unknown: bool, tolerance: int, alert: Callable[[Alert], Awaitable[None]],
-                 pause: Callable[[str], Awaitable[None]], clock: Callable[[], datetime]) -> None:
+                 pause: Callable[[str], Awaitable[None]], clock: Callable[[], datetime],
+                 unanswered_after: timedelta = UNANSWERED_AFTER) -> None:
         self.broker = broker
         self.ledger = ledger
         self.orders = orders
@@ -62,6 +63,7 @@ class Reconciler:
         self.alert = alert
         self.pause = pause
         self.clock = clock
+        self.unanswered_after = unanswered_after
         self.last: Report | None = None
 
     async def run(self) -> Report:
@@ -90,7 +92,7 @@ class Reconciler:
         for row in await self.ledger.open_orders():
             if row.order_id is not None:
                 continue
-            if now - (row.sent_at or row.created_at) < UNANSWERED_AFTER:
+            if now - (row.sent_at or row.created_at) < self.unanswered_after:
                 continue  # possibly still in flight on another replica
             found = await self.broker.find_order(row.ticker, row.client_order_id)
             if found is None:

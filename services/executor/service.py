@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.js import api
@@ -48,7 +48,7 @@ class Executor:
 
     def __init__(self, settings: Settings, bus: Bus, sessions: async_sessionmaker[AsyncSession], broker: Broker,
                  *, ws: KalshiWS | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 loop_interval_s: float = 2.0) -> None:
+                 loop_interval_s: float = 2.0, unanswered_after_s: float = 30.0) -> None:
         self.settings = settings
         self.bus = bus
         self.mode: Mode = settings.mode
@@ -56,6 +56,7 @@ class Executor:
         self.ws = ws
         self.clock = clock
         self.loop_interval_s = loop_interval_s
+        self.unanswered_after_s = unanswered_after_s
         self.markets = Markets()
         self.ledger = Ledger(sessions, self.mode.value)
         self.orders = OrderManager(broker, self.ledger, self.markets, self._publish, mode=self.mode, clock=clock)
@@ -90,7 +91,8 @@ class Executor:
         self.reconciler = Reconciler(self.broker, self.ledger, self.orders, self.markets, mode=self.mode,
                                      cancel_unknown=self.settings.cancel_unknown_orders,
                                      tolerance=usd_to_ticks(self.settings.reconcile_tolerance_usd),
-                                     alert=self._alert, pause=self._pause, clock=self.clock)
+                                     alert=self._alert, pause=self._pause, clock=self.clock,
+                                     unanswered_after=timedelta(seconds=self.unanswered_after_s))
         await self._follow_market_data()
         if self.ws is not None:
             self.ws.on_message = self.orders.on_frame

@@ -22,6 +22,7 @@ class Faults:
 
     def __init__(self) -> None:
         self.latency_s: float = 0.0
+        self.response_delay_s: float = 0.0  # after the work is done: the answer is late (a crash window)
         self.trading_paused: bool = False
         self._drops: list[str | None] = []
         self._lost: list[tuple[str, str, int]] = []

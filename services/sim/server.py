@@ -571,6 +571,8 @@ class SimExchange:
                     return _json(TOO_MANY_REQUESTS_BODY, 429)  # deliberately no Retry-After
             lost = self.faults.take_lost_response(request.method, path)
             response = await handler(request)
+            if self.faults.response_delay_s > 0 and request.method != "GET":
+                await asyncio.sleep(self.faults.response_delay_s)
             if lost is not None:
                 # The exchange did the work but the client never hears back: what a proxy timeout or a
                 # dropped connection looks like from outside.

@@ -162,3 +162,92 @@ async def test_two_replicas_never_exceed_the_event_cap_and_act_on_each_signal_on
         sent = [o for o in orders if o.status != "blocked"]
         assert any(o.reason == "cap_event" for o in orders) and sent
         await bus.close()
+
+
+async def test_reconciliation_finds_a_hand_placed_order_and_cancels_it_when_configured(nats_url: str,
+                                                                                        db_url: str) -> None:
+    async with sim_rig() as rig:
+        mm_quotes(rig, T, 3000, 3400)
+        by_hand = await rig.client("desk").create_order(T, "bid", 2500, 300, client_order_id="typed-by-a-human")
+        bus = await Bus.connect(nats_url, service="ops-test", mode=Mode.SIM)
+        await bus.provision()
+        alerts = []
+
+        async def on_alert(ev) -> None:
+            alerts.append(ev)
+
+        from libs.common.events import ANY_EVENT
+        await bus.subscribe("ops.alert.reconcile", ANY_EVENT, on_alert)
+        await publish_definitions(bus, rig, TICKERS)
+        async with executor(rig, nats_url, db_url, settings=desk_settings(cancel_unknown_orders=False)) as ex:
+            assert ex.reconciler.last.unknown == [by_hand.order_id]
+            assert rig.exchange.engine.get_order("desk", by_hand.order_id).status == "resting"  # left alone
+        await until(lambda: any(a.data.get("order_id") == by_hand.order_id for a in alerts), what="alert")
+        async with executor(rig, nats_url, db_url, settings=desk_settings(cancel_unknown_orders=True)) as ex:
+            assert ex.reconciler.last.unknown_canceled == [by_hand.order_id]
+            assert rig.exchange.engine.get_order("desk", by_hand.order_id).status == "canceled"
+            assert not await rows(db_url, Order, Order.order_id == by_hand.order_id)  # never adopted as ours
+        await bus.close()
+
+
+async def test_killed_between_send_and_answer_restart_leaves_one_order_and_a_true_ledger(
+        nats_url: str, db_url: str, tmp_path) -> None:
+    """A real executor process is SIGKILLed while the exchange holds its answer; a new replica repairs it."""
+    import os
+    import signal as signals
+    import subprocess
+    import sys
+
+    from libs.common.embedded import free_port
+    from tests.kit.keys import private_pem, rsa_key
+
+    async with sim_rig() as rig:
+        mm_quotes(rig, T, 3000, 3400)
+        rig.client("desk")
+        key = tmp_path / "desk.pem"
+        key.write_bytes(private_pem(rsa_key("desk")))
+        bus = await Bus.connect(nats_url, service="signals-test", mode=Mode.SIM)
+        await bus.provision()
+        await publish_definitions(bus, rig, TICKERS)
+        env = {**os.environ, "KDESK_MODE": "sim", "KDESK_NATS_URL": nats_url, "KDESK_DATABASE_URL": db_url,
+               "KDESK_KALSHI_REST_URL": rig.exchange.rest_url,
+               # No private WebSocket for this replica (a dead port): only the REST answer can tell it the
+               # order exists, so the kill below lands between sending and recording.
+               "KDESK_KALSHI_WS_URL": f"ws://127.0.0.1:{free_port()}/trade-api/ws/v2",
+               "KALSHI_SIM_KEY_ID": "key-desk", "KALSHI_SIM_PRIVATE_KEY_PATH": str(key), "KDESK_LOG_FORMAT": "json",
+               "KDESK_MIN_EDGE": "0.02", "KDESK_TAKER_MIN_EDGE": "0.5", "KDESK_CONFIDENCE_FLOOR": "0.1", "KDESK_INSTANCE": "doomed"}
+        log = (tmp_path / "executor.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "services.executor"], env=env, stdout=log, stderr=log)
+        for _ in range(300):  # until the replica answers commands (it reconciled and consumes signals)
+            try:
+                await bus.request("executor", "status", timeout=1)
+                break
+            except Exception:
+                assert proc.poll() is None, (tmp_path / "executor.log").read_text()[-3000:]
+                await asyncio.sleep(0.1)
+        await publish_book(bus, rig, T)
+        await asyncio.sleep(0.3)
+        rig.exchange.faults.response_delay_s = 30  # the exchange does the work, the answer never comes back
+        await send_signal(bus, signal(T, EVENT, SERIES, 0.50, sid="the-one"))
+        try:
+            await until(lambda: rig.exchange.engine.resting_ids("desk", T), timeout=15, what="order on the exchange")
+        except AssertionError:
+            proc.kill()
+            raise AssertionError((tmp_path / "executor.log").read_text()[-4000:]) from None
+        proc.send_signal(signals.SIGKILL)
+        proc.wait(10)
+        rig.exchange.faults.response_delay_s = 0
+        log.close()
+        [pending] = await rows(db_url, Order, Order.signal_id == "the-one")
+        assert pending.status in ("intent", "pending") and pending.order_id is None  # the answer was never recorded
+
+        async with executor(rig, nats_url, db_url, unanswered_after_s=0.0) as ex:
+            assert ex.reconciler.last.adopted == [pending.client_order_id]
+            await send_signal(bus, signal(T, EVENT, SERIES, 0.50, sid="the-one"))  # redelivered: no second order
+            await asyncio.sleep(0.5)
+        on_exchange = rig.exchange.engine.orders("desk", ticker=T)
+        assert len(on_exchange) == 1 and on_exchange[0].client_order_id == pending.client_order_id
+        [row] = await rows(db_url, Order, Order.signal_id == "the-one")
+        assert (row.order_id, row.status, row.remaining_count) == (on_exchange[0].order_id, "resting",
+                                                                   on_exchange[0].remaining_count)
+        await bus.close()
