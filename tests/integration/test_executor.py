@@ -195,7 +195,6 @@ async def test_killed_between_send_and_answer_restart_leaves_one_order_and_a_tru
     """A real executor process is SIGKILLed while the exchange holds its answer; a new replica repairs it."""
     import os
     import signal as signals
-    import subprocess
     import sys
 
     from libs.common.embedded import free_port
@@ -215,15 +214,17 @@ async def test_killed_between_send_and_answer_restart_leaves_one_order_and_a_tru
                # order exists, so the kill below lands between sending and recording.
                "KDESK_KALSHI_WS_URL": f"ws://127.0.0.1:{free_port()}/trade-api/ws/v2",
                "KALSHI_SIM_KEY_ID": "key-desk", "KALSHI_SIM_PRIVATE_KEY_PATH": str(key), "KDESK_LOG_FORMAT": "json",
-               "KDESK_MIN_EDGE": "0.02", "KDESK_TAKER_MIN_EDGE": "0.5", "KDESK_CONFIDENCE_FLOOR": "0.1", "KDESK_INSTANCE": "doomed"}
+               "KDESK_MIN_EDGE": "0.02", "KDESK_TAKER_MIN_EDGE": "0.5", "KDESK_CONFIDENCE_FLOOR": "0.1",
+               "KDESK_INSTANCE": "doomed"}
         log = (tmp_path / "executor.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "services.executor"], env=env, stdout=log, stderr=log)
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.executor", env=env, stdout=log,
+                                                    stderr=log)
         for _ in range(300):  # until the replica answers commands (it reconciled and consumes signals)
             try:
                 await bus.request("executor", "status", timeout=1)
                 break
             except Exception:
-                assert proc.poll() is None, (tmp_path / "executor.log").read_text()[-3000:]
+                assert proc.returncode is None, (tmp_path / "executor.log").read_text()[-3000:]
                 await asyncio.sleep(0.1)
         await publish_book(bus, rig, T)
         await asyncio.sleep(0.3)
@@ -235,7 +236,7 @@ async def test_killed_between_send_and_answer_restart_leaves_one_order_and_a_tru
             proc.kill()
             raise AssertionError((tmp_path / "executor.log").read_text()[-4000:]) from None
         proc.send_signal(signals.SIGKILL)
-        proc.wait(10)
+        await asyncio.wait_for(proc.wait(), 10)
         rig.exchange.faults.response_delay_s = 0
         log.close()
         [pending] = await rows(db_url, Order, Order.signal_id == "the-one")
