@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SUITES = ("benchmarks.bus", "benchmarks.book", "benchmarks.feeds", "benchmarks.signals")
+SUITES = ("benchmarks.bus", "benchmarks.book", "benchmarks.feeds", "benchmarks.signals", "benchmarks.executor")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 

@@ -282,8 +282,10 @@ class PaperBroker:
 
     def _book(self, update: BookUpdate) -> None:
         last = self._latest.get(update.ticker)
-        if last is not None and update.ts_event < last.ts_event:
-            return  # an older book delivered late (a replay): the newer one already stands
+        if last is not None and (update.id == last.id or update.ts_event < last.ts_event):
+            # The same book twice (core NATS and its JetStream copy), or an older one delivered late: re-reading
+            # it would put back liquidity a trade has taken since.
+            return
         self._latest[update.ticker] = update
         if self._tradable(update.ticker):
             self._mirror(update)
@@ -295,19 +297,28 @@ class PaperBroker:
         ticker = update.ticker
         shown = self._shown.setdefault(ticker, {"yes": {}, "no": {}})
         changes: list[tuple[Side, int, int, int]] = []
+        gone: list[tuple[Side, int]] = []
         sides: tuple[tuple[Side, Iterable[tuple[int, int]]], ...] = (("yes", update.yes_bids), ("no", update.no_bids))
         for side, levels in sides:
             old, new = shown[side], _levels(shown[side], levels, update.depth)
-            changes.extend((side, p, old.get(p, 0), new.get(p, 0)) for p in sorted(old.keys() | new.keys())
-                           if old.get(p, 0) != new.get(p, 0))
+            for p in sorted(old.keys() | new.keys()):
+                if p not in new:
+                    gone.append((side, p))  # even one a trade already took to 0: its phantoms go with it
+                if old.get(p, 0) != new.get(p, 0):
+                    changes.append((side, p, old.get(p, 0), new.get(p, 0)))
             shown[side] = new
         decreases: Decreases = {}
         for side, price, before, after in changes:
             if after < before:
-                self._withdraw(ticker, side, price, before - after, everything=after == 0)
                 decreases[(side, price)] = before - after
+                if after:
+                    self._withdraw(ticker, side, price, before - after)
+        for side, price in gone:
+            self._withdraw(ticker, side, price, 0, everything=True)
         if decreases:
-            self._recent.setdefault(ticker, deque(maxlen=_RECENT_BOOKS)).append((update.ts_event, decreases))
+            # Stamped like trades are when the feed knows the exchange's time; else when the feed published it.
+            stamp = update.ts_exchange or update.ts_event
+            self._recent.setdefault(ticker, deque(maxlen=_RECENT_BOOKS)).append((stamp, decreases))
         for side, price, before, after in sorted(changes, key=lambda c: -c[1]):
             if after > before:
                 self._offer(ticker, side, price, after - before)
@@ -347,11 +358,8 @@ class PaperBroker:
         # The real level lost the whole trade; the book showing it will not be read as cancellations.
         shown = self._shown.get(ticker, {}).get(side)
         if shown is not None and price in shown:
-            left = shown[price] - qty
-            if left > 0:
-                shown[price] = left
-            else:
-                del shown[price]
+            # Kept at 0 rather than dropped, so that the book no longer showing it clears its phantoms.
+            shown[price] = max(shown[price] - qty, 0)
 
     def _explained(self, ticker: str, side: Side, price: int, count: int, ts: datetime) -> int:
         """How much of a trade a book stamped at or after it already showed (and we applied) as a decrease."""
@@ -456,7 +464,7 @@ class PaperBroker:
 
     def _cross_adopted(self, order: Order) -> None:
         """If the book moved through an adopted order while we were down, offer the crossing phantoms again:
-        they trade with it at its price (it is the maker), and what is left rests where it was."""
+        they trade with it at its price (it is the maker), and what is left rests at that price again."""
         leg, leg_price = _leg(order.book_side, order.yes_price)
         other: Side = "no" if leg == "yes" else "yes"
         yes_levels, no_levels = self._engine.book(order.ticker)
@@ -729,7 +737,7 @@ def _levels(old: dict[int, int], levels: Iterable[tuple[int, int]], depth: str) 
             new[price] = new.get(price, 0) + size
     if depth == "top" and new:
         floor = min(new)
-        new.update((p, s) for p, s in old.items() if p < floor)
+        new.update((p, s) for p, s in old.items() if p < floor and s > 0)
     return new
 
 

@@ -37,7 +37,7 @@ from services.executor.risk import RiskGate, reserved_total
 
 log = get_logger(__name__)
 
-SIGNAL_CONSUMER = ConsumerSpec(stream="SIGNALS", durable="executor", filter_subjects=("sig.>",), batch=16,
+SIGNAL_CONSUMER = ConsumerSpec(stream="SIGNALS", durable="executor", filter_subjects=("sig.>",), batch=1,
                                fetch_timeout_s=0.5, ack_wait_s=60, max_deliver=5)
 PRIVATE_CHANNELS = ("fill", "user_orders")
 SETTLED = {"determined", "settled", "finalized"}

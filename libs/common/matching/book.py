@@ -109,6 +109,11 @@ class LevelBook:
         for price in reversed(self._prices[i:]):
             yield from list(self._levels[price].queue)
 
+    def queue_at(self, price: int) -> list[Entry]:
+        """The entries at one price in priority order (first in line first), as a snapshot."""
+        level = self._levels.get(price)
+        return list(level.queue) if level is not None else []
+
     def ahead_of(self, entry: Entry) -> int:
         """Quantity queued before `entry` at its price (0 = first in line)."""
         level = self._levels.get(entry.price)

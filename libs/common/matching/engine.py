@@ -735,6 +735,110 @@ class MatchingEngine:
                 out.append(_snap(r.order))
         return out
 
+    # -- venues fed from outside (a paper broker mirroring a live book) ---------------------------
+
+    def fill_resting(self, order_id: str, count: int, *, taker_user: str) -> list[Fill]:
+        """Trade up to `count` of one resting order at its own price against `taker_user`, ahead of its queue.
+
+        For a venue that learns of executions from outside its own book (a paper broker replaying public
+        trades): the resting order is the maker (maker fee), `taker_user` takes through an IOC order of its
+        own at the crossing price. Reduce-only and solvency rules apply as in matching. Returns both sides'
+        fills (the taker's, then the maker's); [] when nothing could trade.
+        """
+        self._check_count(count)
+        r = self._resting.get(order_id)
+        if r is None:
+            raise ExchangeError("invalid_order", f"order {order_id} is not resting", details="order is not resting")
+        maker = r.order
+        if maker.user_id == taker_user:
+            raise ExchangeError("invalid_order", "an order cannot trade against its own account",
+                                details="self trade")
+        m = self._markets[maker.ticker]
+        self._check_open(m.spec)
+        tu = self._u(taker_user)
+        taker_leg: OutcomeSide = "no" if r.leg == "yes" else "yes"
+        book_side: BookSide = "bid" if taker_leg == "yes" else "ask"
+        now = self.clock()
+        qty = min(count, r.entry.remaining)
+        taker = Order(order_id=self._ids(), user_id=taker_user, client_order_id=None, ticker=maker.ticker,
+                      book_side=book_side, price=maker.price, initial_count=qty, remaining_count=qty, fill_count=0,
+                      status="resting", time_in_force="immediate_or_cancel",
+                      self_trade_prevention_type="taker_at_cross", post_only=False, reduce_only=False,
+                      expiration_time=None, created_time=now, last_update_time=now)
+        self._orders[taker.order_id] = taker
+        tu.orders.append(taker.order_id)
+        if maker.reduce_only:
+            qty = min(qty, self._reducible(self._users[maker.user_id], maker.ticker, maker.book_side))
+        fills: list[Fill] = []
+        reason = "ImmediateOrCancel"
+        if qty <= 0:
+            self._cancel_resting(r, "ReduceOnly")
+        else:
+            made = self._execute(m, taker, r, qty)
+            if made == "maker_short":
+                self._cancel_resting(r, "InsufficientBalance")
+            elif made == "taker_short":
+                reason = "InsufficientBalance"
+            else:
+                fills = made
+        if taker.remaining_count == 0:
+            self._finish(taker, "executed", None)
+        else:
+            self._finish(taker, "canceled", reason)
+        self._emit(OrderUpdate(_snap(taker)))
+        return fills
+
+    def restore(self, order: Order) -> Order:
+        """Re-rest an order known from outside (a ledger, after a restart) with its id, fills and costs as they were.
+
+        It joins the back of its price level without matching (it was resting already) and takes its
+        client_order_id. Its collateral is reserved without a balance check — the venue accepted it long
+        ago — so fund the account (`open_account`) if the balance you gave left it out.
+        """
+        u = self._u(order.user_id)
+        m = self._m(order.ticker)
+        self._check_open(m.spec)
+        self._check_price(m.spec, order.price)
+        self._check_count(order.remaining_count, "remaining_count")
+        if order.status != "resting":
+            raise ExchangeError("invalid_order", f"order {order.order_id} is {order.status}; only resting orders "
+                                "can be restored", details="order is not resting")
+        if order.order_id in self._orders:
+            raise ExchangeError("order_already_exists", f"order {order.order_id} already exists", status=409,
+                                details=order.order_id)
+        if order.client_order_id is not None and order.client_order_id in u.client_ids:
+            raise ExchangeError("order_already_exists", "an order with this client_order_id already exists",
+                                status=409, details=order.client_order_id)
+        o = _snap(order)
+        self._orders[o.order_id] = o
+        u.orders.append(o.order_id)
+        if o.client_order_id is not None:
+            u.client_ids[o.client_order_id] = o.order_id
+        # Cumulative cost rounding carries on from what the order has paid so far (whole ticks).
+        self._cost_num[o.order_id] = (o.taker_fill_cost + o.maker_fill_cost) * ONE_CONTRACT
+        leg, leg_price = _leg(o.book_side, o.price)
+        self._rest(m, o, leg, leg_price)
+        if o.expiration_time is not None:
+            heapq.heappush(self._expiry, (o.expiration_time, next(self._seq), o.order_id))
+        self._emit(OrderUpdate(_snap(o)))
+        return _snap(o)
+
+    def prune(self, user_id: str) -> int:
+        """Forget a user's finished (canceled or executed) orders and their client_order_ids; returns how many.
+
+        For synthetic accounts that place many orders nobody reads back (a paper broker's mirrored
+        liquidity): without it the order history grows for as long as the process runs.
+        """
+        u = self._u(user_id)
+        kept = [oid for oid in u.orders if oid in u.resting]
+        gone = len(u.orders) - len(kept)
+        for oid in u.orders:
+            if oid not in u.resting:
+                del self._orders[oid]
+        u.orders = kept
+        u.client_ids = {c: oid for c, oid in u.client_ids.items() if oid in u.resting}
+        return gone
+
     # -- reads ----------------------------------------------------------------------------------
 
     def get_order(self, user_id: str, order_id: str) -> Order:
@@ -759,6 +863,14 @@ class MatchingEngine:
         """Contracts (1/100) ahead of a resting order at its price; 0 = first in line."""
         r = self._resting_of(self._order_of(user_id, order_id))
         return self._markets[r.order.ticker].bids(r.leg).ahead_of(r.entry)
+
+    def queue(self, ticker: str, side: OutcomeSide, price: int) -> list[tuple[str, str, int]]:
+        """One level's FIFO queue, first in line first, as (order id, user id, remaining); NO bids at NO prices."""
+        out = []
+        for e in self._m(ticker).bids(side).queue_at(price):
+            r: _Resting = e.ref  # type: ignore[assignment]
+            out.append((r.order.order_id, r.order.user_id, e.remaining))
+        return out
 
     def book(self, ticker: str, depth: int | None = None) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """(YES bids, NO bids) as (price, size), ascending with the best last; the NO side at NO prices."""

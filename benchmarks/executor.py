@@ -1,0 +1,141 @@
+"""Executor: wire-to-wire latency, measured by the simulator.
+
+`wire_to_wire_p50_ms` / `_p99_ms`: from the simulated exchange changing a book so that an edge
+appears (a market maker pulls its bid) to the same exchange receiving the desk's order, over 500+
+samples. The path is the real one: the sim's WebSocket → the feeds' book fan-out → md.book on core
+NATS → the signals pipeline → sig.* on JetStream → the executor's durable consumer → risk reservation
+in PostgreSQL → a signed V2 create over HTTP. Both timestamps are taken inside the sim process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import private_nats
+from libs.common import subjects
+from libs.common.bus import Bus
+from libs.common.climate import climate_day
+from libs.common.config import Mode, load_settings
+from libs.common.db import create_engine, session_factory
+from libs.common.db.migrate import upgrade_to_head
+from libs.common.embedded import EmbeddedPostgres
+from libs.common.events import MarketDefinition, PriceRange, Signal, WxForecast, WxMember
+from libs.common.kalshi import KalshiWS
+from libs.common.matching.types import OrderRequest, OrderUpdate
+from libs.common.stations import BY_SERIES
+from services.executor.service import Executor
+from services.feeds.books import BookFanout
+from services.signals.pipeline import SignalPipeline
+from services.signals.service import attach
+from tests.kit.sim import EVENT, SERIES, TICKERS, sim_rig
+
+NOW = datetime(2026, 11, 22, 20, 0, tzinfo=UTC)  # the hand world's event (Nov 23) is tomorrow
+TICKER = TICKERS[3]  # B54.5
+
+
+async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, float, int]:
+    async with sim_rig() as rig:
+        eng = rig.exchange.engine
+        rig.client("desk")
+        rig.client("mm")
+        bus = await Bus.connect(nats_url, service="bench-desk", mode=Mode.SIM)
+        for m in rig.exchange.catalog.markets_of(EVENT):
+            await bus.publish_js(subjects.md_market(SERIES, m.ticker), MarketDefinition(
+                ts_event=NOW, mode=Mode.SIM, ticker=m.ticker, event_ticker=EVENT, series_ticker=SERIES,
+                status="active", strike_type=m.strike_type, floor_strike=m.floor_strike, cap_strike=m.cap_strike,
+                close_time=m.close_time, price_ranges=(PriceRange(start=0, end=10_000, step=100),),
+                fee_type="quadratic", fee_multiplier=1))
+        settings = load_settings(mode=Mode.SIM, min_edge=0.03, taker_min_edge=0.9, confidence_floor=0.05,
+                                 max_open_orders=5, reprice_after_s=3600, instance="bench")
+
+        async def emit_sig(sig: Signal) -> None:
+            await bus.publish_js(subjects.sig(sig.family, sig.series_ticker, sig.ticker), sig)
+
+        pipeline = SignalPipeline(emit_sig, mode=Mode.SIM, risk=settings.risk, clock=lambda: NOW, cooldown_s=0.0)
+        await attach(bus, pipeline, None)
+        rng = random.Random(4)
+        close = rig.exchange.catalog.markets[TICKER].close_time
+        day = climate_day(close - timedelta(minutes=1), BY_SERIES[SERIES].tz)
+        members = tuple(WxMember(model=m, member=k, target_date=day, tmax_f=rng.gauss(54.5, 1.2))
+                        for m in ("gefs", "ifs", "gem") for k in range(50))
+        for attempt in range(50):  # until the definitions have reached the pipeline and the ladder exists
+            await bus.publish_js(subjects.md_wx_forecast("nyc"), WxForecast(
+                id=f"wx:bench-desk:{attempt}", ts_event=NOW, mode=Mode.SIM, city="nyc", station="KNYC",
+                run_time=NOW, members=members))
+            await asyncio.sleep(0.2)
+            if TICKER in pipeline.weather_p:
+                break
+        p = pipeline.weather_p[TICKER].p
+        fair_bid = int(p * 100) * 100  # a YES bid at the model's value: no maker edge
+        fair_ask = fair_bid + 300
+        eng.place("mm", OrderRequest(TICKER, "ask", fair_ask, 100_000, "good_till_canceled", "taker_at_cross"))
+        eng.place("mm", OrderRequest(TICKER, "bid", 500, 100_000, "good_till_canceled", "taker_at_cross"))
+
+        fan = BookFanout(bus.publish, mode=Mode.SIM, coalesce_s=0.0)
+        stop = asyncio.Event()
+        feed_ws = KalshiWS(rig.env, rig.signer("mm"), on_book=fan.on_book)
+        tasks = [asyncio.create_task(feed_ws.run(stop)), asyncio.create_task(fan.run(stop))]
+        await feed_ws.subscribe_books([TICKER])
+
+        changed_at: list[float] = [0.0]
+        arrived: list[float] = []
+        got = asyncio.Event()
+
+        def on_engine(ev: Any) -> None:
+            if isinstance(ev, OrderUpdate) and ev.order.user_id == "desk" and ev.order.fill_count == 0 \
+                    and ev.order.status == "resting" and ev.order.initial_count == ev.order.remaining_count:
+                if not got.is_set():
+                    arrived.append(time.perf_counter() - changed_at[0])
+                    got.set()
+
+        eng.listen(on_engine)
+        engine = create_engine(db_url)
+        ex = Executor(settings, bus, session_factory(engine), rig.client("desk"),
+                      ws=KalshiWS(rig.env, rig.signer("desk")), clock=lambda: NOW, loop_interval_s=3600)
+        await ex.start()
+        try:
+            for _ in range(n):
+                top = eng.place("mm", OrderRequest(TICKER, "bid", fair_bid, 1_000, "good_till_canceled",
+                                                   "taker_at_cross")).order.order_id
+                await asyncio.sleep(0.03)  # the fair book reaches everyone: no edge, no order
+                got.clear()
+                changed_at[0] = time.perf_counter()
+                eng.cancel("mm", top)  # the bid falls back to $0.05: a maker edge appears
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(got.wait(), 2.0)
+                for oid in eng.resting_ids("desk"):
+                    eng.cancel("desk", oid)
+                await asyncio.sleep(0.01)
+        finally:
+            stop.set()
+            await ex.stop()
+            for t in tasks:
+                t.cancel()
+            await bus.close()
+            await engine.dispose()
+    if len(arrived) < 500:
+        raise RuntimeError(f"only {len(arrived)} of {n} book changes reached the exchange as orders")
+    q = statistics.quantiles([x * 1000 for x in arrived], n=100)
+    return round(q[49], 3), round(q[98], 3), len(arrived)
+
+
+async def run() -> dict[str, float | int]:
+    """Wire-to-wire latency on a private nats-server and an embedded PostgreSQL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pg = EmbeddedPostgres(Path(tmp) / "pg", fast_unsafe=True).start()
+        try:
+            url = pg.url("postgres")
+            upgrade_to_head(url)
+            async with private_nats() as nats_url:
+                p50, p99, samples = await _latency(nats_url, url)
+        finally:
+            pg.stop()
+    return {"wire_to_wire_p50_ms": p50, "wire_to_wire_p99_ms": p99, "wire_to_wire_samples": samples}
