@@ -2,9 +2,10 @@
 
 `wire_to_wire_p50_ms` / `_p99_ms`: from the simulated exchange changing a book so that an edge
 appears (a market maker pulls its bid) to the same exchange receiving the desk's order, over 500+
-samples. The path is the real one: the sim's WebSocket → the feeds' book fan-out → md.book on core
-NATS → the signals pipeline → sig.* on JetStream → the executor's durable consumer → risk reservation
-in PostgreSQL → a signed V2 create over HTTP. Both timestamps are taken inside the sim process.
+samples, at a pace inside Kalshi's basic-tier write budget. The path is the real one: the sim's
+WebSocket → the feeds' book fan-out → md.book on core NATS → the signals pipeline → sig.* on
+JetStream → the executor's durable consumer → risk reservation in PostgreSQL → a signed V2 create
+over HTTP. Both timestamps are taken inside the sim process.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, flo
                     await asyncio.wait_for(got.wait(), 2.0)
                 for oid in eng.resting_ids("desk"):
                     eng.cancel("desk", oid)
-                await asyncio.sleep(0.01)
+                # Stay inside the basic tier's write budget (10 creates/s): above it the client's own rate
+                # limiter paces the orders, and this would measure the pacing instead of the path.
+                await asyncio.sleep(0.1)
         finally:
             stop.set()
             await ex.stop()
