@@ -50,7 +50,7 @@ class Reconciler:
     """Brings the ledger in line with the exchange and says when it cannot."""
 
     def __init__(self, broker: Broker, ledger: Ledger, orders: OrderManager, markets: Markets, *, mode: Mode,
-                 cancel_unknown: bool, tolerance: int, alert: Callable[[Alert], Awaitable[None]],
+                 cancel_unknown: bool, tolerance: int, compare_positions: bool = True, alert: Callable[[Alert], Awaitable[None]],
                  pause: Callable[[str], Awaitable[None]], clock: Callable[[], datetime],
                  unanswered_after: timedelta = UNANSWERED_AFTER) -> None:
         self.broker = broker
@@ -59,6 +59,7 @@ class Reconciler:
         self.markets = markets
         self.mode = mode
         self.cancel_unknown = cancel_unknown
+        self.compare_positions = compare_positions
         self.tolerance = tolerance
         self.alert = alert
         self.pause = pause
@@ -71,7 +72,8 @@ class Reconciler:
         await self._unanswered(rep)
         await self._resting(rep)
         rep.fills_repaired = await self.orders.sync_fills()
-        await self._positions(rep)
+        if self.compare_positions:
+            await self._positions(rep)
         rep.balance = (await self.broker.balance()).balance
         self.last = rep
         if rep.disagreements:

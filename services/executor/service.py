@@ -24,6 +24,7 @@ from libs.common.events import Alert, BookUpdate, MarketDefinition, OrderEvent, 
 from libs.common.kalshi import KalshiWS
 from libs.common.kalshi import errors as E
 from libs.common.kalshi.factory import environment, rest_client, signer
+from libs.common.kalshi.models import Order as RestOrder
 from libs.common.logs import get_logger
 from libs.common.runtime import ServiceRuntime
 from services.executor.broker import Broker
@@ -92,6 +93,8 @@ class Executor:
                          self.control.state, self._alert, clock=self.clock)
         self.reconciler = Reconciler(self.broker, self.ledger, self.orders, self.markets, mode=self.mode,
                                      cancel_unknown=self.settings.cancel_unknown_orders,
+                                     # Paper positions live in the ledger only (the paper broker starts empty).
+                                     compare_positions=self.mode is not Mode.PAPER,
                                      tolerance=usd_to_ticks(self.settings.reconcile_tolerance_usd),
                                      alert=self._alert, pause=self._pause, clock=self.clock,
                                      unanswered_after=timedelta(seconds=self.unanswered_after_s))
@@ -104,6 +107,7 @@ class Executor:
         listen = getattr(self.broker, "listen", None)
         if listen is not None:
             listen(self.orders.on_frame)
+        await self._readopt_paper_orders()
         await self._reconcile()
         await self._refresh_balance()
         await self._serve_commands()
@@ -112,6 +116,19 @@ class Executor:
         self.started.set()
         log.info("executor_started", mode=self.mode.value, sizing=self.settings.sizing,
                  limits=self.settings.risk.as_dict())
+
+    async def _readopt_paper_orders(self) -> None:
+        """Paper mode: the broker lives in this process, so after a restart it re-rests the ledger's orders."""
+        adopt = getattr(self.broker, "adopt", None)
+        if adopt is None:
+            return
+        for row in await self.ledger.open_orders():
+            if row.order_id is None or row.status != "resting":
+                continue
+            await adopt(RestOrder(order_id=row.order_id, client_order_id=row.client_order_id, ticker=row.ticker,
+                                  outcome_side=row.outcome_side, book_side=row.book_side, status="resting",
+                                  yes_price=row.yes_price, fill_count=row.fill_count,
+                                  remaining_count=row.remaining_count, initial_count=row.initial_count))
 
     async def stop(self) -> None:
         self._stop.set()

@@ -252,3 +252,69 @@ async def test_killed_between_send_and_answer_restart_leaves_one_order_and_a_tru
         assert (row.order_id, row.status, row.remaining_count) == (on_exchange[0].order_id, "resting",
                                                                    on_exchange[0].remaining_count)
         await bus.close()
+
+
+async def eventually(probe, *, timeout: float = 5.0, what: str = "condition"):
+    """Poll an async probe until it returns something truthy (never a fixed sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = await probe()
+        if got:
+            return got
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_paper_mode_rests_against_the_live_book_and_fills_when_trades_consume_the_queue(
+        nats_url: str, db_url: str) -> None:
+    """Paper: no exchange; the broker fills our order from live books and trades published on md.*."""
+    from datetime import UTC, datetime
+
+    from libs.common import subjects
+    from libs.common.events import BookUpdate, MarketDefinition, PriceRange, PublicTrade
+    from services.executor.paper import PaperBroker
+    from services.executor.service import Executor
+
+    now = datetime.now(UTC)
+    bus = await Bus.connect(nats_url, service="feeds-test", mode=Mode.PAPER)
+    await bus.provision()
+    await bus.publish_js(subjects.md_market(SERIES, T), MarketDefinition(
+        ts_event=now, mode=Mode.PAPER, ticker=T, event_ticker=EVENT, series_ticker=SERIES, status="active",
+        strike_type="between", floor_strike=Decimal(52), cap_strike=Decimal(53),
+        price_ranges=(PriceRange(start=0, end=10_000, step=100),), fee_type="quadratic", fee_multiplier=1))
+    paper = PaperBroker(lambda: datetime.now(UTC), 1_000 * 10_000)
+    engine = create_engine(db_url)
+    ex = Executor(desk_settings(mode=Mode.PAPER), bus, session_factory(engine), paper, loop_interval_s=0.2)
+    try:
+        await ex.start()
+        await bus.publish(subjects.md_book(SERIES, T), BookUpdate(
+            ts_event=now, mode=Mode.PAPER, ticker=T, series_ticker=SERIES, seq=1,
+            yes_bids=((3000, 2_000),), no_bids=((6600, 2_000),)))
+        await until(lambda: ex.markets.get(T) is not None and ex.markets.get(T).book is not None, what="book")
+        await bus.publish_js(subjects.sig("weather", SERIES, T),
+                             signal(T, EVENT, SERIES, 0.5).model_copy(update={"mode": Mode.PAPER}))
+        [resting] = await eventually(lambda: paper.orders(status="resting"), what="paper order resting")
+        assert (resting.yes_price, resting.book_side) == (3100, "bid")  # one tick above the live bid
+        count = resting.remaining_count
+        # A seller hits 31c for more than our size: the level was empty before us, so we are first.
+        await bus.publish(subjects.md_trade(SERIES, T), PublicTrade(
+            ts_event=datetime.now(UTC), mode=Mode.PAPER, ticker=T, series_ticker=SERIES, trade_id="tr-1",
+            yes_price=3100, count=count + 500, taker_outcome_side="no"))
+
+        async def ledger_filled():
+            pos = await rows(db_url, Position, Position.mode == "paper", Position.ticker == T)
+            return pos if pos and pos[0].position == count else None
+
+        [pos] = await eventually(ledger_filled, what="paper fill in the ledger")
+        [mine] = [p for p in await paper.positions() if p.ticker == T]
+        assert pos.position == mine.position == count
+        want_fee = fee(count, 3100, rate="maker", fee_type="quadratic", multiplier=1)
+        assert pos.fees_paid_ticks == mine.fees_paid == want_fee
+        fills = await rows(db_url, Fill, Fill.mode == "paper")
+        assert sum(f.count for f in fills) == count and not any(f.is_taker for f in fills)
+    finally:
+        await ex.stop()
+        await bus.close()
+        await engine.dispose()
