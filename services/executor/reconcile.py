@@ -50,7 +50,8 @@ class Reconciler:
     """Brings the ledger in line with the exchange and says when it cannot."""
 
     def __init__(self, broker: Broker, ledger: Ledger, orders: OrderManager, markets: Markets, *, mode: Mode,
-                 cancel_unknown: bool, tolerance: int, compare_positions: bool = True, alert: Callable[[Alert], Awaitable[None]],
+                 cancel_unknown: bool, tolerance: int, compare_positions: bool = True,
+                 alert: Callable[[Alert], Awaitable[None]],
                  pause: Callable[[str], Awaitable[None]], clock: Callable[[], datetime],
                  unanswered_after: timedelta = UNANSWERED_AFTER) -> None:
         self.broker = broker
