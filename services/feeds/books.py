@@ -4,12 +4,17 @@ Coalescing: the WS client updates local books on every delta and marks the marke
 loop publishes each dirty market's *current* book every `coalesce_s`. A burst of deltas becomes
 one update per market per flush, and a slow bus never builds a backlog — the next flush simply
 carries the latest state.
+
+Refresh: a quiet market's book may not change for minutes, but downstream services judge a book's
+freshness by when they last heard of it (a silent feed must not look like a quiet market). Every
+valid book is therefore published again after `refresh_s` without a change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
@@ -41,8 +46,11 @@ class BookFanout:
     """Publishes coalesced book updates for books that changed."""
 
     def __init__(self, emit: Emit, *, mode: Mode, series_of: Callable[[str], str] = subjects.series_of,
-                 coalesce_s: float = 0.005, depth: int | None = None) -> None:
+                 coalesce_s: float = 0.005, depth: int | None = None, refresh_s: float = 10.0) -> None:
         self.emit = emit
+        self.refresh_s = refresh_s
+        self._books: dict[str, LocalBook] = {}
+        self._published_at: dict[str, float] = {}
         self.mode = mode
         self.series_of = series_of
         self.coalesce_s = coalesce_s
@@ -56,6 +64,7 @@ class BookFanout:
         """WS callback: remember that this book changed (cheap; no I/O on the hot path)."""
         self.deltas_in += 1
         self._dirty[book.ticker] = book
+        self._books[book.ticker] = book
         self._wake.set()
 
     async def flush(self) -> int:
@@ -69,15 +78,26 @@ class BookFanout:
                 continue  # a resnapshot is on its way; publishing now could show a wrong book
             await self.emit(subjects.md_book(self.series_of(book.ticker), book.ticker),
                             book_event(book, self.series_of(book.ticker), self.mode, now, self.depth))
+            self._published_at[book.ticker] = time.monotonic()
             n += 1
         self.published += n
         return n
+
+    def refresh_due(self, now: float | None = None) -> int:
+        """Mark books not published for `refresh_s` dirty again; the number marked."""
+        now = time.monotonic() if now is None else now
+        due = [b for t, b in self._books.items()
+               if b.valid and t not in self._dirty and now - self._published_at.get(t, 0.0) >= self.refresh_s]
+        for b in due:
+            self._dirty[b.ticker] = b
+        return len(due)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush loop."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
+            self.refresh_due()
             if self._dirty:
                 await asyncio.sleep(self.coalesce_s)
                 await self.flush()
