@@ -1,4 +1,4 @@
-"""`kdesk`: the operator CLI (up, migrate, health, provision)."""
+"""`kdesk`: the operator CLI (up, migrate, health, provision, desk)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,48 @@ def cmd_health(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     print(("healthy: " if ok else "unhealthy: ") + text)
     return EXIT_OK if ok else EXIT_FAIL
+
+
+# --- desk (executor commands) -------------------------------------------------------------------
+
+DESK_VERBS = ("status", "positions", "orders", "fills", "balance", "pause", "resume", "flatten", "reconcile")
+
+
+async def _desk(url: str, s: Settings, verb: str, payload: dict[str, object]) -> object:
+    from libs.common.bus import Bus
+
+    bus = await Bus.connect(url, service="ctl", mode=s.mode, initial_attempts=1, max_reconnect_attempts=0)
+    try:
+        return await bus.request("executor", verb, payload, timeout=15.0)
+    finally:
+        await bus.close()
+
+
+def cmd_desk(args: argparse.Namespace) -> int:
+    """Ask the executor (any replica) and print its answer as JSON."""
+    import json
+
+    from libs.common.bus import CommandError
+
+    s = _settings()
+    url = _need(s.nats_url, "KDESK_NATS_URL")
+    payload: dict[str, object] = {}
+    if args.reason:
+        payload["reason"] = args.reason
+    if args.open:
+        payload["open"] = True
+    if args.limit:
+        payload["limit"] = args.limit
+    try:
+        data = asyncio.run(_desk(url, s, args.verb, payload))
+    except CommandError as e:
+        print(f"kdesk desk {args.verb}: {e.code}: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except Exception as e:
+        print(f"kdesk desk {args.verb}: cannot reach NATS: {redact_text(str(e))}", file=sys.stderr)
+        return EXIT_FAIL
+    print(json.dumps(data, indent=2, default=str))
+    return EXIT_OK
 
 
 # --- up ----------------------------------------------------------------------------------------
@@ -237,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--instance", help="check this instance only (default: any instance)")
     h.add_argument("--wait", type=float, default=12.0, help="seconds to wait for a heartbeat (default 12)")
     h.set_defaults(func=cmd_health)
+    d = sub.add_parser("desk", help="ask the executor: status, positions, orders, fills, balance, pause, resume, "
+                       "flatten, reconcile")
+    d.add_argument("verb", choices=DESK_VERBS)
+    d.add_argument("--reason", help="why (pause)")
+    d.add_argument("--open", action="store_true", help="only open orders (orders)")
+    d.add_argument("--limit", type=int, help="how many rows (orders, fills)")
+    d.set_defaults(func=cmd_desk)
     return p
 
 

@@ -28,7 +28,7 @@ from services.executor.markets import Markets, MarketState
 from services.executor.orders import OrderManager
 from services.executor.pricing import arbitrage, quote
 from services.executor.risk import Intent, RiskGate, Verdict
-from services.executor.sizing import size_order
+from services.executor.sizing import order_cost, size_order
 
 log = get_logger(__name__)
 
@@ -333,10 +333,27 @@ class Desk:
             total += p.cost_ticks if bid is None else abs(p.position) * bid // ONE_CONTRACT
         return total
 
+    async def held_collateral(self) -> int:
+        """Cash the venue holds for our resting orders (their worst-case cost); not in the balance."""
+        total = 0
+        for o in await self.ledger.open_orders():
+            st = self.markets.get(o.ticker)
+            leg_price = o.yes_price if o.book_side == "bid" else ONE_DOLLAR - o.yes_price
+            if o.remaining_count <= 0 or o.reduce_only or not 0 < leg_price < ONE_DOLLAR:
+                continue
+            total += order_cost(o.remaining_count, leg_price, taker=True,
+                                fee_type=st.fee_type if st else "quadratic",
+                                fee_multiplier=st.fee_multiplier if st else Decimal(1))
+        return total
+
     async def check_daily_loss(self, balance: int) -> bool:
-        """Snapshot equity; True when today's loss (realized + unrealized) passed the limit."""
+        """Snapshot equity; True when today's loss (realized + unrealized) passed the limit.
+
+        Equity = available cash + collateral held by resting orders + positions marked at their bid.
+        The day's first snapshot (UTC) is the baseline; deposits and withdrawals would move it too.
+        """
         now = self.clock()
-        value = self.mark_value(await self.ledger.positions())
+        value = self.mark_value(await self.ledger.positions()) + await self.held_collateral()
         await self.ledger.snapshot_balance(now, balance, value, self.mode.value)
         start = await self.ledger.first_balance_since(now.replace(hour=0, minute=0, second=0, microsecond=0))
         if start is None:

@@ -51,7 +51,8 @@ class Executor:
 
     def __init__(self, settings: Settings, bus: Bus, sessions: async_sessionmaker[AsyncSession], broker: Broker,
                  *, ws: KalshiWS | None = None, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 loop_interval_s: float = 2.0, unanswered_after_s: float = 30.0) -> None:
+                 loop_interval_s: float = 2.0, unanswered_after_s: float = 30.0,
+                 balance_every_s: float = 30.0) -> None:
         self.settings = settings
         self.bus = bus
         self.mode: Mode = settings.mode
@@ -60,6 +61,7 @@ class Executor:
         self.clock = clock
         self.loop_interval_s = loop_interval_s
         self.unanswered_after_s = unanswered_after_s
+        self.balance_every_s = balance_every_s
         self.markets = Markets()
         self.ledger = Ledger(sessions, self.mode.value)
         self.orders = OrderManager(broker, self.ledger, self.markets, self._publish, mode=self.mode, clock=clock)
@@ -109,7 +111,10 @@ class Executor:
             listen(self.orders.on_frame)
         await self._readopt_paper_orders()
         await self._reconcile()
-        await self._refresh_balance()
+        # The first equity snapshot of the day is the daily-loss baseline: take one before trading.
+        assert self.desk is not None
+        if await self.desk.check_daily_loss(await self._refresh_balance()):
+            await self._pause("daily_loss")
         await self._serve_commands()
         await self.bus.consume(SIGNAL_CONSUMER, Signal, self._on_signal)
         self._tasks.append(asyncio.create_task(self._loop()))
@@ -245,7 +250,7 @@ class Executor:
                     await self.orders.poll()  # the private WebSocket is down: poll instead
                 await self.desk.review_working()
                 await self.desk.check_exits()
-                if now - last_balance >= 30:
+                if now - last_balance >= self.balance_every_s:
                     last_balance = now
                     if await self.desk.check_daily_loss(await self._refresh_balance()):
                         await self._pause("daily_loss")

@@ -69,14 +69,14 @@ async def send_signal(bus: Bus, s: Signal) -> None:
 
 @asynccontextmanager
 async def executor(rig: SimRig, nats_url: str, db_url: str, *, user: str = "desk", settings: Settings | None = None,
-                   **kw: Any) -> AsyncIterator[Executor]:
-    """One started executor replica trading as `user` on the sim (REST + private WS)."""
+                   private_ws: bool = True, **kw: Any) -> AsyncIterator[Executor]:
+    """One started executor replica trading as `user` on the sim (REST + private WS unless told not to)."""
     settings = settings or desk_settings()
     client = rig.client(user)
     bus = await Bus.connect(nats_url, service="executor", mode=settings.mode)
     await bus.provision()
     engine = create_engine(db_url)
-    ws = KalshiWS(rig.env, rig.signer(user))
+    ws = KalshiWS(rig.env, rig.signer(user)) if private_ws else None
     ex = Executor(settings, bus, session_factory(engine), client, ws=ws, loop_interval_s=0.2, **kw)
     try:
         await ex.start()
