@@ -180,8 +180,6 @@ async def test_commands_answer_with_data_on_the_bus_and_through_kdesk(nats_url: 
 
 
 def _run_cli(argv: list[str]) -> int:
-    try:
-        cli.main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+    # The command itself, not `cli.main`: main reconfigures process-wide logging onto this test's stderr.
+    args = cli.build_parser().parse_args(argv)
+    return int(args.func(args))
