@@ -33,7 +33,7 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import Any, Literal
@@ -53,9 +53,10 @@ from libs.common.kalshi.models import (
     SettlementRow,
 )
 from libs.common.logs import get_logger
+from libs.common.matching import frames
 from libs.common.matching import types as mt
 from libs.common.matching.engine import MatchingEngine
-from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, MoneyError, PriceGrid, fee, format_count, format_dollars
+from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, MoneyError, PriceGrid, fee, format_count
 from services.executor.broker import BookSide, FrameCallback, TimeInForce
 
 log = get_logger(__name__)
@@ -66,8 +67,6 @@ _TAPE = "paper:tape"  # the takers behind public trades
 _UNLIMITED = 10**18  # ticks: the synthetic accounts never run short
 _PRUNE_AFTER = 20_000  # finished synthetic orders kept before the engine forgets them
 _RECENT_BOOKS = 4  # per market, the last books whose decreases a late trade may turn out to explain
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 # Kalshi market statuses (and the REST filter names) as the engine's. Disputed/amended results are not
 # settled on; the market just stays closed until a final yes/no arrives.
@@ -123,10 +122,11 @@ class PaperBroker:
     def _on_engine_event(self, ev: mt.EngineEvent) -> None:
         if isinstance(ev, mt.Fill):
             if ev.user_id == PAPER_USER:
-                self._frames.append({"type": "fill", "msg": self._fill_msg(ev)})
+                msg = frames.fill_msg(ev, exchange_index=self._exchange_index.get(ev.ticker, 0))
+                self._frames.append({"type": "fill", "msg": msg})
         elif isinstance(ev, mt.OrderUpdate):
             if ev.order.user_id == PAPER_USER:
-                self._frames.append({"type": "user_order", "msg": _order_msg(ev.order)})
+                self._frames.append({"type": "user_order", "msg": frames.user_order_msg(ev.order)})
             elif ev.order.status != "resting":
                 self._finished_synthetic += 1
 
@@ -146,20 +146,6 @@ class PaperBroker:
             self._engine.prune(_BOOK)
             self._engine.prune(_TAPE)
             self._finished_synthetic = 0
-
-    def _fill_msg(self, f: mt.Fill) -> dict[str, Any]:
-        """A private `fill` message (kalshi_api.md §4.4)."""
-        return {
-            "trade_id": f.trade_id, "order_id": f.order_id, "market_ticker": f.ticker,
-            "exchange_index": self._exchange_index.get(f.ticker, 0), "is_taker": f.is_taker,
-            "side": f.outcome_side, "purchased_side": f.outcome_side, "outcome_side": f.outcome_side,
-            "book_side": f.book_side, "action": "buy",
-            "yes_price_dollars": format_dollars(f.yes_price),
-            "no_price_dollars": format_dollars(ONE_DOLLAR - f.yes_price),
-            "count_fp": format_count(f.count), "fee_cost": format_dollars(f.fee),
-            "post_position_fp": format_count(f.post_position), "client_order_id": f.client_order_id or "",
-            "ts_ms": _ms(f.created_time), "ts": _ms(f.created_time) // 1000, "subaccount": 0,
-        }
 
     # -- market data --------------------------------------------------------------------------------
 
@@ -480,7 +466,7 @@ class PaperBroker:
         done = order.model_copy(update={"status": "canceled", "remaining_count": 0, "last_update_time": now})
         self._waiting[order.order_id] = done
         log.info("paper_waiting_order_canceled", order_id=order.order_id, reason=reason)
-        self._frames.append({"type": "user_order", "msg": _order_msg(_engine_order(done, now))})
+        self._frames.append({"type": "user_order", "msg": frames.user_order_msg(_engine_order(done, now))})
         return done
 
     # -- orders -------------------------------------------------------------------------------------
@@ -539,14 +525,14 @@ class PaperBroker:
                                           code="invalid_order", details="order is not resting")
                 done = self._cancel_waiting(waiting, "Canceled")
                 return CancelResult(order_id=order_id, client_order_id=done.client_order_id,
-                                    reduced_by=waiting.remaining_count, ts_ms=_ms(self.clock()))
+                                    reduced_by=waiting.remaining_count, ts_ms=frames.ts_ms(self.clock()))
             try:
                 _check_ticker(self._engine.get_order(PAPER_USER, order_id).ticker, ticker, order_id)
                 o, reduced = self._engine.cancel(PAPER_USER, order_id)
             except mt.ExchangeError as e:
                 raise _error(e) from None
             return CancelResult(order_id=o.order_id, client_order_id=o.client_order_id, reduced_by=reduced,
-                                ts_ms=_ms(o.last_update_time))
+                                ts_ms=frames.ts_ms(o.last_update_time))
         finally:
             await self._flush()
 
@@ -568,7 +554,7 @@ class PaperBroker:
                 raise _error(e) from None
             o = res.order
             return AmendResult(order_id=o.order_id, client_order_id=o.client_order_id, fill_count=o.fill_count,
-                               remaining_count=o.remaining_count, ts_ms=_ms(o.last_update_time))
+                               remaining_count=o.remaining_count, ts_ms=frames.ts_ms(o.last_update_time))
         finally:
             await self._flush()
 
@@ -590,7 +576,7 @@ class PaperBroker:
             except mt.ExchangeError as e:
                 raise _error(e) from None
             return DecreaseResult(order_id=o.order_id, client_order_id=o.client_order_id,
-                                  remaining_count=o.remaining_count, ts_ms=_ms(o.last_update_time))
+                                  remaining_count=o.remaining_count, ts_ms=frames.ts_ms(o.last_update_time))
         finally:
             await self._flush()
 
@@ -604,14 +590,14 @@ class PaperBroker:
         if target == 0:
             done = self._cancel_waiting(order, "Decreased")
             return DecreaseResult(order_id=done.order_id, client_order_id=done.client_order_id, remaining_count=0,
-                                  ts_ms=_ms(self.clock()))
+                                  ts_ms=frames.ts_ms(self.clock()))
         now = self.clock()
         new = order.model_copy(update={"remaining_count": target, "initial_count": order.fill_count + target,
                                        "last_update_time": now})
         self._waiting[order.order_id] = new
-        self._frames.append({"type": "user_order", "msg": _order_msg(_engine_order(new, now))})
+        self._frames.append({"type": "user_order", "msg": frames.user_order_msg(_engine_order(new, now))})
         return DecreaseResult(order_id=new.order_id, client_order_id=new.client_order_id, remaining_count=target,
-                              ts_ms=_ms(now))
+                              ts_ms=frames.ts_ms(now))
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -653,7 +639,7 @@ class PaperBroker:
                      outcome_side=f.outcome_side, book_side=f.book_side, count=f.count, yes_price=f.yes_price,
                      no_price=ONE_DOLLAR - f.yes_price, is_taker=f.is_taker, fee=f.fee, created_time=f.created_time)
                 for f in self._engine.fills(PAPER_USER, ticker=ticker, order_id=order_id)
-                if min_ts is None or _ms(f.created_time) >= min_ts * 1000]
+                if min_ts is None or frames.ts_ms(f.created_time) >= min_ts * 1000]
 
     async def positions(self, *, ticker: str | None = None,
                         event_ticker: str | None = None) -> list[MarketPosition]:
@@ -670,7 +656,7 @@ class PaperBroker:
         available = self._engine.balance(PAPER_USER)
         return Balance(balance_cents=available // 100, balance_dollars=available,
                        portfolio_value_cents=self._engine.portfolio_value(PAPER_USER) // 100,
-                       updated_ts=_ms(self.clock()) // 1000)
+                       updated_ts=frames.ts_ms(self.clock()) // 1000)
 
     def cash(self) -> int:
         """All our cash in ticks, including the collateral resting orders hold (what conservation adds up)."""
@@ -741,11 +727,6 @@ def _levels(old: dict[int, int], levels: Iterable[tuple[int, int]], depth: str) 
     return new
 
 
-def _ms(dt: datetime) -> int:
-    """Unix milliseconds, exactly."""
-    return (dt - _EPOCH) // _MS
-
-
 def _ratio(num: int, den: int) -> Decimal:
     """`num / den` ticks in dollars: 4 decimals when exact, else rounded to 6 (as Kalshi's portfolio fields)."""
     q = Decimal(num) / Decimal(den) / ONE_DOLLAR
@@ -763,7 +744,7 @@ def _created(placed: mt.PlaceResult) -> CreateOrderResult:
         remaining_count=o.remaining_count,
         average_fill_price=_ratio(sum(f.yes_price * f.count for f in mine), n) if n else None,
         average_fee_paid=_ratio(sum(f.fee for f in mine) * ONE_CONTRACT, n) if n else None,  # per whole contract
-        ts_ms=_ms(o.last_update_time))
+        ts_ms=frames.ts_ms(o.last_update_time))
 
 
 def _order_model(o: mt.Order) -> Order:
@@ -786,24 +767,6 @@ def _engine_order(o: Order, now: datetime) -> mt.Order:
                     last_update_time=o.last_update_time or now, taker_fill_cost=o.taker_fill_cost,
                     maker_fill_cost=o.maker_fill_cost, taker_fees=o.taker_fees, maker_fees=o.maker_fees)
 
-
-def _order_msg(o: mt.Order) -> dict[str, Any]:
-    """A private `user_order` message (kalshi_api.md §4.4): the order's full state."""
-    exp = o.expiration_time
-    return {
-        "order_id": o.order_id, "user_id": o.user_id, "ticker": o.ticker, "status": o.status,
-        "side": o.outcome_side, "is_yes": o.outcome_side == "yes", "outcome_side": o.outcome_side,
-        "book_side": o.book_side, "yes_price_dollars": format_dollars(o.price),
-        "fill_count_fp": format_count(o.fill_count), "remaining_count_fp": format_count(o.remaining_count),
-        "initial_count_fp": format_count(o.initial_count),
-        "taker_fill_cost_dollars": format_dollars(o.taker_fill_cost),
-        "maker_fill_cost_dollars": format_dollars(o.maker_fill_cost),
-        "taker_fees_dollars": format_dollars(o.taker_fees), "maker_fees_dollars": format_dollars(o.maker_fees),
-        "client_order_id": o.client_order_id or "", "order_group_id": o.order_group_id,
-        "self_trade_prevention_type": o.self_trade_prevention_type,
-        "created_ts_ms": _ms(o.created_time), "last_updated_ts_ms": _ms(o.last_update_time),
-        "expiration_ts_ms": _ms(exp) if exp is not None else None, "subaccount_number": o.subaccount,
-    }
 
 
 def _check_ticker(actual: str, given: str | None, order_id: str) -> None:

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from libs.common.matching import frames
+from libs.common.matching.frames import rfc3339, ts_ms
 from libs.common.matching.types import (
     BookDelta,
     Fill,
@@ -34,19 +36,6 @@ _MARKET_NS = uuid.UUID("6b5f4f8e-2c1a-4c47-9a57-6b2b3c0e4d11")
 
 
 # -- scalars ------------------------------------------------------------------------------------
-
-def rfc3339(dt: datetime | None) -> str | None:
-    """A UTC time as RFC3339 with a `Z` (microseconds only when there are some)."""
-    if dt is None:
-        return None
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if dt.microsecond else "%Y-%m-%dT%H:%M:%SZ")
-
-
-def ts_ms(dt: datetime) -> int:
-    """Unix milliseconds, exactly."""
-    return (dt - _EPOCH) // _MS
-
 
 def unix_s(dt: datetime) -> int:
     """Unix seconds, truncated."""
@@ -363,35 +352,13 @@ def ws_trade(t: Trade) -> Json:
 
 
 def ws_fill(f: Fill, *, exchange_index: int = 0) -> Json:
-    """`fill` msg (private); unlike REST fills it still carries `client_order_id`."""
-    return {
-        "trade_id": f.trade_id, "order_id": f.order_id, "market_ticker": f.ticker, "exchange_index": exchange_index,
-        "is_taker": f.is_taker, "side": f.outcome_side, "yes_price_dollars": dollars(f.yes_price),
-        "count_fp": count(f.count), "fee_cost": dollars(f.fee), "action": "buy",
-        "ts_ms": ts_ms(f.created_time), "ts": unix_s(f.created_time), "client_order_id": f.client_order_id or "",
-        "post_position_fp": count(f.post_position), "purchased_side": f.outcome_side,
-        "outcome_side": f.outcome_side, "book_side": f.book_side, "subaccount": 0,
-    }
+    """`fill` msg (private); rendered by the engine's shared frames."""
+    return frames.fill_msg(f, exchange_index=exchange_index)
 
 
 def ws_user_order(o: Order) -> Json:
     """`user_order` msg (private)."""
-    exp = o.expiration_time
-    return {
-        "order_id": o.order_id, "user_id": o.user_id, "ticker": o.ticker, "status": o.status,
-        "side": o.outcome_side, "is_yes": o.outcome_side == "yes", "outcome_side": o.outcome_side,
-        "book_side": o.book_side, "yes_price_dollars": dollars(o.price),
-        "fill_count_fp": count(o.fill_count), "remaining_count_fp": count(o.remaining_count),
-        "initial_count_fp": count(o.initial_count),
-        "taker_fill_cost_dollars": dollars(o.taker_fill_cost), "maker_fill_cost_dollars": dollars(o.maker_fill_cost),
-        "taker_fees_dollars": dollars(o.taker_fees), "maker_fees_dollars": dollars(o.maker_fees),
-        "client_order_id": o.client_order_id or "", "order_group_id": o.order_group_id,
-        "self_trade_prevention_type": o.self_trade_prevention_type,
-        "created_ts_ms": ts_ms(o.created_time), "last_updated_ts_ms": ts_ms(o.last_update_time),
-        "expiration_ts_ms": ts_ms(exp) if exp else None,
-        "created_time": rfc3339(o.created_time), "last_update_time": rfc3339(o.last_update_time),
-        "expiration_time": rfc3339(exp), "subaccount_number": o.subaccount,
-    }
+    return frames.user_order_msg(o)
 
 
 def ws_market_position(p: Position, volume: int) -> Json:

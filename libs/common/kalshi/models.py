@@ -229,8 +229,8 @@ class SettlementRow(KalshiModel):
     settled_time: AwareDatetime
 
 
-class Order(KalshiModel):
-    """An order as `GET /portfolio/orders` shows it."""
+class OrderTotals(KalshiModel):
+    """An order's identity and totals: what REST orders and WS `user_order` messages share."""
 
     order_id: str
     client_order_id: str | None = None
@@ -246,6 +246,11 @@ class Order(KalshiModel):
     maker_fees: SignedDollars = Field(default=0, alias="maker_fees_dollars")
     taker_fill_cost: SignedDollars = Field(default=0, alias="taker_fill_cost_dollars")
     maker_fill_cost: SignedDollars = Field(default=0, alias="maker_fill_cost_dollars")
+
+
+class Order(OrderTotals):
+    """An order as `GET /portfolio/orders` shows it."""
+
     created_time: AwareDatetime | None = None
     last_update_time: AwareDatetime | None = None
     expiration_time: AwareDatetime | None = None
@@ -352,21 +357,7 @@ class WsFill(KalshiModel):
         return datetime.fromtimestamp(self.ts_ms / 1000, UTC)
 
 
-class WsUserOrder(KalshiModel):
+class WsUserOrder(OrderTotals):
     """A `user_order` message: the full current state of one of our orders after any change."""
 
-    order_id: str
-    ticker: str
-    status: Literal["resting", "canceled", "executed"]
-    outcome_side: Literal["yes", "no"]
-    book_side: Literal["bid", "ask"]
-    yes_price: Dollars = Field(alias="yes_price_dollars")
-    fill_count: Count = Field(alias="fill_count_fp")
-    remaining_count: Count = Field(alias="remaining_count_fp")
-    initial_count: Count | None = Field(default=None, alias="initial_count_fp")
-    taker_fees: SignedDollars = Field(default=0, alias="taker_fees_dollars")
-    maker_fees: SignedDollars = Field(default=0, alias="maker_fees_dollars")
-    taker_fill_cost: SignedDollars = Field(default=0, alias="taker_fill_cost_dollars")
-    maker_fill_cost: SignedDollars = Field(default=0, alias="maker_fill_cost_dollars")
-    client_order_id: str | None = None
     last_updated_ts_ms: int | None = None
