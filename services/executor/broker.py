@@ -21,6 +21,7 @@ from libs.common.kalshi.models import (
     MarketPosition,
     Order,
     QueuePosition,
+    SettlementRow,
 )
 
 BookSide = Literal["bid", "ask"]
@@ -63,3 +64,5 @@ class Broker(Protocol):
     async def queue_position(self, order_id: str) -> QueuePosition: ...
 
     async def queue_positions(self, market_tickers: Sequence[str]) -> list[QueuePosition]: ...
+
+    async def settlements(self, *, ticker: str | None = None) -> list[SettlementRow]: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -193,9 +193,25 @@ class Desk:
         if not self.reprices.take():
             log.info("reprice_deferred", order_id=row.order_id, why="rate_limit")
             return False
+        st = self.markets.get(row.ticker)
+        moved = Intent(row.client_order_id, row.signal_id, row.leg or "", row.attempt, row.family, row.series_ticker,
+                       row.event_ticker, row.ticker, row.book_side, yes_price, row.remaining_count,
+                       fee_type=st.fee_type if st else "quadratic",
+                       fee_multiplier=st.fee_multiplier if st else Decimal(1))
+        cap = await self.risk.allows_reprice(moved, exclude_coid=row.client_order_id)
+        remaining = row.remaining_count
+        if cap == "cap_order":
+            # A better price for the same size costs more than one order may: keep the size that fits.
+            remaining = min(remaining, self.limits.max_order * ONE_CONTRACT // moved.leg_price)
+            moved = replace(moved, count=remaining)
+            cap = await self.risk.allows_reprice(moved, exclude_coid=row.client_order_id) if remaining > 0 \
+                else "cap_order"
+        if cap is not None:
+            log.info("reprice_declined", order_id=row.order_id, ticker=row.ticker, reason=cap, price=yes_price)
+            return False
         try:
             await self.broker.amend_order(row.order_id, ticker=row.ticker, side=row.book_side,  # type: ignore[arg-type]
-                                          price=yes_price, count=row.fill_count + row.remaining_count)
+                                          price=yes_price, count=row.fill_count + remaining)
         except Exception as e:  # the venue refused the amend: cancel; the next signal places afresh
             log.warning("amend_failed_cancelling", order_id=row.order_id, error=f"{type(e).__name__}: {e}")
             await self.orders.cancel(row, "reprice")

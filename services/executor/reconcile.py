@@ -39,6 +39,7 @@ class Report:
     unknown_canceled: list[str] = field(default_factory=list)
     fills_repaired: int = 0
     positions_repaired: list[str] = field(default_factory=list)
+    settled: list[str] = field(default_factory=list)
     disagreements: list[dict[str, Any]] = field(default_factory=list)
     balance: int | None = None
 
@@ -154,6 +155,20 @@ class Reconciler:
             data={"order_id": o.order_id, "ticker": o.ticker, "client_order_id": o.client_order_id,
                   "yes_price": o.yes_price, "remaining_count": o.remaining_count, "action": action}))
 
+    async def _settled(self, ticker: str, rep: Report) -> bool:
+        """The exchange dropped a position we hold: if the market settled, settle the ledger from its record."""
+        try:
+            rows = await self.broker.settlements(ticker=ticker)
+        except E.KalshiError as e:
+            log.warning("settlement_lookup_failed", ticker=ticker, error=str(e))
+            return False
+        row = next((r for r in rows if r.ticker == ticker and r.market_result in ("yes", "no")), None)
+        if row is None:
+            return False
+        await self.ledger.settle(ticker, row.market_result, row.settled_time)
+        rep.settled.append(ticker)
+        return True
+
     async def _positions(self, rep: Report) -> None:
         exchange = {p.ticker: p for p in await self.broker.positions()}
         ledger = {p.ticker: p for p in await self.ledger.positions(nonzero=False)}
@@ -162,6 +177,8 @@ class Reconciler:
             ex_pos = ex.position if ex else 0
             my_pos = mine.position if mine else 0
             ex_fees = ex.fees_paid if ex else None
+            if ex_pos == 0 and my_pos != 0 and await self._settled(ticker, rep):
+                continue
             if ex_pos != my_pos:
                 rep.disagreements.append({"ticker": ticker, "what": f"position exchange {ex_pos} vs ledger {my_pos}",
                                           "exchange": ex_pos, "ledger": my_pos})

@@ -104,6 +104,19 @@ class RiskGate:
             await self._insert(s, intent, now, reason)
             return Verdict(reason is None, reason, usage=usage)
 
+    async def allows_reprice(self, intent: Intent, *, exclude_coid: str) -> str | None:
+        """Would the caps still hold with this working order at a new price? None if so, else the cap's name.
+
+        Amending a price up raises what the order can lose; it is checked like a new order, with the
+        order's old reservation left out, under the same lock.
+        """
+        async with self.sessions() as s, s.begin():
+            await s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                            {"k": f"kdesk:risk:{self.mode}"})
+            usage = await self._usage(s, intent, exclude_coid=exclude_coid)
+            usage["open_orders"] -= 1  # the order is already counted among the open ones
+            return self._check(intent, usage)
+
     async def block(self, intent: Intent, *, now: datetime, reason: str) -> bool:
         """Record a decision not to trade as a `blocked` order row (idempotent); True if newly recorded."""
         async with self.sessions() as s, s.begin():
@@ -120,11 +133,14 @@ class RiskGate:
                 return name
         return None
 
-    async def _usage(self, s: AsyncSession, intent: Intent) -> dict[str, int]:
+    async def _usage(self, s: AsyncSession, intent: Intent, *, exclude_coid: str | None = None) -> dict[str, int]:
         """Exposure in every scope with the new order included (as if it filled completely)."""
-        orders = (await s.execute(select(Order.ticker, Order.event_ticker, Order.family, Order.book_side,
-                                         Order.yes_price, Order.remaining_count, Order.reduce_only)
-                                  .where(Order.mode == self.mode, Order.status.in_(OPEN_ORDER_STATUSES)))).all()
+        q = select(Order.ticker, Order.event_ticker, Order.family, Order.book_side, Order.yes_price,
+                   Order.remaining_count, Order.reduce_only).where(Order.mode == self.mode,
+                                                                   Order.status.in_(OPEN_ORDER_STATUSES))
+        if exclude_coid is not None:
+            q = q.where(Order.client_order_id != exclude_coid)
+        orders = (await s.execute(q)).all()
         positions = (await s.execute(select(Position.ticker, Position.event_ticker, Position.family,
                                             Position.position, Position.cost_ticks)
                                      .where(Position.mode == self.mode, Position.position != 0))).all()

@@ -62,6 +62,9 @@ async def test_an_outbid_order_is_repriced_by_amend(nats_url: str, db_url: str) 
                 return o.yes_price == 3300
             await eventually(ledger_price, what="ledger follows the amend")
             assert len(rig.exchange.engine.orders("desk", ticker=T)) == 1  # amended in place, not re-placed
+            moved = rig.exchange.engine.get_order("desk", oid)
+            # Sized to the order cap at 31c; at 33c the same size would cost more: it shrinks to fit.
+            assert 0 < -(-moved.remaining_count * 3300 // 100) <= ex.settings.risk.max_order
         await bus.close()
 
 
@@ -183,3 +186,32 @@ def _run_cli(argv: list[str]) -> int:
     # The command itself, not `cli.main`: main reconfigures process-wide logging onto this test's stderr.
     args = cli.build_parser().parse_args(argv)
     return int(args.func(args))
+
+
+async def test_reconciliation_settles_a_position_the_exchange_paid_out(nats_url: str, db_url: str) -> None:
+    async with sim_rig() as rig:
+        mm_quotes(rig, T, 3000, 3400)
+        bus = await _bus(nats_url)
+        await publish_definitions(bus, rig, TICKERS)
+        async with executor(rig, nats_url, db_url) as ex:
+            oid = await _rest_order(rig, ex, bus)
+            count = rig.exchange.engine.get_order("desk", oid).initial_count
+            _sell_into(rig, 3100, count)
+            await until(lambda: rig.exchange.engine.position("desk", T) == count, what="bought")
+
+            async def held():
+                pos = await rows(db_url, Position, Position.ticker == T)
+                return pos and pos[0].position == count
+            await eventually(held, what="position in the ledger")
+            # The market closes and settles YES while the desk never saw a market update about it.
+            rig.exchange.engine.set_status(T, "closed")
+            rig.exchange.engine.settle(T, "yes")
+            assert rig.exchange.engine.position("desk", T) == 0
+            report = await bus.request("executor", "reconcile")
+            assert report["settled"] == [T] and report["disagreements"] == []
+            [pos] = await rows(db_url, Position, Position.ticker == T)
+            cost = -(-count * 3100 // 100)
+            assert pos.position == 0 and pos.settled_at is not None
+            assert pos.realized_pnl_ticks == count * 100 - cost - pos.fees_paid_ticks
+            assert not ex.control.state.paused
+        await bus.close()
