@@ -169,6 +169,7 @@ class PullConsumer:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._advisory: Subscription | None = None
+        self._psub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> PullConsumer:
         """Create or bind the durable, start the fetch loop and the max-deliveries watcher."""
@@ -198,6 +199,17 @@ class PullConsumer:
         return await js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
 
     async def _run(self, psub: JetStreamContext.PullSubscription) -> None:
+        try:
+            await self._fetch_loop(psub)
+        finally:
+            # A fetch's late status reply (408) can land in the inbox after the last fetch; nobody reads it
+            # then, and a drain would wait its full timeout on that unread message. Leave the inbox now.
+            if self._psub is not None:
+                with contextlib.suppress(Exception):
+                    await self._psub.unsubscribe()
+
+    async def _fetch_loop(self, psub: JetStreamContext.PullSubscription) -> None:
+        self._psub = psub
         while not self._stop.is_set():
             try:
                 msgs = await psub.fetch(self.spec.batch, timeout=self.spec.fetch_timeout_s)
@@ -207,13 +219,13 @@ class PullConsumer:
                 return
             except nats.js.errors.NotFoundError:
                 log.warning("consumer_missing_recreating", durable=self.spec.durable)
-                psub = await self._resubscribe(psub)
+                psub = self._psub = await self._resubscribe(psub)
                 continue
             except Exception as e:  # reconnecting, server restarting: try again shortly
                 log.warning("consumer_fetch_failed", durable=self.spec.durable, error=str(e))
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(Exception):
-                    psub = await self._resubscribe(psub)
+                    psub = self._psub = await self._resubscribe(psub)
                 continue
             for msg in msgs:
                 try:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from libs.common.config import Mode, Settings, parse_exits, usd_to_ticks
 from libs.common.db import Order
 from libs.common.events import Alert, Signal
+from libs.common.kalshi import errors as E
 from libs.common.logs import get_logger
 from libs.common.money import ONE_CONTRACT, ONE_DOLLAR
 from services.executor.broker import Broker
@@ -212,10 +213,21 @@ class Desk:
         try:
             await self.broker.amend_order(row.order_id, ticker=row.ticker, side=row.book_side,  # type: ignore[arg-type]
                                           price=yes_price, count=row.fill_count + remaining)
-        except Exception as e:  # the venue refused the amend: cancel; the next signal places afresh
-            log.warning("amend_failed_cancelling", order_id=row.order_id, error=f"{type(e).__name__}: {e}")
+        except E.NotFound:
+            await self.orders.poll()  # it is gone (filled or canceled): read its final state
+            return False
+        except E.OrderRejected as e:
+            if "post only" in str(e).lower():
+                # The book moved under the new price; the order stays where it is until the next look.
+                log.info("reprice_would_cross", order_id=row.order_id, price=yes_price)
+                return False
+            # The venue will not amend this order: cancel it; the next signal places a fresh one.
+            log.warning("amend_refused_cancelling", order_id=row.order_id, code=e.code, error=str(e))
             await self.orders.cancel(row, "reprice")
             return True
+        except (E.TransportError, E.ServerError, E.RateLimited) as e:
+            log.warning("amend_failed", order_id=row.order_id, error=f"{type(e).__name__}: {e}")
+            return False
         o = await self.broker.order(row.order_id)
         await self.orders.sync_order(o, row.client_order_id)
         log.info("order_repriced", order_id=row.order_id, ticker=row.ticker, old=row.yes_price, new=yes_price,

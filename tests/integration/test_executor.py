@@ -190,42 +190,66 @@ async def test_reconciliation_finds_a_hand_placed_order_and_cancels_it_when_conf
         await bus.close()
 
 
-async def test_killed_between_send_and_answer_restart_leaves_one_order_and_a_true_ledger(
-        nats_url: str, db_url: str, tmp_path) -> None:
-    """A real executor process is SIGKILLed while the exchange holds its answer; a new replica repairs it."""
+async def executor_process(rig, bus: Bus, nats_url: str, db_url: str, tmp_path, *, private_ws: bool = True):
+    """`python -m services.executor` as its own process, trading as "desk"; returns once it answers commands."""
     import os
-    import signal as signals
     import sys
 
     from libs.common.embedded import free_port
     from tests.kit.keys import private_pem, rsa_key
 
+    rig.client("desk")
+    key = tmp_path / "desk.pem"
+    key.write_bytes(private_pem(rsa_key("desk")))
+    # Without a private WebSocket (a dead port) only REST answers tell the replica what its orders did.
+    ws_url = rig.exchange.ws_url if private_ws else f"ws://127.0.0.1:{free_port()}/trade-api/ws/v2"
+    env = {**os.environ, "KDESK_MODE": "sim", "KDESK_NATS_URL": nats_url, "KDESK_DATABASE_URL": db_url,
+           "KDESK_KALSHI_REST_URL": rig.exchange.rest_url, "KDESK_KALSHI_WS_URL": ws_url,
+           "KALSHI_SIM_KEY_ID": "key-desk", "KALSHI_SIM_PRIVATE_KEY_PATH": str(key), "KDESK_LOG_FORMAT": "json",
+           "KDESK_MIN_EDGE": "0.02", "KDESK_TAKER_MIN_EDGE": "0.5", "KDESK_CONFIDENCE_FLOOR": "0.1",
+           "KDESK_INSTANCE": "proc"}
+    log = tmp_path / "executor.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.executor", env=env, stdout=out,
+                                                    stderr=out)
+    for _ in range(300):  # until the replica answers commands (it reconciled and consumes signals)
+        try:
+            await bus.request("executor", "status", timeout=1)
+            return proc
+        except Exception:
+            assert proc.returncode is None, log.read_text()[-3000:]
+            await asyncio.sleep(0.1)
+    proc.kill()
+    raise AssertionError("executor process did not start: " + log.read_text()[-3000:])
+
+
+async def test_executor_process_stops_cleanly_and_promptly_on_sigterm(nats_url: str, db_url: str, tmp_path) -> None:
+    import signal as signals
+
+    async with sim_rig() as rig:
+        bus = await Bus.connect(nats_url, service="ops-test", mode=Mode.SIM)
+        await bus.provision()
+        proc = await executor_process(rig, bus, nats_url, db_url, tmp_path)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        proc.send_signal(signals.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 15)
+        # The supervisor gives a service 7 s before SIGKILL; a clean stop is well inside that.
+        assert code == 0 and loop.time() - t0 < 5, (tmp_path / "executor.log").read_text()[-2000:]
+        await bus.close()
+
+
+async def test_killed_between_send_and_answer_restart_leaves_one_order_and_a_true_ledger(
+        nats_url: str, db_url: str, tmp_path) -> None:
+    """A real executor process is SIGKILLed while the exchange holds its answer; a new replica repairs it."""
+    import signal as signals
+
     async with sim_rig() as rig:
         mm_quotes(rig, T, 3000, 3400)
-        rig.client("desk")
-        key = tmp_path / "desk.pem"
-        key.write_bytes(private_pem(rsa_key("desk")))
         bus = await Bus.connect(nats_url, service="signals-test", mode=Mode.SIM)
         await bus.provision()
         await publish_definitions(bus, rig, TICKERS)
-        env = {**os.environ, "KDESK_MODE": "sim", "KDESK_NATS_URL": nats_url, "KDESK_DATABASE_URL": db_url,
-               "KDESK_KALSHI_REST_URL": rig.exchange.rest_url,
-               # No private WebSocket for this replica (a dead port): only the REST answer can tell it the
-               # order exists, so the kill below lands between sending and recording.
-               "KDESK_KALSHI_WS_URL": f"ws://127.0.0.1:{free_port()}/trade-api/ws/v2",
-               "KALSHI_SIM_KEY_ID": "key-desk", "KALSHI_SIM_PRIVATE_KEY_PATH": str(key), "KDESK_LOG_FORMAT": "json",
-               "KDESK_MIN_EDGE": "0.02", "KDESK_TAKER_MIN_EDGE": "0.5", "KDESK_CONFIDENCE_FLOOR": "0.1",
-               "KDESK_INSTANCE": "doomed"}
-        log = (tmp_path / "executor.log").open("wb")
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.executor", env=env, stdout=log,
-                                                    stderr=log)
-        for _ in range(300):  # until the replica answers commands (it reconciled and consumes signals)
-            try:
-                await bus.request("executor", "status", timeout=1)
-                break
-            except Exception:
-                assert proc.returncode is None, (tmp_path / "executor.log").read_text()[-3000:]
-                await asyncio.sleep(0.1)
+        proc = await executor_process(rig, bus, nats_url, db_url, tmp_path, private_ws=False)
         await publish_book(bus, rig, T)
         await asyncio.sleep(0.3)
         rig.exchange.faults.response_delay_s = 30  # the exchange does the work, the answer never comes back
@@ -238,7 +262,6 @@ async def test_killed_between_send_and_answer_restart_leaves_one_order_and_a_tru
         proc.send_signal(signals.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
         rig.exchange.faults.response_delay_s = 0
-        log.close()
         [pending] = await rows(db_url, Order, Order.signal_id == "the-one")
         assert pending.status in ("intent", "pending") and pending.order_id is None  # the answer was never recorded
 
