@@ -103,20 +103,31 @@ async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, flo
                       ws=KalshiWS(rig.env, rig.signer("desk")), clock=lambda: NOW, loop_interval_s=3600)
         await ex.start()
         try:
+            def fair() -> str:
+                return eng.place("mm", OrderRequest(TICKER, "bid", fair_bid, 1_000, "good_till_canceled",
+                                                    "taker_at_cross")).order.order_id
+
+            top = fair()
+            await asyncio.sleep(0.05)  # the fair book reaches everyone: no edge, no order
             for _ in range(n):
-                top = eng.place("mm", OrderRequest(TICKER, "bid", fair_bid, 1_000, "good_till_canceled",
-                                                   "taker_at_cross")).order.order_id
-                await asyncio.sleep(0.03)  # the fair book reaches everyone: no edge, no order
                 got.clear()
                 changed_at[0] = time.perf_counter()
                 eng.cancel("mm", top)  # the bid falls back to $0.05: a maker edge appears
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(got.wait(), 2.0)
+                top = fair()  # the edge is gone again
+                # Let signals already in flight for the edge arrive (the working order declines them), then
+                # take the desk's order away and wait until its ledger knows, so every sample starts clean.
+                await asyncio.sleep(0.05)
                 for oid in eng.resting_ids("desk"):
                     eng.cancel("desk", oid)
+                for _ in range(400):
+                    if not await ex.ledger.open_orders() and not eng.resting_ids("desk"):
+                        break
+                    await asyncio.sleep(0.005)
                 # Stay inside the basic tier's write budget (10 creates/s): above it the client's own rate
                 # limiter paces the orders, and this would measure the pacing instead of the path.
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.05)
         finally:
             stop.set()
             await ex.stop()
