@@ -245,8 +245,13 @@ class SignalPipeline:
         if top.best_yes_bid is not None and top.best_no_bid is not None:
             mid = (top.best_yes_bid + ONE_DOLLAR - top.best_no_bid) / 2 / ONE_DOLLAR
         now = self.clock()
+        # The id is the signal's identity: the same book update and model value give the same id on every
+        # replica (JetStream dedupes them, the executor acts once). The book's timestamp is part of it
+        # because `seq` starts again when feeds reconnects: seq alone would reuse ids of old signals.
+        book_us = int(update.ts_event.timestamp() * 1_000_000)
         sig = Signal(
-            id=f"sig:{ticker}:{update.seq}:{round(mp.p, 4)}:{decision.action}", ts_event=max(update.ts_event, mp.ts),
+            id=f"sig:{ticker}:{update.seq}:{book_us}:{round(mp.p, 4)}:{decision.action}",
+            ts_event=max(update.ts_event, mp.ts),
             mode=self.mode, family=family or "", series_ticker=d.series_ticker, event_ticker=d.event_ticker,
             ticker=ticker, model=mp.model, model_version=MODEL_VERSION, p_model=min(max(mp.p, 0.0), 1.0),
             p_market=min(max(mid if mid is not None else mp.p, 0.0), 1.0), action=decision.action,  # type: ignore[arg-type]

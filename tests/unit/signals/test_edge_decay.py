@@ -56,3 +56,34 @@ def test_no_positions_hedged_and_stale_books_are_skipped() -> None:
     book(p, "F-A", 100, 6_800)  # NO bid 0.68 vs NO value 0.60
     [alert] = m.check({"F-A": -200})
     assert alert["side"] == "no" and alert["model_value"] == 0.6
+
+
+async def test_signal_ids_are_the_same_for_the_same_book_and_new_after_a_feed_restart() -> None:
+    from datetime import timedelta
+
+    from libs.common.events import BookUpdate
+
+    got = []
+
+    async def emit(s: object) -> None:
+        got.append(s)
+
+    p = SignalPipeline(emit, mode=Mode.SIM, risk=load_settings(min_edge=0.02).risk, clock=lambda: NOW,
+                       cooldown_s=0.0)
+    p.markets["F-A"] = MarketDefinition(ts_event=NOW, mode=Mode.SIM, ticker="F-A", event_ticker="F",
+                                        series_ticker="KXHIGHNY", status="active")
+    p.weather_p["F-A"] = ModelP(0.60, 0.9, "wx_ens", {}, NOW)
+
+    def update(seq: int, ts: datetime) -> BookUpdate:
+        return BookUpdate(ts_event=ts, mode=Mode.SIM, ticker="F-A", series_ticker="KXHIGHNY", seq=seq,
+                          yes_bids=((3_000, 100),), no_bids=((6_500, 100),))
+
+    first = await p.on_book(update(7, NOW))
+    replica = SignalPipeline(emit, mode=Mode.SIM, risk=load_settings(min_edge=0.02).risk, clock=lambda: NOW,
+                             cooldown_s=0.0)
+    replica.markets, replica.weather_p = p.markets, p.weather_p
+    same = await replica.on_book(update(7, NOW))
+    assert first is not None and same is not None and first.id == same.id  # replicas dedupe
+    p.last.clear()
+    restarted = await p.on_book(update(7, NOW + timedelta(minutes=3)))  # feeds reconnected: seq 7 again
+    assert restarted is not None and restarted.id != first.id
