@@ -118,6 +118,21 @@ async def test_pause_cancels_resting_orders_within_a_second_and_resume_trades_ag
             [blocked] = await rows(db_url, Order, Order.signal_id == "while-paused")
             assert (blocked.status, blocked.reason) == ("blocked", "paused")
 
+            # Expired signals and switched-off families are declined with their reason too.
+            await bus.request("executor", "resume")
+            await until(lambda: not ex.control.state.paused, what="resumed")
+            await send_signal(bus, signal(T, EVENT, SERIES, 0.55, sid="stale", valid_s=-1))
+            kv = await bus.control()
+            await kv.put("family.weather.enabled", b"false")
+            await until(lambda: "weather" in ex.control.state.families_off, what="family off")
+            await send_signal(bus, signal(T, EVENT, SERIES, 0.55, sid="family-off"))
+            await until(lambda: ex.desk.decisions.get("family_off", 0) >= 1, what="declined as family_off")
+            reasons = {o.signal_id: o.reason for o in await rows(db_url, Order, Order.status == "blocked")}
+            assert reasons["stale"] == "expired" and reasons["family-off"] == "family_off"
+            await kv.put("family.weather.enabled", b"true")
+            await until(lambda: not ex.control.state.families_off, what="family on")
+            assert not rig.exchange.engine.resting_ids("desk")
+
             await bus.request("executor", "resume")
             await until(lambda: not ex.control.state.paused, what="resumed")
             await send_signal(bus, signal(T, EVENT, SERIES, 0.55))

@@ -76,3 +76,23 @@ def test_client_order_ids_are_deterministic_and_distinct() -> None:
     a = client_order_id("sig:X:1", "yes", 0)
     assert a == client_order_id("sig:X:1", "yes", 0) and a.startswith("kd-")
     assert len({a, client_order_id("sig:X:1", "no", 0), client_order_id("sig:X:1", "yes", 1)}) == 3
+
+
+def test_exit_rules() -> None:
+    from services.executor.desk import _exit_reason
+    from tests.kit.desk import signal
+
+    since = NOW - timedelta(minutes=10)
+    avg = 4000  # bought at 40c
+    assert _exit_reason({"stop_loss": 0.10}, avg, 3100, since, NOW, None, "yes") is None
+    assert _exit_reason({"stop_loss": 0.10}, avg, 3000, since, NOW, None, "yes") == "stop_loss"
+    assert _exit_reason({"take_profit": 0.80}, avg, 7900, since, NOW, None, "yes") is None
+    assert _exit_reason({"take_profit": 0.80}, avg, 8000, since, NOW, None, "yes") == "take_profit"
+    assert _exit_reason({"max_hold_s": 900}, avg, 4000, since, NOW, None, "yes") is None
+    assert _exit_reason({"max_hold_s": 300}, avg, 4000, since, NOW, None, "yes") == "max_hold"
+    sig = signal("X", "E", "S", 0.30)  # the model now says YES is worth 30c; the bid is 40c
+    assert _exit_reason({"edge_reversal": 0.05}, avg, 4000, since, NOW, sig, "yes") == "edge_reversal"
+    assert _exit_reason({"edge_reversal": 0.15}, avg, 4000, since, NOW, sig, "yes") is None
+    # Holding NO: the NO value is 70c, far above a 40c NO bid — no reversal.
+    assert _exit_reason({"edge_reversal": 0.05}, avg, 4000, since, NOW, sig, "no") is None
+    assert _exit_reason({}, avg, 100, since, NOW, sig, "yes") is None  # no rules: hold to settlement
