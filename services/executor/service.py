@@ -217,7 +217,9 @@ class Executor:
             n = await self.orders.cancel_all(blocked)
             log.warning("trading_blocked", reason=blocked, detail=state.pause_reason, canceled=n)
         else:
-            self.desk.daily_loss_tripped = False if not state.paused else self.desk.daily_loss_tripped
+            # An operator's resume acknowledges a daily-loss stop; the next check trips it again if the
+            # loss still stands (raise the limit to trade on).
+            self.desk.daily_loss_tripped = False
             log.info("trading_allowed")
 
     # -- periodic work --------------------------------------------------------------------------
@@ -308,10 +310,8 @@ class Executor:
         return {"paused": False}
 
     async def _cmd_flatten(self, _: dict[str, Any]) -> dict[str, Any]:
+        # Allowed while paused: cancels and reduce-only exits only take risk off.
         assert self.desk is not None
-        if self.control is not None and self.control.state.paused:
-            # Flatten is allowed while paused: exits only reduce risk.
-            pass
         return await self.desk.flatten()
 
     async def _cmd_reconcile(self, _: dict[str, Any]) -> dict[str, Any]:
