@@ -300,9 +300,9 @@ class Desk:
 
     async def check_exits(self) -> None:
         """Apply the per-family exit rules (stop-loss, take-profit, max hold, edge reversal)."""
-        if not self.exits:
-            return
         now = self.clock()
+        if not self.exits or self.control.blocks(self.mode, None, now):
+            return  # paused means no new orders at all, exits included (flatten is the explicit way out)
         for p in await self.ledger.positions():
             rules = self.exits.get(p.family or "")
             st = self.markets.get(p.ticker)
