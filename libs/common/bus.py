@@ -452,6 +452,35 @@ class Bus:
         self._subs.append(sub)
         return sub
 
+    async def follow(self, subject: str, decoder: type[E], handler: Callable[[E], Awaitable[Any] | Any], *,
+                     replay_last: bool) -> Any:
+        """Hand every decoded message on `subject` to `handler` (malformed ones are logged and skipped).
+
+        `replay_last`: an ordered JetStream consumer that starts with the last message of every subject
+        and then follows live ones (last-value data: market definitions, books, forecasts); otherwise a
+        core NATS subscription (the hot path). A failing handler is logged; the stream goes on.
+        """
+        async def cb(msg: Msg) -> None:
+            try:
+                event = decoder.model_validate_json(msg.data)
+            except ValidationError as e:
+                log.warning("malformed_message_skipped", subject=msg.subject, error=_short(e))
+                return
+            try:
+                res = handler(event)
+                if asyncio.iscoroutine(res):
+                    await res
+            except Exception:
+                log.exception("follow_handler_failed", subject=msg.subject)
+
+        if not replay_last:
+            sub = await self.nc.subscribe(subject, cb=cb)
+            self._subs.append(sub)
+            return sub
+        # A fresh config each time: nats-py writes the filter subject into the config object it is given.
+        return await self.js.subscribe(subject, cb=cb, ordered_consumer=True,
+                                       config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT))
+
     async def consume(self, spec: ConsumerSpec, decoder: TypeAdapter[E] | type[E], handler: Handler[E]) -> PullConsumer:
         """Start a durable pull consumer loop (see module doc for the ack policy)."""
         adapter = decoder if isinstance(decoder, TypeAdapter) else TypeAdapter(decoder)

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nats.js import api
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import subjects
@@ -150,36 +149,14 @@ class Executor:
     # -- inputs ---------------------------------------------------------------------------------
 
     async def _follow_market_data(self) -> None:
-        js = self.bus.js
-
-        def cb(model: Any, fn: Callable[[Any], Awaitable[None] | None]) -> Callable[[Any], Awaitable[None]]:
-            async def handle(msg: Any) -> None:
-                try:
-                    ev = model.model_validate_json(msg.data)
-                except ValueError as e:
-                    log.warning("malformed_md_skipped", subject=msg.subject, error=str(e)[:200])
-                    return
-                try:
-                    res = fn(ev)
-                    if asyncio.iscoroutine(res):
-                        await res
-                except Exception:
-                    log.exception("executor_md_handler_failed", subject=msg.subject)
-            return handle
-
-        # Definitions: replay the last per market, then follow. Books: the last per market once, then
-        # the core-NATS hot path (the JetStream copy would arrive later and add nothing).
-        self._subs.append(await js.subscribe("md.market.>", cb=cb(MarketDefinition, self._on_market),
-                                             ordered_consumer=True,
-                                             config=api.ConsumerConfig(
-                                                 deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT)))
-        self._subs.append(await self.bus.nc.subscribe("md.book.>", cb=cb(BookUpdate, self._on_book)))
-        self._subs.append(await js.subscribe("md.book.>", cb=cb(BookUpdate, self._on_book), ordered_consumer=True,
-                                             config=api.ConsumerConfig(
-                                                 deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT)))
+        # Definitions: replay the last per market, then follow. Books: the last per market once, then the
+        # core-NATS hot path as well (whichever copy of an update comes first is used; older ones are ignored).
+        self._subs.append(await self.bus.follow("md.market.>", MarketDefinition, self._on_market, replay_last=True))
+        self._subs.append(await self.bus.follow("md.book.>", BookUpdate, self._on_book, replay_last=False))
+        self._subs.append(await self.bus.follow("md.book.>", BookUpdate, self._on_book, replay_last=True))
         on_trade = getattr(self.broker, "on_trade", None)
         if on_trade is not None:
-            self._subs.append(await self.bus.nc.subscribe("md.trade.>", cb=cb(PublicTrade, on_trade)))
+            self._subs.append(await self.bus.follow("md.trade.>", PublicTrade, on_trade, replay_last=False))
         await self.bus.nc.flush()
 
     async def _on_market(self, d: MarketDefinition) -> None:

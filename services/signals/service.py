@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nats.js import api
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -79,32 +78,20 @@ class SignalStore:
 
 async def attach(bus: Bus, pipeline: SignalPipeline, store: SignalStore | None) -> None:
     """Subscribe the pipeline to the bus: history of last values first (ordered consumers), then live."""
-    js = bus.js
-
-    def handler(model: Any, fn: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[None]]:
-        async def cb(msg: Any) -> None:
-            try:
-                ev = model.model_validate_json(msg.data)
-            except ValueError as e:
-                log.warning("malformed_md_skipped", subject=msg.subject, error=str(e)[:200])
-                return
-            try:
-                await fn(ev)
-                if store is not None and pipeline.ladders:
-                    await store.ladders(pipeline)
-            except Exception:
-                log.exception("signals_handler_failed", subject=msg.subject)
-        return cb
+    def then_store(fn: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[None]]:
+        async def run(ev: Any) -> None:
+            await fn(ev)
+            if store is not None and pipeline.ladders:
+                await store.ladders(pipeline)
+        return run
 
     # Ordered consumers replay the last definition/book/run per subject, then follow live messages.
     for subject, model, fn in (("md.market.>", MarketDefinition, pipeline.on_market),
                                ("md.wx.forecast.>", WxForecast, pipeline.on_forecast),
                                ("md.wx.obs.>", WxObservation, pipeline.on_obs),
                                ("md.book.>", BookUpdate, pipeline.on_book)):
-        # A fresh config each time: nats-py writes the filter subject into the config object it is given.
-        await js.subscribe(subject, cb=handler(model, fn), ordered_consumer=True,
-                           config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT))
-    await bus.nc.subscribe("md.spot.>", cb=handler(SpotTick, pipeline.on_spot))
+        await bus.follow(subject, model, then_store(fn), replay_last=True)
+    await bus.follow("md.spot.>", SpotTick, then_store(pipeline.on_spot), replay_last=False)
 
 
 async def run_signals(rt: ServiceRuntime) -> None:
