@@ -8,7 +8,6 @@ Then the ledger must match the exchange to the $0.0001: positions, fills, fees.
 from __future__ import annotations
 
 import asyncio
-import random
 from datetime import UTC, date, datetime
 
 import pytest
@@ -17,7 +16,7 @@ from libs.common import subjects
 from libs.common.bus import Bus
 from libs.common.config import Mode
 from libs.common.db import Fill, Order, Position, create_engine, session_factory
-from libs.common.events import Signal, WxForecast, WxMember
+from libs.common.events import Signal, WxForecast
 from libs.common.kalshi import KalshiWS
 from services.executor.service import Executor
 from services.feeds.books import BookFanout
@@ -28,6 +27,7 @@ from services.sim.scenarios import weather_event
 from services.sim.world import World
 from tests.integration.test_executor import eventually, rows
 from tests.kit.desk import desk_settings, publish_definitions
+from tests.kit.factories import ensemble_members
 from tests.kit.sim import sim_rig
 
 pytestmark = pytest.mark.slow
@@ -58,11 +58,7 @@ async def test_mispriced_brackets_are_bought_as_maker_filled_by_the_crowd_and_bo
         pipeline = SignalPipeline(emit, mode=Mode.SIM, risk=settings.risk, clock=lambda: NOW)
         await attach(bus, pipeline, None)
         facts = world.facts[event]
-        rng = random.Random(3)
-        members = tuple(WxMember(model=model, member=k, target_date=facts["date"],
-                                 tmax_f=rng.gauss(facts["mean_f"], facts["spread_f"]))
-                        for model in ("ncep_gefs025", "ecmwf_ifs025_ensemble", "gem_global_ensemble")
-                        for k in range(50))
+        members = ensemble_members(facts)
         for attempt in range(50):  # until the definitions reached the pipeline and the ladder exists
             await bus.publish_js(subjects.md_wx_forecast("nyc"), WxForecast(
                 id=f"wx:flow:{attempt}", ts_event=NOW, mode=Mode.SIM, city="nyc", station="KNYC", run_time=NOW,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -14,13 +13,14 @@ from libs.common.bus import Bus
 from libs.common.config import Mode, load_settings
 from libs.common.db import create_engine, session_factory
 from libs.common.db import signals as tables
-from libs.common.events import ANY_EVENT, BookUpdate, MarketDefinition, PriceRange, Signal, WxForecast, WxMember
+from libs.common.events import ANY_EVENT, BookUpdate, MarketDefinition, PriceRange, Signal, WxForecast
 from services.signals.pipeline import SignalPipeline
 from services.signals.service import SignalStore, attach
 from services.sim.liquidity import BackgroundTraders
 from services.sim.scenarios import weather_event
 from services.sim.world import World
 from tests.integration.test_kalshi_client import until
+from tests.kit.factories import ensemble_members
 
 
 async def test_mispriced_weather_markets_signal_and_fair_ones_do_not(nats_url: str, db_url: str) -> None:
@@ -62,11 +62,7 @@ async def test_mispriced_weather_markets_signal_and_fair_ones_do_not(nats_url: s
                                  fee_type="quadratic", fee_multiplier=1)
             await bus.publish_js(subjects.md_market(m.series_ticker, m.ticker), d)
         facts = world.facts[event]
-        rng = random.Random(3)
-        members = tuple(WxMember(model=model, member=k, target_date=facts["date"],
-                                 tmax_f=rng.gauss(facts["mean_f"], facts["spread_f"]))
-                        for model in ("ncep_gefs025", "ecmwf_ifs025_ensemble", "gem_global_ensemble")
-                        for k in range(50))
+        members = ensemble_members(facts)
         await bus.publish_js(subjects.md_wx_forecast("nyc"), WxForecast(
             id="wx:test:KNYC:1", ts_event=now, mode=Mode.SIM, city="nyc", station="KNYC", run_time=now,
             members=members))
