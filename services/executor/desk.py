@@ -137,7 +137,8 @@ class Desk:
             return "low_confidence"
         if st is None:
             return "unknown_market"
-        if st.defn.status not in ACTIVE:
+        # Kalshi sends no lifecycle event when a market closes at its close time: check the clock too.
+        if st.defn.status not in ACTIVE or (st.defn.close_time is not None and st.defn.close_time <= now):
             return "market_closed"
         age = st.book_age_s()
         if age is None or age > MAX_BOOK_AGE_S:

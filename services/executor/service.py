@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import subjects
@@ -43,6 +44,7 @@ SIGNAL_CONSUMER = ConsumerSpec(stream="SIGNALS", durable="executor", filter_subj
                                fetch_timeout_s=0.5, ack_wait_s=60, max_deliver=5)
 PRIVATE_CHANNELS = ("fill", "user_orders")
 SETTLED = {"determined", "settled", "finalized"}
+PAPER_LOCK = "hashtextextended('kdesk:paper-broker', 0)"
 
 
 class Executor:
@@ -69,6 +71,8 @@ class Executor:
         self.desk: Desk | None = None
         self.reconciler: Reconciler | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._paper_lock: Any = None
+        self.sessions = sessions
         self._subs: list[Any] = []
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -86,7 +90,23 @@ class Executor:
         assert self.control is not None
         await self.control.set_paused(True, reason)
 
+    async def _hold_paper_lock(self) -> None:
+        """Paper mode: the broker lives in this process, so only one replica may run (a second would be
+        a second, different exchange). A session advisory lock, held while we run, enforces it."""
+        async with self.sessions() as s:
+            engine = s.bind
+        conn = await engine.connect()  # checked out while we run: this PostgreSQL session holds the lock
+        got = await conn.scalar(text(f"SELECT pg_try_advisory_lock({PAPER_LOCK})"))
+        await conn.commit()
+        if not got:
+            await conn.close()
+            raise ConfigError("KDESK_MODE=paper runs one executor replica (its paper broker is in-process), and "
+                              "another one is running; stop it or run this one in another mode")
+        self._paper_lock = conn
+
     async def start(self) -> None:
+        if self.mode is Mode.PAPER:
+            await self._hold_paper_lock()
         kv = await self.bus.control()
         self.control = ControlWatcher(kv, self._on_control)
         await self.control.start()
@@ -145,6 +165,14 @@ class Executor:
                 await sub.unsubscribe()
         if self.control is not None:
             await self.control.stop()
+        if self._paper_lock is not None:
+            with contextlib.suppress(Exception):
+                # A pooled connection outlives close(): unlock explicitly (a crashed process's connection
+                # drops, and PostgreSQL releases the lock by itself).
+                await self._paper_lock.execute(text(f"SELECT pg_advisory_unlock({PAPER_LOCK})"))
+                await self._paper_lock.commit()
+                await self._paper_lock.close()
+            self._paper_lock = None
 
     # -- inputs ---------------------------------------------------------------------------------
 

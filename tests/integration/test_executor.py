@@ -356,3 +356,33 @@ async def test_paper_mode_rests_against_the_live_book_and_fills_when_trades_cons
         await ex.stop()
         await bus.close()
         await engine.dispose()
+
+
+async def test_paper_mode_refuses_a_second_replica(nats_url: str, db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from libs.common.config import ConfigError
+    from services.executor.paper import PaperBroker
+    from services.executor.service import Executor
+
+    bus = await Bus.connect(nats_url, service="executor", mode=Mode.PAPER)
+    await bus.provision()
+    engine = create_engine(db_url)
+    settings = desk_settings(mode=Mode.PAPER)
+    first = Executor(settings, bus, session_factory(engine), PaperBroker(lambda: datetime.now(UTC), 10**7))
+    second = Executor(settings, bus, session_factory(engine), PaperBroker(lambda: datetime.now(UTC), 10**7))
+    try:
+        await first.start()
+        try:
+            await second.start()
+            raise AssertionError("a second paper replica started")
+        except ConfigError as e:
+            assert "one executor replica" in str(e)
+        await first.stop()
+        third = Executor(settings, bus, session_factory(engine), PaperBroker(lambda: datetime.now(UTC), 10**7))
+        await third.start()  # the lock went with the first replica
+        await third.stop()
+    finally:
+        await first.stop()
+        await bus.close()
+        await engine.dispose()
