@@ -138,7 +138,9 @@ class Ledger:
             row.remaining_count = state.remaining_count
             row.yes_price = state.yes_price
             if state.fees is not None:
-                row.fees_ticks = state.fees
+                # Fees only grow over an order's life; the venue's total and our fills' sum may arrive in
+                # either order, so keep the larger.
+                row.fees_ticks = max(row.fees_ticks, state.fees)
             if state.ts is not None:
                 row.exchange_updated_at = state.ts
             if state.raw is not None:
@@ -203,9 +205,12 @@ class Ledger:
             pos.last_fill_id = f.fill_id
             if family and not pos.family:
                 pos.family = family
-            # The order row may not know its exchange id yet (fill frame before the create answer).
+            # The order's fees are at least the sum of its fills we hold (frames may come in any order; the
+            # row may not know its exchange id yet, in which case the venue's total arrives with it later).
+            paid = select(func.coalesce(func.sum(Fill.fee_ticks), 0)).where(
+                Fill.mode == self.mode, Fill.order_id == f.order_id).scalar_subquery()
             await s.execute(update(Order).where(Order.mode == self.mode, Order.order_id == f.order_id)
-                            .values(fees_ticks=Order.fees_ticks + f.fee))
+                            .values(fees_ticks=func.greatest(Order.fees_ticks, paid)))
             return True
 
     async def positions(self, *, nonzero: bool = True) -> list[Position]:
