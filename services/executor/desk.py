@@ -155,8 +155,7 @@ class Desk:
                   taker_min_edge=round(self.limits.taker_min_edge * ONE_DOLLAR))
         if q.how is None or q.yes_price is None or q.leg_price is None:
             return intent, q.reason
-        working = [o for o in await self.ledger.open_orders(ticker=sig.ticker) if o.outcome_side == leg]
-        held = await self._held(sig.ticker, leg)
+        working, held = await self.ledger.working_and_held(sig.ticker, leg)
         p_leg = sig.p_model if leg == "yes" else 1 - sig.p_model
         size = size_order(mode=self.settings.sizing, p_leg=p_leg, leg_price=q.leg_price, taker=q.how == "taker",
                           confidence=sig.confidence, bankroll=self.bankroll, kelly_scale=self.limits.kelly_fraction,
@@ -175,12 +174,6 @@ class Desk:
         return Intent(intent.client_order_id, sig.id, leg, 0, sig.family, sig.series_ticker, sig.event_ticker,
                       sig.ticker, "bid" if leg == "yes" else "ask", q.yes_price, add, tif, q.how == "maker",
                       fee_type=st.fee_type, fee_multiplier=st.fee_multiplier), None
-
-    async def _held(self, ticker: str, leg: str) -> int:
-        for p in await self.ledger.positions():
-            if p.ticker == ticker:
-                return max(p.position, 0) if leg == "yes" else max(-p.position, 0)
-        return 0
 
     async def _decline(self, intent: Intent, reason: str, now: datetime) -> None:
         self._count(reason)

@@ -107,6 +107,17 @@ class Ledger:
         async with self.sessions() as s:
             return list((await s.scalars(q.order_by(Order.id))).all())
 
+    async def working_and_held(self, ticker: str, leg: str) -> tuple[list[Order], int]:
+        """Open orders on `leg` of `ticker` and the contracts of that leg held, in one session."""
+        async with self.sessions() as s:
+            working = list((await s.scalars(select(Order).where(
+                Order.mode == self.mode, Order.ticker == ticker, Order.outcome_side == leg,
+                Order.status.in_(OPEN_ORDER_STATUSES)).order_by(Order.id))).all())
+            pos = await s.scalar(select(Position.position).where(Position.mode == self.mode,
+                                                                 Position.ticker == ticker))
+        held = pos or 0
+        return working, max(held, 0) if leg == "yes" else max(-held, 0)
+
     async def recent_orders(self, limit: int = 50) -> list[Order]:
         async with self.sessions() as s:
             return list((await s.scalars(select(Order).where(Order.mode == self.mode)

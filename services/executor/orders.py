@@ -13,6 +13,7 @@ with an id derived from the transition, so replays and the WS/REST overlap are s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -61,8 +62,8 @@ class OrderManager:
     async def send(self, intent: Intent) -> Order | None:
         """Send a reserved intent; returns the ledger row after the venue's answer (None if unknown)."""
         now = self.clock()
-        await self.ledger.mark_sent(intent.client_order_id, now)
-        await self._publish_intent(intent, now)
+        # Independent: the ledger row becomes `pending`, the intent goes out on ord.*; both before the send.
+        await asyncio.gather(self.ledger.mark_sent(intent.client_order_id, now), self._publish_intent(intent, now))
         try:
             res = await self.broker.create_order(
                 intent.ticker, intent.book_side, intent.yes_price, intent.count,  # type: ignore[arg-type]
