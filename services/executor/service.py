@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,6 +78,8 @@ class Executor:
         self._subs: list[Any] = []
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
+        self.reconciled_at: float | None = None  # time.monotonic() of the last successful reconciliation
+        self.start_error: str | None = None  # why start-up is waiting (the venue is unreachable ...)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -129,7 +133,7 @@ class Executor:
         if listen is not None:
             listen(self.orders.on_frame)
         await self._readopt_paper_orders()
-        await self._reconcile()
+        await self._until_reconciled()
         # The first equity snapshot of the day is the daily-loss baseline: take one before trading.
         assert self.desk is not None
         if await self.desk.check_daily_loss(await self._refresh_balance()):
@@ -232,9 +236,30 @@ class Executor:
     async def _reconcile(self) -> dict[str, Any]:
         assert self.reconciler is not None
         rep = await self.reconciler.run()
+        self.reconciled_at = time.monotonic()
         if rep.balance is not None and self.desk is not None:
             self.desk.bankroll = rep.balance
         return rep.as_dict()
+
+    async def _until_reconciled(self) -> None:
+        """Reconcile before taking any signal; while the venue is unreachable, say so and keep trying.
+
+        Signals wait in JetStream meanwhile (the consumer is not started yet): nothing is lost, and no
+        order is sent on a ledger that was not checked against the exchange.
+        """
+        delays = (1, 2, 5, 10, 30)
+        for attempt in itertools.count():
+            try:
+                await self._reconcile()
+                return
+            except (E.TransportError, E.ServerError, E.RateLimited, E.MalformedResponse, OSError) as e:
+                self.start_error = f"{type(e).__name__}: {e}"
+                delay = delays[min(attempt, len(delays) - 1)]
+                log.warning("start_reconcile_failed_retrying", error=self.start_error, retry_in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if self._stop.is_set():
+                    raise asyncio.CancelledError from None
 
     async def _refresh_balance(self) -> int:
         assert self.desk is not None
@@ -344,22 +369,38 @@ async def run_executor(rt: ServiceRuntime) -> None:
     engine = create_engine(db_url)
     broker, ws = make_broker(s)
     ex = Executor(s, rt.bus, session_factory(engine), broker, ws=ws)
-    try:
-        await ex.start()
-        rt.freshness.expect("md_book", 120)
+    # "exchange" is fresh while reconciliations succeed; "md_book" while books arrive.
+    rt.freshness.expect("exchange", max(3 * s.reconcile_interval_s, 60))
+    rt.freshness.expect("md_book", 120)
 
-        async def report() -> None:
-            while not rt.stopping.is_set():
-                if any((st.book_age_s() or 1e9) < 120 for st in ex.markets.by_ticker.values()):
-                    rt.freshness.mark("md_book")
-                assert ex.desk is not None
+    async def report() -> None:
+        while not rt.stopping.is_set():
+            if ex.reconciled_at is not None and time.monotonic() - ex.reconciled_at < 3 * s.reconcile_interval_s:
+                rt.freshness.mark("exchange")
+            if any((st.book_age_s() or 1e9) < 120 for st in ex.markets.by_ticker.values()):
+                rt.freshness.mark("md_book")
+            if ex.desk is None or not ex.started.is_set():
+                rt.health.detail = f"starting: {ex.start_error or 'reconciling with the exchange'}"
+            else:
                 rt.health.detail = f"sent {ex.orders.sent}; decisions {dict(ex.desk.decisions)}"
-                await asyncio.sleep(5)
+            await asyncio.sleep(2)
 
-        task = asyncio.create_task(report())
-        await rt.stopping.wait()
-        task.cancel()
+    reporter = asyncio.create_task(report())
+    try:
+        # Start-up waits for the exchange when it is down; a stop request must still end it.
+        starting = asyncio.create_task(ex.start())
+        stopping = asyncio.create_task(rt.stopping.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a start-up failure (bad key, database down) ends the process with its error
+            await rt.stopping.wait()
+        else:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        stopping.cancel()
     finally:
+        reporter.cancel()
         await ex.stop()
         aclose = getattr(broker, "aclose", None)
         if aclose is not None:

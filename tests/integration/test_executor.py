@@ -386,3 +386,42 @@ async def test_paper_mode_refuses_a_second_replica(nats_url: str, db_url: str) -
         await first.stop()
         await bus.close()
         await engine.dispose()
+
+
+async def test_an_unreachable_exchange_at_start_is_retried_and_reported_not_crashed(nats_url: str, db_url: str,
+                                                                                     tmp_path) -> None:
+    """The replica waits (signals stay in JetStream), says why in its heartbeat, and stops cleanly."""
+    import os
+    import signal as signals
+    import sys
+
+    from libs.common.embedded import free_port
+    from libs.common.health import check
+    from tests.kit.keys import private_pem, rsa_key
+
+    key = tmp_path / "desk.pem"
+    key.write_bytes(private_pem(rsa_key("desk")))
+    dead = free_port()
+    env = {**os.environ, "KDESK_MODE": "sim", "KDESK_NATS_URL": nats_url, "KDESK_DATABASE_URL": db_url,
+           "KDESK_KALSHI_REST_URL": f"http://127.0.0.1:{dead}/trade-api/v2",
+           "KDESK_KALSHI_WS_URL": f"ws://127.0.0.1:{dead}/trade-api/ws/v2", "KALSHI_SIM_KEY_ID": "key-desk",
+           "KALSHI_SIM_PRIVATE_KEY_PATH": str(key), "KDESK_LOG_FORMAT": "json", "KDESK_INSTANCE": "waiting",
+           "KDESK_HEALTH_INTERVAL_S": "0.5"}
+    log = tmp_path / "executor.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.executor", env=env, stdout=out,
+                                                    stderr=out)
+    bus = await Bus.connect(nats_url, service="ops-test", mode=Mode.SIM)
+    try:
+        async def waiting() -> bool:
+            _, text = await check(bus, "executor", "waiting", wait_s=2)
+            return "starting:" in text and "TransportError" in text
+        await eventually(waiting, timeout=20, what="heartbeat saying why start-up waits")
+        assert proc.returncode is None  # still alive, not crash-looping
+        assert "start_reconcile_failed_retrying" in log.read_text()
+        proc.send_signal(signals.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await bus.close()
