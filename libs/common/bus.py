@@ -295,6 +295,28 @@ class PullConsumer:
             log.error("max_deliveries_advisory_unhandled", error=str(e))
 
 
+def _typed_callback(decoder: TypeAdapter[E] | type[E],
+                    handler: Callable[[E], Awaitable[Any] | Any]) -> Callable[[Msg], Awaitable[None]]:
+    """A nats-py callback that decodes, hands over, and logs (never raises): one bad message or one
+    failing handler must not stop a subscription."""
+    adapter = decoder if isinstance(decoder, TypeAdapter) else TypeAdapter(decoder)
+
+    async def cb(msg: Msg) -> None:
+        try:
+            event = adapter.validate_json(msg.data)
+        except ValidationError as e:
+            log.warning("malformed_message_skipped", subject=msg.subject, error=_short(e))
+            return
+        try:
+            res = handler(event)
+            if asyncio.iscoroutine(res):
+                await res
+        except Exception:
+            log.exception("subscription_handler_failed", subject=msg.subject)
+
+    return cb
+
+
 def _short(e: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors(include_url=False))[:500]
 
@@ -435,20 +457,7 @@ class Bus:
     async def subscribe(self, subject: str, decoder: TypeAdapter[E] | type[E], handler: Handler[E], *,
                         queue: str = "") -> Subscription:
         """Callback subscription (core NATS) for the hot path; malformed messages are logged and skipped."""
-        adapter = decoder if isinstance(decoder, TypeAdapter) else TypeAdapter(decoder)
-
-        async def cb(msg: Msg) -> None:
-            try:
-                event = adapter.validate_json(msg.data)
-            except ValidationError as e:
-                log.warning("malformed_message_skipped", subject=msg.subject, error=_short(e))
-                return
-            try:
-                await handler(event)
-            except Exception:
-                log.exception("hot_path_handler_failed", subject=msg.subject)
-
-        sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
+        sub = await self.nc.subscribe(subject, queue=queue, cb=_typed_callback(decoder, handler))
         self._subs.append(sub)
         return sub
 
@@ -460,25 +469,10 @@ class Bus:
         and then follows live ones (last-value data: market definitions, books, forecasts); otherwise a
         core NATS subscription (the hot path). A failing handler is logged; the stream goes on.
         """
-        async def cb(msg: Msg) -> None:
-            try:
-                event = decoder.model_validate_json(msg.data)
-            except ValidationError as e:
-                log.warning("malformed_message_skipped", subject=msg.subject, error=_short(e))
-                return
-            try:
-                res = handler(event)
-                if asyncio.iscoroutine(res):
-                    await res
-            except Exception:
-                log.exception("follow_handler_failed", subject=msg.subject)
-
         if not replay_last:
-            sub = await self.nc.subscribe(subject, cb=cb)
-            self._subs.append(sub)
-            return sub
+            return await self.subscribe(subject, decoder, handler)
         # A fresh config each time: nats-py writes the filter subject into the config object it is given.
-        return await self.js.subscribe(subject, cb=cb, ordered_consumer=True,
+        return await self.js.subscribe(subject, cb=_typed_callback(decoder, handler), ordered_consumer=True,
                                        config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT))
 
     async def consume(self, spec: ConsumerSpec, decoder: TypeAdapter[E] | type[E], handler: Handler[E]) -> PullConsumer:
