@@ -166,7 +166,8 @@ class Desk:
         # Kelly gives the holding we want; what we hold and what is already working count towards it.
         add = size.count - held - sum(o.remaining_count for o in working)
         if working:
-            await self._maybe_reprice(working[0], q.yes_price, "new_signal")
+            if q.how == "maker":  # a resting post-only order cannot be amended into a taking one
+                await self._maybe_reprice(working[0], q.yes_price, "new_signal")
             return intent, "order_working"
         if add <= 0:
             return intent, "at_target"
