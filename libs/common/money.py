@@ -141,6 +141,11 @@ def complement(p: Price) -> Price:
     return ONE_DOLLAR - p
 
 
+def leg_price(book_side: Literal["bid", "ask"], yes_price: Price) -> Price:
+    """The price of the leg a V2 order buys: `bid` buys YES at the YES price, `ask` buys NO at $1 - it."""
+    return yes_price if book_side == "bid" else complement(yes_price)
+
+
 def cost(count: Count, price: Price, *, rounding: Literal["up", "down", "exact"]) -> Price:
     """Return count x price in ticks; count x price / 100 may be fractional, so rounding is explicit."""
     if rounding not in ("up", "down", "exact"):
@@ -381,6 +386,7 @@ __all__ = [
     "fee",
     "format_count",
     "format_dollars",
+    "leg_price",
     "parse_count",
     "parse_dollars",
 ]

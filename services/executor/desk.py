@@ -21,7 +21,7 @@ from libs.common.db import Order
 from libs.common.events import Alert, Signal
 from libs.common.kalshi import errors as E
 from libs.common.logs import get_logger
-from libs.common.money import ONE_CONTRACT, ONE_DOLLAR
+from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, leg_price
 from services.executor.broker import Broker
 from services.executor.control import ControlState
 from services.executor.ledger import Ledger
@@ -69,6 +69,8 @@ class Desk:
         self.settings = settings
         self.mode: Mode = settings.mode
         self.limits = settings.risk
+        self.min_edge = round(self.limits.min_edge * ONE_DOLLAR)  # ticks per contract, after fees
+        self.taker_min_edge = round(self.limits.taker_min_edge * ONE_DOLLAR)
         self.broker = broker
         self.ledger = ledger
         self.markets = markets
@@ -151,8 +153,8 @@ class Desk:
         if top is None:
             return intent, "stale_book"
         q = quote(sig.p_model, leg, top, st.grid, fee_type=st.fee_type, fee_multiplier=st.fee_multiplier,
-                  min_edge=round(self.limits.min_edge * ONE_DOLLAR),
-                  taker_min_edge=round(self.limits.taker_min_edge * ONE_DOLLAR))
+                  min_edge=self.min_edge,
+                  taker_min_edge=self.taker_min_edge)
         if q.how is None or q.yes_price is None or q.leg_price is None:
             return intent, q.reason
         working, held = await self.ledger.working_and_held(sig.ticker, leg)
@@ -240,23 +242,24 @@ class Desk:
             if st is None or top is None or sig is None:
                 continue
             q = quote(sig.p_model, row.leg, top, st.grid, fee_type=st.fee_type,  # type: ignore[arg-type]
-                      fee_multiplier=st.fee_multiplier, min_edge=round(self.limits.min_edge * ONE_DOLLAR),
+                      fee_multiplier=st.fee_multiplier, min_edge=self.min_edge,
                       taker_min_edge=ONE_DOLLAR, allow_taker=False)
             if q.how is None or sig.valid_until < now:
                 if self.reprices.take():
                     await self.orders.cancel(row, "edge_gone" if q.how is None else "signal_expired")
                 continue
-            age = (now - (row.sent_at or row.created_at)).total_seconds()
+            if q.yes_price is None or q.yes_price == row.yes_price:
+                continue  # already at the price we would move it to
+            stale = (now - (row.sent_at or row.created_at)).total_seconds() > self.settings.reprice_after_s
             deep = False
-            if age > self.settings.reprice_after_s or q.yes_price != row.yes_price:
+            if not stale:  # only then does the queue decide; ask the venue no more than that
                 try:
                     qp = await self.broker.queue_position(row.order_id)
                     deep = qp.queue_position > self.settings.reprice_queue_contracts * ONE_CONTRACT
                 except Exception:
                     deep = False
-            due = deep or age > self.settings.reprice_after_s
-            if q.yes_price is not None and q.yes_price != row.yes_price and due:
-                await self._maybe_reprice(row, q.yes_price, "deep_in_queue" if deep else "stale")
+            if stale or deep:
+                await self._maybe_reprice(row, q.yes_price, "stale" if stale else "deep_in_queue")
 
     # -- arbitrage ------------------------------------------------------------------------------
 
@@ -267,7 +270,7 @@ class Desk:
         if top is None or self.control.blocks(self.mode, st.family, now) or self.daily_loss_tripped:
             return
         arb = arbitrage(top, fee_type=st.fee_type, fee_multiplier=st.fee_multiplier,
-                        min_profit=round(self.limits.min_edge * ONE_DOLLAR))
+                        min_profit=self.min_edge)
         if arb is None or st.book is None:
             return
         base = f"arb:{st.defn.ticker}:{st.book.seq}"
@@ -301,13 +304,11 @@ class Desk:
         for p in await self.ledger.positions():
             rules = self.exits.get(p.family or "")
             st = self.markets.get(p.ticker)
-            if not rules or st is None or (top := st.top()) is None or p.position == 0:
-                continue
             leg = "yes" if p.position > 0 else "no"
             held = abs(p.position)
             # Selling our leg = buying the other at its ask, i.e. at $1 - our leg's best bid.
-            bid = top.best_yes_bid if leg == "yes" else top.best_no_bid
-            if bid is None:
+            bid = st.bid(leg) if st else None
+            if not rules or bid is None or p.position == 0:
                 continue
             avg = p.cost_ticks * ONE_CONTRACT // held
             why = _exit_reason(rules, avg, bid, p.created_at, now, self.last_signal.get(p.ticker), leg)
@@ -335,9 +336,8 @@ class Desk:
         exited = []
         for p in await self.ledger.positions():
             st = self.markets.get(p.ticker)
-            top = st.top() if st else None
             leg = "yes" if p.position > 0 else "no"
-            bid = None if top is None else (top.best_yes_bid if leg == "yes" else top.best_no_bid)
+            bid = st.bid(leg) if st else None
             if bid is None:
                 continue
             await self.exit_position(p.ticker, leg, abs(p.position), bid, "flatten")
@@ -351,8 +351,7 @@ class Desk:
         total = 0
         for p in positions:
             st = self.markets.get(p.ticker)
-            top = st.top() if st else None
-            bid = None if top is None else (top.best_yes_bid if p.position > 0 else top.best_no_bid)
+            bid = st.bid("yes" if p.position > 0 else "no") if st else None
             total += p.cost_ticks if bid is None else abs(p.position) * bid // ONE_CONTRACT
         return total
 
@@ -361,10 +360,10 @@ class Desk:
         total = 0
         for o in await self.ledger.open_orders():
             st = self.markets.get(o.ticker)
-            leg_price = o.yes_price if o.book_side == "bid" else ONE_DOLLAR - o.yes_price
-            if o.remaining_count <= 0 or o.reduce_only or not 0 < leg_price < ONE_DOLLAR:
+            price = leg_price(o.book_side, o.yes_price)  # type: ignore[arg-type]
+            if o.remaining_count <= 0 or o.reduce_only or not 0 < price < ONE_DOLLAR:
                 continue
-            total += order_cost(o.remaining_count, leg_price, taker=True,
+            total += order_cost(o.remaining_count, price, taker=True,
                                 fee_type=st.fee_type if st else "quadratic",
                                 fee_multiplier=st.fee_multiplier if st else Decimal(1))
         return total

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.db import BalanceSnapshot, Fill, Order, OrderEvent, Position, RiskReservation
 from libs.common.db.executor import OPEN_ORDER_STATUSES
 from libs.common.db.upsert import insert_if_new
-from libs.common.money import ONE_CONTRACT, ONE_DOLLAR
+from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, cost, leg_price
 
 FINAL_STATUSES = ("executed", "canceled", "rejected", "blocked")
 
@@ -49,7 +49,7 @@ class FillFact:
 
     @property
     def leg_price(self) -> int:
-        return self.yes_price if self.outcome_side == "yes" else ONE_DOLLAR - self.yes_price
+        return leg_price(self.book_side, self.yes_price)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +67,19 @@ class OrderState:
     raw: dict[str, Any] | None = None
 
 
-def apply_to_position(pos: int, cost: int, realized: int, fill: FillFact) -> tuple[int, int, int]:
+def apply_to_position(pos: int, basis: int, realized: int, fill: FillFact) -> tuple[int, int, int]:
     """(position, cost basis, realized P&L) after a fill; YES+NO pairs are redeemed at $1 at once."""
     signed = fill.count if fill.outcome_side == "yes" else -fill.count
-    fill_cost = -(-fill.count * fill.leg_price // ONE_CONTRACT)
+    fill_cost = cost(fill.count, fill.leg_price, rounding="up")
     if pos == 0 or (pos > 0) == (signed > 0):
-        return pos + signed, cost + fill_cost, realized
+        return pos + signed, basis + fill_cost, realized
     closed = min(abs(signed), abs(pos))
-    closed_cost = cost * closed // abs(pos)
+    closed_cost = basis * closed // abs(pos)
     closed_fill_cost = fill_cost * closed // fill.count
     realized += closed * ONE_DOLLAR // ONE_CONTRACT - closed_cost - closed_fill_cost
     new_pos = pos + signed
     if abs(signed) <= abs(pos):
-        return new_pos, cost - closed_cost, realized
+        return new_pos, basis - closed_cost, realized
     return new_pos, fill_cost - closed_fill_cost, realized  # flipped: the rest of the fill is the new basis
 
 
@@ -92,27 +92,29 @@ class Ledger:
 
     # -- orders ---------------------------------------------------------------------------------
 
+    def _by_coid(self, coid: str) -> Select[tuple[Order]]:
+        return select(Order).where(Order.mode == self.mode, Order.client_order_id == coid)
+
+    def _open(self) -> Select[tuple[Order]]:
+        return select(Order).where(Order.mode == self.mode, Order.status.in_(OPEN_ORDER_STATUSES)).order_by(Order.id)
+
     async def order_by_coid(self, coid: str) -> Order | None:
         async with self.sessions() as s:
-            return await s.scalar(select(Order).where(Order.mode == self.mode, Order.client_order_id == coid))
+            return await s.scalar(self._by_coid(coid))
 
     async def order_by_id(self, order_id: str) -> Order | None:
         async with self.sessions() as s:
             return await s.scalar(select(Order).where(Order.mode == self.mode, Order.order_id == order_id))
 
-    async def open_orders(self, *, ticker: str | None = None) -> list[Order]:
-        q = select(Order).where(Order.mode == self.mode, Order.status.in_(OPEN_ORDER_STATUSES))
-        if ticker is not None:
-            q = q.where(Order.ticker == ticker)
+    async def open_orders(self) -> list[Order]:
         async with self.sessions() as s:
-            return list((await s.scalars(q.order_by(Order.id))).all())
+            return list((await s.scalars(self._open())).all())
 
     async def working_and_held(self, ticker: str, leg: str) -> tuple[list[Order], int]:
         """Open orders on `leg` of `ticker` and the contracts of that leg held, in one session."""
         async with self.sessions() as s:
-            working = list((await s.scalars(select(Order).where(
-                Order.mode == self.mode, Order.ticker == ticker, Order.outcome_side == leg,
-                Order.status.in_(OPEN_ORDER_STATUSES)).order_by(Order.id))).all())
+            working = list((await s.scalars(self._open().where(Order.ticker == ticker,
+                                                                Order.outcome_side == leg))).all())
             pos = await s.scalar(select(Position.position).where(Position.mode == self.mode,
                                                                  Position.ticker == ticker))
         held = pos or 0
@@ -132,8 +134,7 @@ class Ledger:
     async def set_state(self, coid: str, state: OrderState) -> tuple[Order | None, bool]:
         """Record the venue's view of an order; (the row, whether anything changed)."""
         async with self.sessions() as s, s.begin():
-            row = await s.scalar(select(Order).where(Order.mode == self.mode, Order.client_order_id == coid)
-                                 .with_for_update())
+            row = await s.scalar(self._by_coid(coid).with_for_update())
             if row is None:
                 return None, False
             # Counts only move forward: a late, older frame must not undo a newer one.
@@ -163,8 +164,7 @@ class Ledger:
     async def finish(self, coid: str, status: str, reason: str | None) -> Order | None:
         """Close an order locally (rejected, never sent, blocked after the fact)."""
         async with self.sessions() as s, s.begin():
-            row = await s.scalar(select(Order).where(Order.mode == self.mode, Order.client_order_id == coid)
-                                 .with_for_update())
+            row = await s.scalar(self._by_coid(coid).with_for_update())
             if row is None or row.status in FINAL_STATUSES:
                 return row
             row.status, row.reason = status, reason
@@ -211,7 +211,7 @@ class Ledger:
                 pos.position, pos.cost_ticks, pos.realized_pnl_ticks, f)
             pos.realized_pnl_ticks -= f.fee
             pos.fees_paid_ticks += f.fee
-            pos.total_traded_ticks += -(-f.count * f.leg_price // ONE_CONTRACT)
+            pos.total_traded_ticks += cost(f.count, f.leg_price, rounding="up")
             pos.exposure_ticks = pos.cost_ticks
             pos.last_fill_id = f.fill_id
             if family and not pos.family:
@@ -235,19 +235,6 @@ class Ledger:
         async with self.sessions() as s:
             return list((await s.scalars(select(Fill).where(Fill.mode == self.mode)
                                          .order_by(Fill.filled_at.desc()).limit(limit))).all())
-
-    async def fill_ids(self, ticker: str | None = None) -> set[str]:
-        q = select(Fill.fill_id).where(Fill.mode == self.mode)
-        if ticker:
-            q = q.where(Fill.ticker == ticker)
-        async with self.sessions() as s:
-            return set((await s.scalars(q)).all())
-
-    async def fees_by_ticker(self) -> dict[str, int]:
-        async with self.sessions() as s:
-            rows = (await s.execute(select(Fill.ticker, func.sum(Fill.fee_ticks)).where(Fill.mode == self.mode)
-                                    .group_by(Fill.ticker))).all()
-        return {t: int(v) for t, v in rows}
 
     async def set_position(self, ticker: str, *, position: int, cost: int | None, fees: int | None,
                            event_ticker: str, realized: int | None = None) -> None:
@@ -293,11 +280,6 @@ class Ledger:
             return await s.scalar(select(BalanceSnapshot).where(BalanceSnapshot.mode == self.mode,
                                                                 BalanceSnapshot.ts >= since)
                                   .order_by(BalanceSnapshot.ts).limit(1))
-
-    async def last_balance(self) -> BalanceSnapshot | None:
-        async with self.sessions() as s:
-            return await s.scalar(select(BalanceSnapshot).where(BalanceSnapshot.mode == self.mode)
-                                  .order_by(BalanceSnapshot.ts.desc()).limit(1))
 
 
 def order_summary(o: Order) -> dict[str, Any]:

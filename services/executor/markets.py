@@ -44,12 +44,12 @@ class MarketState:
     def book_age_s(self) -> float | None:
         return None if self.book is None else time.monotonic() - self.book_seen
 
-    def size_at(self, leg: str, leg_price: int) -> int:
-        """Displayed size of `leg` bids at `leg_price` (the queue ahead of a new order there)."""
-        if self.book is None:
-            return 0
-        levels = self.book.yes_bids if leg == "yes" else self.book.no_bids
-        return next((c for p, c in levels if p == leg_price), 0)
+    def bid(self, leg: str) -> int | None:
+        """Best bid of `leg` (what holding it is worth now; selling it means hitting this bid)."""
+        top = self.top()
+        if top is None:
+            return None
+        return top.best_yes_bid if leg == "yes" else top.best_no_bid
 
 
 @dataclass(slots=True)

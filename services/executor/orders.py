@@ -55,7 +55,6 @@ class OrderManager:
         self.clock = clock
         self.sent = 0
         self.malformed = 0
-        self.on_sent: Callable[[Intent], None] | None = None  # a hook for latency measurement
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -83,8 +82,6 @@ class OrderManager:
             return await self.ledger.order_by_coid(intent.client_order_id)
         finally:
             self.sent += 1
-            if self.on_sent is not None:
-                self.on_sent(intent)
         return await self._answered(intent, res)
 
     async def _answered(self, intent: Intent, res: CreateOrderResult) -> Order | None:

@@ -27,7 +27,7 @@ from libs.common.config import RiskLimits
 from libs.common.db import Order, OrderEvent, Position, RiskReservation
 from libs.common.db.executor import OPEN_ORDER_STATUSES
 from libs.common.db.upsert import insert_if_new, insert_many_if_new
-from libs.common.money import ONE_CONTRACT, ONE_DOLLAR
+from libs.common.money import cost, leg_price
 from services.executor.exposure import Holding, Strike, event_exposure, gross
 from services.executor.sizing import order_cost
 
@@ -61,7 +61,7 @@ class Intent:
 
     @property
     def leg_price(self) -> int:
-        return self.yes_price if self.book_side == "bid" else ONE_DOLLAR - self.yes_price
+        return leg_price(self.book_side, self.yes_price)  # type: ignore[arg-type]
 
     def worst_cost(self, count: int | None = None) -> int:
         """Cash this order can spend, taker fee assumed (a maker order may still fill as taker after a reprice)."""
@@ -182,13 +182,12 @@ class RiskGate:
 
     @staticmethod
     def _add(h: Holding, book_side: str, yes_price: int, count: int) -> None:
-        leg_price = yes_price if book_side == "bid" else ONE_DOLLAR - yes_price
         if book_side == "bid":
             h.yes += count
         else:
             h.no += count
         # Cost without the fee here: exposure is what the contracts can lose; fees are in `order`.
-        h.cost += -(-count * leg_price // ONE_CONTRACT)
+        h.cost += cost(count, leg_price(book_side, yes_price), rounding="up")  # type: ignore[arg-type]
 
     async def _insert(self, s: AsyncSession, intent: Intent, now: datetime, reason: str | None) -> bool:
         status = "intent" if reason is None else "blocked"

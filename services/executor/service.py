@@ -133,10 +133,10 @@ class Executor:
         if listen is not None:
             listen(self.orders.on_frame)
         await self._readopt_paper_orders()
-        await self._until_reconciled()
+        await self._until_reconciled()  # also reads the balance into desk.bankroll
         # The first equity snapshot of the day is the daily-loss baseline: take one before trading.
         assert self.desk is not None
-        if await self.desk.check_daily_loss(await self._refresh_balance()):
+        if await self.desk.check_daily_loss(self.desk.bankroll):
             await self._pause("daily_loss")
         await self._serve_commands()
         await self.bus.consume(SIGNAL_CONSUMER, Signal, self._on_signal)

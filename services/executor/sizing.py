@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, fee
+from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, cost, fee
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,18 +63,16 @@ def size_order(*, mode: Literal["kelly", "fixed"], p_leg: float, leg_price: int,
         count = min(count, available)
     count -= count % count_step
     # The all-in estimate rounds the fee per contract; check the exact order cost and trim if needed.
-    while count > 0 and _order_cost(count, leg_price, taker, fee_type, fee_multiplier) > min(budget, max_order):
+    while count > 0 and order_cost(count, leg_price, taker=taker, fee_type=fee_type,
+                                   fee_multiplier=fee_multiplier) > min(budget, max_order):
         count -= count_step
     if count <= 0:
         return Size(0, k, "size_zero")
     return Size(count, k)
 
 
-def _order_cost(count: int, price: int, taker: bool, fee_type: str, fee_multiplier: Decimal | int | str) -> int:
-    cost = -(-count * price // ONE_CONTRACT)
-    return cost + fee(count, price, rate="taker" if taker else "maker", fee_type=fee_type, multiplier=fee_multiplier)
-
-
 def order_cost(count: int, price: int, *, taker: bool, fee_type: str, fee_multiplier: Decimal | int | str) -> int:
     """Worst-case cash an order of `count` at leg price `price` can spend, fee included (rounded up)."""
-    return _order_cost(count, price, taker, fee_type, fee_multiplier)
+    rate: Literal["taker", "maker"] = "taker" if taker else "maker"
+    return cost(count, price, rounding="up") + fee(count, price, rate=rate, fee_type=fee_type,
+                                                   multiplier=fee_multiplier)

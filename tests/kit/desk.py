@@ -14,7 +14,6 @@ from libs.common.config import Mode, Settings, load_settings
 from libs.common.db import create_engine, session_factory
 from libs.common.events import BookUpdate, MarketDefinition, PriceRange, Signal
 from libs.common.kalshi import KalshiWS
-from libs.common.money import ONE_DOLLAR
 from services.executor.service import Executor
 from tests.kit.sim import SimRig
 
@@ -87,9 +86,5 @@ async def executor(rig: SimRig, nats_url: str, db_url: str, *, user: str = "desk
         await engine.dispose()
 
 
-def leg_cost(count: int, leg_price: int) -> int:
-    return -(-count * leg_price // 100)
-
-
-__all__ = ["ONE_DOLLAR", "desk_settings", "executor", "leg_cost", "publish_book", "publish_definitions",
+__all__ = ["desk_settings", "executor", "publish_book", "publish_definitions",
            "send_signal", "signal"]
