@@ -36,6 +36,20 @@ def _sell_into(rig: SimRig, yes_price: int, count: int) -> None:
                                                    "taker_at_cross"))
 
 
+async def _buy_position(rig: SimRig, ex: Any, bus: Bus) -> int:
+    """The desk rests its maker bid at 31c and a seller fills all of it; the position's size."""
+    oid = await _rest_order(rig, ex, bus)
+    count = rig.exchange.engine.get_order("desk", oid).initial_count
+    _sell_into(rig, 3100, count)
+    await until(lambda: rig.exchange.engine.position("desk", T) == count, what="bought")
+    return count
+
+
+def _pull_quotes(rig: SimRig, user: str) -> None:
+    for oid in rig.exchange.engine.resting_ids(user, T):
+        rig.exchange.engine.cancel(user, oid)
+
+
 async def _bus(nats_url: str) -> Bus:
     bus = await Bus.connect(nats_url, service="ops-test", mode=Mode.SIM)
     await bus.provision()
@@ -75,13 +89,9 @@ async def test_take_profit_exit_sells_the_position_reduce_only(nats_url: str, db
         await publish_definitions(bus, rig, TICKERS)
         settings = desk_settings(exits="weather:take_profit=0.36")
         async with executor(rig, nats_url, db_url, settings=settings) as ex:
-            oid = await _rest_order(rig, ex, bus)
-            count = rig.exchange.engine.get_order("desk", oid).initial_count
-            _sell_into(rig, 3100, count)
-            await until(lambda: rig.exchange.engine.position("desk", T) == count, what="bought")
+            count = await _buy_position(rig, ex, bus)
             # The market rallies: the old quotes go, a buyer bids 37c for all of it. Take profit at >= 36c.
-            for old in rig.exchange.engine.resting_ids("mm", T):
-                rig.exchange.engine.cancel("mm", old)
+            _pull_quotes(rig, "mm")
             rig.client("buyer")
             rig.exchange.engine.place("buyer", OrderRequest(T, "bid", 3700, count, "good_till_canceled",
                                                             "taker_at_cross"))
@@ -130,13 +140,9 @@ async def test_daily_loss_limit_pauses_and_alerts(nats_url: str, db_url: str) ->
         await publish_definitions(bus, rig, TICKERS)
         settings = desk_settings(daily_loss_limit_usd="0.50")
         async with executor(rig, nats_url, db_url, settings=settings, balance_every_s=0.2) as ex:
-            oid = await _rest_order(rig, ex, bus)
-            count = rig.exchange.engine.get_order("desk", oid).initial_count
-            _sell_into(rig, 3100, count)
-            await until(lambda: rig.exchange.engine.position("desk", T) == count, what="bought")
+            await _buy_position(rig, ex, bus)
             # The bid collapses to 5c: marked at the bid, the position has lost far more than $0.50.
-            for oid_mm in rig.exchange.engine.resting_ids("mm", T):
-                rig.exchange.engine.cancel("mm", oid_mm)
+            _pull_quotes(rig, "mm")
             rig.exchange.engine.place("mm", OrderRequest(T, "bid", 500, 1000, "good_till_canceled",
                                                          "taker_at_cross"))
             await publish_book(bus, rig, T)
@@ -194,10 +200,7 @@ async def test_reconciliation_settles_a_position_the_exchange_paid_out(nats_url:
         bus = await _bus(nats_url)
         await publish_definitions(bus, rig, TICKERS)
         async with executor(rig, nats_url, db_url) as ex:
-            oid = await _rest_order(rig, ex, bus)
-            count = rig.exchange.engine.get_order("desk", oid).initial_count
-            _sell_into(rig, 3100, count)
-            await until(lambda: rig.exchange.engine.position("desk", T) == count, what="bought")
+            count = await _buy_position(rig, ex, bus)
 
             async def held():
                 pos = await rows(db_url, Position, Position.ticker == T)
