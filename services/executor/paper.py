@@ -149,29 +149,25 @@ class PaperBroker:
 
     # -- market data --------------------------------------------------------------------------------
 
-    async def on_market(self, defn: MarketDefinition) -> None:
-        """A market's definition or lifecycle change: list it, update grid and fees, follow status, settle."""
+    async def _feed(self, apply: Callable[[Any], None], event: Any) -> None:
+        """Expire orders due by now, apply one live event, then deliver the frames it caused (even on error)."""
         self._engine.expire()
         try:
-            self._market(defn)
+            apply(event)
         finally:
             await self._flush()
+
+    async def on_market(self, defn: MarketDefinition) -> None:
+        """A market's definition or lifecycle change: list it, update grid and fees, follow status, settle."""
+        await self._feed(self._market, defn)
 
     async def on_book(self, update: BookUpdate) -> None:
         """A live book (full depth, or the top levels shown): mirror its changes, filling what it crosses."""
-        self._engine.expire()
-        try:
-            self._book(update)
-        finally:
-            await self._flush()
+        await self._feed(self._book, update)
 
     async def on_trade(self, trade: PublicTrade) -> None:
         """A public trade: consume its level's queue (phantoms ahead, then us) or fill us if it went through."""
-        self._engine.expire()
-        try:
-            self._trade(trade)
-        finally:
-            await self._flush()
+        await self._feed(self._trade, trade)
 
     def _market(self, defn: MarketDefinition) -> None:
         ticker = defn.ticker
