@@ -54,7 +54,7 @@ async def _run(url: str, coalesce: bool) -> tuple[float, int]:
         received += 1
 
     sink = await Bus.connect(url, service="bench-sink")
-    sub = await sink.nc.subscribe("md.book.>", cb=count)
+    sub = await sink.nc.subscribe(sink.wire("md.book.>"), cb=count)
     await sink.nc.flush()
     fanout = BookFanout(make_emit(bus), mode=Mode.SIM, coalesce_s=0.005 if coalesce else 0.0)
     ws = KalshiWS(sim_environment("http://127.0.0.1:1/trade-api/v2", "ws://127.0.0.1:1"), None,

@@ -69,7 +69,7 @@ async def _latency(url: str, n: int = 600) -> tuple[float, float]:
         if len(lat) >= n:
             done.set()
 
-    await sink.nc.subscribe("sig.>", cb=on_sig)
+    await sink.nc.subscribe(sink.wire("sig.>"), cb=on_sig)
     risk = load_settings(min_edge=0.02, taker_min_edge=0.04, confidence_floor=0.1).risk
 
     async def emit(sig: Signal) -> None:

@@ -8,6 +8,12 @@ Delivery rules (DESIGN §4):
   its last allowed delivery is terminated and published to `ops.alert.deadletter` first. If even
   the dead-letter publish fails, the message is `nak`ed instead: nothing is dropped silently.
 - Dedup protects publishing only; redelivery still happens, so handlers must be idempotent.
+
+Modes (see `subjects`): a bus belongs to one mode and takes logical subjects (`md.book.>`); it
+publishes, subscribes, consumes, provisions and answers commands only inside its mode's namespace
+(`sim.md.book.>`, stream `SIM_MD_BOOKS`, bucket `control_sim`). As a second line, an event whose
+envelope `mode` is not the bus's own is dropped before any handler sees it, counted in
+`foreign_dropped`, logged, and alerted once per foreign mode (`ops.alert.mode_mismatch`).
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import asyncio
 import base64
 import contextlib
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -247,6 +254,9 @@ class PullConsumer:
         except ValidationError as e:
             await self._dead_letter(msg, "malformed", _short(e))
             return
+        if self.bus.is_foreign(event, msg.subject):
+            await msg.term()  # another mode's event: never ours to act on, never worth redelivering
+            return
         try:
             await self.handler(event)
         except PoisonMessage as e:
@@ -295,10 +305,10 @@ class PullConsumer:
             log.error("max_deliveries_advisory_unhandled", error=str(e))
 
 
-def _typed_callback(decoder: TypeAdapter[E] | type[E],
+def _typed_callback(bus: Bus, decoder: TypeAdapter[E] | type[E],
                     handler: Callable[[E], Awaitable[Any] | Any]) -> Callable[[Msg], Awaitable[None]]:
-    """A nats-py callback that decodes, hands over, and logs (never raises): one bad message or one
-    failing handler must not stop a subscription."""
+    """A nats-py callback that decodes, drops other modes' events, hands over, and logs (never raises):
+    one bad message or one failing handler must not stop a subscription."""
     adapter = decoder if isinstance(decoder, TypeAdapter) else TypeAdapter(decoder)
 
     async def cb(msg: Msg) -> None:
@@ -306,6 +316,8 @@ def _typed_callback(decoder: TypeAdapter[E] | type[E],
             event = adapter.validate_json(msg.data)
         except ValidationError as e:
             log.warning("malformed_message_skipped", subject=msg.subject, error=_short(e))
+            return
+        if bus.is_foreign(event, msg.subject):
             return
         try:
             res = handler(event)
@@ -335,6 +347,46 @@ class Bus:
         self._subs: list[Subscription] = []
         self._closed = asyncio.Event()
         self._closing = False
+        self.foreign_dropped: Counter[str] = Counter()  # events of another mode dropped, by their mode
+        self._alert_tasks: set[asyncio.Task[None]] = set()
+
+    # -- the mode's namespace --
+
+    def wire(self, subject: str) -> str:
+        """The wire subject of a logical subject in this bus's mode."""
+        return subjects.scoped(self.mode.value, subject)
+
+    def stream(self, name: str) -> str:
+        """The physical name of one of the design's streams in this bus's mode."""
+        return subjects.stream_name(self.mode.value, name)
+
+    def is_foreign(self, event: Any, subject: str) -> bool:
+        """True (and counted, logged, alerted once) when `event` carries another mode than ours."""
+        mode = getattr(event, "mode", None)
+        if mode is None or mode == self.mode:
+            return False
+        foreign = str(getattr(mode, "value", mode))
+        self.foreign_dropped[foreign] += 1
+        if self.foreign_dropped[foreign] == 1:
+            log.error("foreign_mode_event_dropped", subject=subject, event_mode=foreign, desk_mode=self.mode.value,
+                      event_id=getattr(event, "id", None))
+            alert = Alert(id=f"mode_mismatch:{self.service}:{foreign}:{utcnow().timestamp():.0f}", ts_event=utcnow(),
+                          mode=self.mode, family="mode_mismatch", severity="critical",
+                          dedupe_key=f"mode_mismatch:{self.service}:{foreign}",
+                          title=f"{self.service} ({self.mode.value}) received {foreign} data and dropped it",
+                          detail=f"first on {subject}; something publishes another mode's events into this "
+                                 "desk's namespace: check KDESK_MODE of every service on this NATS server",
+                          data={"subject": subject, "event_mode": foreign, "event_id": getattr(event, "id", None)})
+            task = asyncio.get_running_loop().create_task(self._publish_alert(alert))
+            self._alert_tasks.add(task)
+            task.add_done_callback(self._alert_tasks.discard)
+        return True
+
+    async def _publish_alert(self, alert: Alert) -> None:
+        try:
+            await self.publish_js(subjects.ops_alert(alert.family), alert)
+        except Exception as e:
+            log.warning("alert_publish_failed", family=alert.family, error=str(e))
 
     @classmethod
     async def connect(cls, url: str, *, service: str, mode: Mode = Mode.SIM, instance: str | None = None,
@@ -391,8 +443,9 @@ class Bus:
     # -- provisioning --
 
     async def provision(self, streams: Sequence[subjects.StreamSpec] = subjects.STREAMS) -> None:
-        """Create or update the design's streams and the `control` KV bucket; safe to repeat."""
+        """Create or update this mode's streams and `control` KV bucket; safe to repeat."""
         for spec in streams:
+            spec = self.scoped_stream(spec)
             want = stream_config(spec)
             try:
                 info = await self.js.stream_info(spec.name)
@@ -403,26 +456,33 @@ class Bus:
             if _differs(want, info.config):
                 await self.js.update_stream(want)
                 log.info("stream_updated", stream=spec.name)
+        bucket = subjects.control_bucket(self.mode.value)
         try:
-            await self.js.key_value(subjects.CONTROL_BUCKET)
+            await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            await self.js.create_key_value(bucket=subjects.CONTROL_BUCKET, history=10,
-                                           description="desk control: paused, mode, live arming, family switches")
-            log.info("kv_created", bucket=subjects.CONTROL_BUCKET)
+            await self.js.create_key_value(bucket=bucket, history=10, description=f"desk control ({self.mode.value}): "
+                                           "paused, mode, live arming, family switches")
+            log.info("kv_created", bucket=bucket)
+
+    def scoped_stream(self, spec: subjects.StreamSpec) -> subjects.StreamSpec:
+        """One of the design's streams as it exists in this mode (name and subjects in its namespace)."""
+        return replace(spec, name=self.stream(spec.name), subjects=tuple(self.wire(s) for s in spec.subjects),
+                       description=f"[{self.mode.value}] {spec.description}".strip())
 
     async def control(self) -> KeyValue:
-        """The `control` KV bucket (provisioned)."""
-        return await self.js.key_value(subjects.CONTROL_BUCKET)
+        """This mode's `control` KV bucket (provisioned)."""
+        return await self.js.key_value(subjects.control_bucket(self.mode.value))
 
     # -- publishing --
 
     async def publish(self, subject: str, event: Event) -> None:
         """Core NATS publish (at most once; for the hot path and heartbeats)."""
-        await self.nc.publish(subject, event.to_json(), headers=_headers(event))
+        await self.nc.publish(self.wire(subject), event.to_json(), headers=_headers(event))
 
     async def publish_js(self, subject: str, event: Event, *, timeout: float = 5.0, attempts: int = 5) -> api.PubAck:
         """JetStream publish with `Nats-Msg-Id` = event id, retried with the same id until acked."""
         data = event.to_json()
+        subject = self.wire(subject)
         last: Exception | None = None
         for attempt in range(attempts):
             try:
@@ -457,7 +517,7 @@ class Bus:
     async def subscribe(self, subject: str, decoder: TypeAdapter[E] | type[E], handler: Handler[E], *,
                         queue: str = "") -> Subscription:
         """Callback subscription (core NATS) for the hot path; malformed messages are logged and skipped."""
-        sub = await self.nc.subscribe(subject, queue=queue, cb=_typed_callback(decoder, handler))
+        sub = await self.nc.subscribe(self.wire(subject), queue=queue, cb=_typed_callback(self, decoder, handler))
         self._subs.append(sub)
         return sub
 
@@ -472,12 +532,16 @@ class Bus:
         if not replay_last:
             return await self.subscribe(subject, decoder, handler)
         # A fresh config each time: nats-py writes the filter subject into the config object it is given.
-        return await self.js.subscribe(subject, cb=_typed_callback(decoder, handler), ordered_consumer=True,
+        return await self.js.subscribe(self.wire(subject), cb=_typed_callback(self, decoder, handler),
+                                       ordered_consumer=True,
                                        config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT))
 
     async def consume(self, spec: ConsumerSpec, decoder: TypeAdapter[E] | type[E], handler: Handler[E]) -> PullConsumer:
         """Start a durable pull consumer loop (see module doc for the ack policy)."""
         adapter = decoder if isinstance(decoder, TypeAdapter) else TypeAdapter(decoder)
+        # The durable lives on this mode's stream: a paper and a live executor never split each other's signals.
+        spec = replace(spec, stream=self.stream(spec.stream),
+                       filter_subjects=tuple(map(self.wire, spec.filter_subjects)))
         consumer = await PullConsumer(self, spec, adapter, handler).start()
         self._consumers.append(consumer)
         return consumer
@@ -503,18 +567,20 @@ class Bus:
             if msg.reply:
                 await msg.respond(orjson.dumps(to_jsonable_python(reply)))
 
-        sub = await self.nc.subscribe(subjects.cmd(service, verb), queue=f"cmd-{subjects.token(service)}", cb=cb)
+        sub = await self.nc.subscribe(self.wire(subjects.cmd(service, verb)), queue=f"cmd-{subjects.token(service)}",
+                                      cb=cb)
         self._subs.append(sub)
         return sub
 
     async def request(self, service: str, verb: str, payload: dict[str, Any] | None = None, *,
                       timeout: float = 5.0) -> Any:
         """Send a command and return its data, or raise `CommandError` with the service's reason."""
-        subject = subjects.cmd(service, verb)
+        subject = self.wire(subjects.cmd(service, verb))
         try:
             msg = await self.nc.request(subject, orjson.dumps(to_jsonable_python(payload or {})), timeout=timeout)
         except nats.errors.NoRespondersError:
-            raise CommandUnavailable("unavailable", f"no {service} instance is running to answer '{verb}'") from None
+            raise CommandUnavailable("unavailable", f"no {service} instance is running in {self.mode.value} mode to "
+                                     f"answer '{verb}'{await self._elsewhere(service)}") from None
         except nats.errors.TimeoutError:
             raise CommandUnavailable("timeout", f"{service} did not answer '{verb}' within {timeout:.0f} s") from None
         reply = orjson.loads(msg.data)
@@ -522,6 +588,26 @@ class Bus:
             err = reply.get("error") or {}
             raise CommandError(err.get("code", "failed"), err.get("message", "command failed"))
         return reply.get("data")
+
+    async def _elsewhere(self, service: str) -> str:
+        """A hint naming the modes in which `service` does run (NATS service API pings carry the mode)."""
+        from libs.common.health import service_api_name  # health builds on the bus
+
+        inbox = self.nc.new_inbox()
+        modes: set[str] = set()
+
+        async def on_pong(msg: Msg) -> None:
+            with contextlib.suppress(Exception):
+                modes.add(str(orjson.loads(msg.data).get("metadata", {}).get("mode")))
+
+        sub = await self.nc.subscribe(inbox, cb=on_pong)
+        try:
+            await self.nc.publish(f"$SRV.PING.{service_api_name(service)}", b"", reply=inbox)
+            await asyncio.sleep(0.3)
+        finally:
+            await sub.unsubscribe()
+        others = sorted(modes - {self.mode.value, "None"})
+        return f" ({service} runs in {', '.join(others)} mode: set KDESK_MODE={others[0]})" if others else ""
 
     # -- shutdown --
 

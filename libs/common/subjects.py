@@ -1,5 +1,13 @@
 """NATS subjects, streams and the control bucket of DESIGN §4 — the only place subjects are spelled.
 
+Per-mode namespaces: every subject on the wire starts with the desk's mode (`sim.md.book.…`,
+`paper.sig.…`), every stream's name starts with it (`SIM_MD_BOOKS`) and every mode has its own
+control bucket (`control_sim`). The functions below spell the *logical* subject; the bus (and only
+the bus) puts it into its mode's namespace with `scoped`. So a paper desk cannot replay, consume or
+even hear what a sim desk published on the same NATS server: there is no subject, stream or bucket
+they share. Switching modes on the same `./var` needs no cleanup; the other mode's data just sits in
+its own streams until their limits age it out.
+
 Tokens are lower-case. Kalshi tickers may contain `.` (`KXBTCD-26AUG2517-T78499.99`), which NATS
 would read as a token separator, so a ticker goes into a subject with `.` replaced by `_`; the
 exact ticker always travels in the payload.
@@ -146,6 +154,26 @@ STREAMS: tuple[StreamSpec, ...] = (
 )
 
 CONTROL_BUCKET = "control"
+
+
+def scoped(mode: str, subject: str) -> str:
+    """The wire subject of a logical subject in one mode's namespace (`md.book.>` → `sim.md.book.>`)."""
+    return f"{token(mode)}.{subject}"
+
+
+def unscoped(mode: str, subject: str) -> str:
+    """The logical subject of a wire subject of `mode` (the inverse of `scoped`)."""
+    return subject.removeprefix(f"{token(mode)}.")
+
+
+def stream_name(mode: str, name: str) -> str:
+    """The physical name of one of the design's streams in one mode (`MD_BOOKS` → `SIM_MD_BOOKS`)."""
+    return f"{token(mode).upper()}_{name}"
+
+
+def control_bucket(mode: str) -> str:
+    """The `control` KV bucket of one mode (`control_sim`): pausing a paper desk never pauses a live one."""
+    return f"{CONTROL_BUCKET}_{token(mode)}"
 
 
 class ControlKey:

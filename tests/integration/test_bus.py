@@ -43,15 +43,15 @@ def sig_spec(durable: str, **kw: object) -> ConsumerSpec:
 async def dead_letters(bus: Bus) -> list[Alert]:
     """Every alert stored on the dead-letter subject."""
     out: list[Alert] = []
-    info = await bus.js.stream_info("OPS")
+    info = await bus.js.stream_info(bus.stream("OPS"))
     if info.state.messages == 0:
         return out
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         try:
-            raw = await bus.js.get_msg("OPS", seq)
+            raw = await bus.js.get_msg(bus.stream("OPS"), seq)
         except nats.js.errors.NotFoundError:
             continue
-        if raw.subject == subjects.DEADLETTER:
+        if raw.subject == bus.wire(subjects.DEADLETTER):
             out.append(Alert.model_validate_json(raw.data))
     return out
 
@@ -59,10 +59,10 @@ async def dead_letters(bus: Bus) -> list[Alert]:
 async def test_provision_is_idempotent_and_creates_design_streams(bus: Bus) -> None:
     await bus.provision()  # second time: nothing to change, no error
     names = {s.config.name for s in await bus.js.streams_info()}
-    assert {s.name for s in subjects.STREAMS} <= names
-    books = await bus.js.stream_info("MD_BOOKS")
+    assert {f"SIM_{s.name}" for s in subjects.STREAMS} <= names
+    books = await bus.js.stream_info("SIM_MD_BOOKS")
     assert books.config.max_msgs_per_subject == 1
-    assert books.config.subjects == ["md.book.>"]
+    assert books.config.subjects == ["sim.md.book.>"]
     kv = await bus.control()
     await kv.put(subjects.ControlKey.PAUSED, b"false")
     assert (await kv.get(subjects.ControlKey.PAUSED)).value == b"false"
@@ -71,11 +71,11 @@ async def test_provision_is_idempotent_and_creates_design_streams(bus: Bus) -> N
 async def test_provision_updates_a_stream_whose_config_drifted(bus: Bus) -> None:
     from libs.common.bus import stream_config
 
-    drifted = stream_config(subjects.STREAMS[0])
+    drifted = stream_config(bus.scoped_stream(subjects.STREAMS[0]))
     drifted.max_msgs_per_subject = 5
     await bus.js.update_stream(drifted)
     await bus.provision()
-    info = await bus.js.stream_info(subjects.STREAMS[0].name)
+    info = await bus.js.stream_info(bus.stream(subjects.STREAMS[0].name))
     assert info.config.max_msgs_per_subject == 1
 
 
@@ -86,10 +86,10 @@ async def test_jetstream_dedupes_by_event_id(bus: Bus) -> None:
     again = await bus.publish_js(subject, ev)
     assert not first.duplicate
     assert again.duplicate
-    assert (await bus.js.stream_info("SIGNALS")).state.messages == 1
+    assert (await bus.js.stream_info(bus.stream("SIGNALS"))).state.messages == 1
     other = await bus.publish_js(subject, signal_event())
     assert not other.duplicate
-    assert (await bus.js.stream_info("SIGNALS")).state.messages == 2
+    assert (await bus.js.stream_info(bus.stream("SIGNALS"))).state.messages == 2
 
 
 async def test_redelivery_after_handler_failure_then_ack(bus: Bus) -> None:
@@ -108,7 +108,7 @@ async def test_redelivery_after_handler_failure_then_ack(bus: Bus) -> None:
     await wait_until(lambda: done == [ev.id], what="second delivery")
     assert attempts[ev.id] == 2
     await consumer.stop()
-    info = await bus.js.consumer_info("SIGNALS", "redeliver")
+    info = await bus.js.consumer_info(bus.stream("SIGNALS"), "redeliver")
     assert info.num_ack_pending == 0 and info.num_pending == 0
     assert await dead_letters(bus) == []
 
@@ -122,7 +122,7 @@ async def test_poison_and_malformed_messages_are_dead_lettered_with_payload(bus:
         seen.append(ev.ticker)
 
     consumer = await bus.consume(sig_spec("poison"), Signal, handler)
-    await bus.nc.publish("sig.weather.kxhighny.garbage", b'{"not": "a signal"}')
+    await bus.nc.publish(bus.wire("sig.weather.kxhighny.garbage"), b'{"not": "a signal"}')
     bad = signal_event("KXHIGHNY-26NOV22-POISON")
     good = signal_event("KXHIGHNY-26NOV22-B65.5")
     for ev in (bad, good):
@@ -133,7 +133,7 @@ async def test_poison_and_malformed_messages_are_dead_lettered_with_payload(bus:
     assert reasons == ["malformed", "poison"]
     poison = next(a for a in letters if a.data["reason"] == "poison")
     assert json.loads(poison.data["text"])["ticker"] == bad.ticker
-    assert poison.data["subject"] == subjects.sig("weather", "KXHIGHNY", bad.ticker)
+    assert poison.data["subject"] == bus.wire(subjects.sig("weather", "KXHIGHNY", bad.ticker))
     await consumer.stop()
 
 
@@ -208,7 +208,7 @@ async def test_commands_request_reply(bus: Bus) -> None:
     assert err.value.code == "refused" and "not while paused" in str(err.value)
     with pytest.raises(CommandUnavailable) as gone:
         await bus.request("resolver", "status", timeout=1)
-    assert "no resolver instance" in str(gone.value)
+    assert "no resolver instance is running in sim mode" in str(gone.value)
 
 
 async def test_hot_path_subscription_skips_malformed_and_keeps_going(bus: Bus) -> None:
@@ -218,7 +218,7 @@ async def test_hot_path_subscription_skips_malformed_and_keeps_going(bus: Bus) -
         got.append(ev.ticker)
 
     await bus.subscribe("sig.>", Signal, on_sig)
-    await bus.nc.publish("sig.weather.x.y", b"{broken json")
+    await bus.nc.publish(bus.wire("sig.weather.x.y"), b"{broken json")
     ev = signal_event()
     await bus.publish(subjects.sig("weather", ev.series_ticker, ev.ticker), ev)
     await wait_until(lambda: got == [ev.ticker], what="valid message after a malformed one")
