@@ -80,7 +80,7 @@ async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, flo
         eng.place("mm", OrderRequest(TICKER, "ask", fair_ask, 100_000, "good_till_canceled", "taker_at_cross"))
         eng.place("mm", OrderRequest(TICKER, "bid", 500, 100_000, "good_till_canceled", "taker_at_cross"))
 
-        fan = BookFanout(bus.publish, mode=Mode.SIM, coalesce_s=0.0)
+        fan = BookFanout(bus.publish, mode=Mode.SIM, coalesce_s=0.0, clock=lambda: NOW)
         stop = asyncio.Event()
         feed_ws = KalshiWS(rig.env, rig.signer("mm"), on_book=fan.on_book)
         tasks = [asyncio.create_task(feed_ws.run(stop)), asyncio.create_task(fan.run(stop))]

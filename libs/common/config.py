@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from libs.common.freshness import FreshnessLimits
+
 ENV_PREFIX = "KDESK_"
 
 
@@ -182,6 +184,14 @@ class Settings(BaseSettings):
     max_open_orders: int | None = Field(default=None, ge=0)
     daily_loss_limit_usd: str | None = None
 
+    # Freshness (libs/common/freshness.py): the oldest input, by its source's own timestamp, that signals,
+    # the executor and the paper broker act on; older ones are refused with a reason (stale_book, ...).
+    max_book_age_s: float = Field(default=30.0, gt=0, le=3600)
+    max_spot_age_s: float = Field(default=10.0, gt=0, le=3600)
+    max_forecast_age_s: float = Field(default=3 * 3600.0, gt=0, le=7 * 86400)
+    max_obs_age_s: float = Field(default=2 * 3600.0, gt=0, le=86400)
+    clock_skew_s: float = Field(default=5.0, ge=0, le=60)
+
     # Executor (DESIGN §6). Sizing: `kelly` (profile fraction x confidence) or `fixed` (KDESK_FIXED_ORDER_USD).
     sizing: Literal["kelly", "fixed"] = "kelly"
     fixed_order_usd: str = "5"
@@ -294,6 +304,12 @@ class Settings(BaseSettings):
             if override is not None:
                 values[name] = override
         return RiskLimits(values)
+
+    @property
+    def freshness(self) -> FreshnessLimits:
+        """The input age limits (KDESK_MAX_*_AGE_S, KDESK_CLOCK_SKEW_S)."""
+        return FreshnessLimits(book_s=self.max_book_age_s, spot_s=self.max_spot_age_s,
+                               forecast_s=self.max_forecast_age_s, obs_s=self.max_obs_age_s, skew_s=self.clock_skew_s)
 
     def series_list(self) -> list[str]:
         """KDESK_FEEDS_SERIES as a list of upper-case series tickers."""

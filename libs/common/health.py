@@ -32,9 +32,10 @@ class Freshness:
         """Declare an input and how old its data may get before the service is degraded."""
         self._max_age[name] = max_age_s
 
-    def mark(self, name: str) -> None:
-        """Record that `name` just delivered data."""
-        self._seen[name] = self._clock()
+    def mark(self, name: str, *, age_s: float = 0.0) -> None:
+        """Record that `name` delivered data whose source timestamp is `age_s` old (0: as of now)."""
+        seen = self._clock() - max(age_s, 0.0)
+        self._seen[name] = max(seen, self._seen.get(name, seen))
 
     def snapshot(self) -> dict[str, InputFreshness]:
         """Age of every declared input, now."""

@@ -34,7 +34,6 @@ from services.executor.sizing import order_cost, size_order
 log = get_logger(__name__)
 
 AlertFn = Callable[[Alert], Awaitable[None]]
-MAX_BOOK_AGE_S = 30.0
 ACTIVE = {"active", "open"}
 
 
@@ -142,8 +141,8 @@ class Desk:
         # Kalshi sends no lifecycle event when a market closes at its close time: check the clock too.
         if st.defn.status not in ACTIVE or (st.defn.close_time is not None and st.defn.close_time <= now):
             return "market_closed"
-        age = st.book_age_s()
-        if age is None or age > MAX_BOOK_AGE_S:
+        # Age from the book's own timestamp: a book replayed from JetStream arrives now but may be old.
+        if not self.markets.book_fresh(st, now):
             return "stale_book"
         return None
 
@@ -267,7 +266,8 @@ class Desk:
         """Buy both legs when YES ask + NO ask + fees < $1; a one-legged fill is hedged or reported."""
         top = st.top()
         now = self.clock()
-        if top is None or self.control.blocks(self.mode, st.family, now) or self.daily_loss_tripped:
+        if top is None or self.control.blocks(self.mode, st.family, now) or self.daily_loss_tripped \
+                or not self.markets.book_fresh(st, now):
             return
         arb = arbitrage(top, fee_type=st.fee_type, fee_multiplier=st.fee_multiplier,
                         min_profit=self.min_edge)

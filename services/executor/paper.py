@@ -39,6 +39,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from libs.common.events import BookUpdate, MarketDefinition, PublicTrade
+from libs.common.freshness import FreshnessLimits
 from libs.common.kalshi import errors as E
 from libs.common.kalshi.models import (
     AmendResult,
@@ -91,9 +92,10 @@ class PaperBroker:
     """A `Broker` that fills our orders against the live books in-process, with a queue-position model."""
 
     def __init__(self, clock: Callable[[], datetime], balance: int, *, ids: Callable[[], str] | None = None,
-                 fee_rounding: Literal["tick", "cent"] = "tick") -> None:
+                 fee_rounding: Literal["tick", "cent"] = "tick", freshness: FreshnessLimits | None = None) -> None:
         """`clock` returns UTC-aware now; `balance` is the available cash in ticks, as Kalshi's balance reports
-        it — without the collateral of orders you will `adopt`; `ids` makes order and trade ids (uuid4)."""
+        it — without the collateral of orders you will `adopt`; `ids` makes order and trade ids (uuid4);
+        `freshness.book_s` is the oldest book (by its own timestamp) the mirror trusts."""
         if isinstance(balance, bool) or not isinstance(balance, int) or balance < 0:
             raise ValueError(f"balance must be a non-negative int number of $0.0001 ticks, got {balance!r}")
         self.clock = clock
@@ -112,6 +114,8 @@ class PaperBroker:
         self._refused: dict[str, str] = {}  # ticker -> why we cannot trade it (e.g. an unsupported fee type)
         self._exchange_index: dict[str, int] = {}
         self._finished_synthetic = 0
+        self.freshness = freshness or FreshnessLimits()
+        self.stale_books_ignored = 0
 
     # -- updates ------------------------------------------------------------------------------------
 
@@ -151,7 +155,7 @@ class PaperBroker:
 
     async def _feed(self, apply: Callable[[Any], None], event: Any) -> None:
         """Expire orders due by now, apply one live event, then deliver the frames it caused (even on error)."""
-        self._engine.expire()
+        self._tick()
         try:
             apply(event)
         finally:
@@ -256,9 +260,30 @@ class PaperBroker:
     def _tradable(self, ticker: str) -> bool:
         return self._listed(ticker) and self._engine.market(ticker).status == "active"
 
+    def _tick(self) -> None:
+        """Before anything trades: expire orders due by now, and take the liquidity of stale books away."""
+        self._engine.expire()
+        now = self.clock()
+        for ticker in list(self._mirrored):
+            latest = self._latest.get(ticker)
+            if latest is None or not self.freshness.fresh("book", latest.ts_event, now):
+                self._unmirror(ticker)
+                log.warning("paper_book_stale_liquidity_withdrawn", ticker=ticker,
+                            book_ts=None if latest is None else latest.ts_event.isoformat())
+
+    def _unmirror(self, ticker: str) -> None:
+        """Withdraw every phantom of a market: with no fresh book, the paper venue shows no liquidity, so
+        nothing fills against a picture of the market that may no longer be true."""
+        for side, levels in self._shown.pop(ticker, {}).items():
+            for price in levels:
+                self._withdraw(ticker, side, price, 0, everything=True)
+        self._recent.pop(ticker, None)
+        self._mirrored.discard(ticker)
+
     def _ready(self, ticker: str) -> None:
         """Mirror the latest book of a market that just became tradable, then rest orders waiting for it."""
-        if self._tradable(ticker) and ticker not in self._mirrored and ticker in self._latest:
+        if self._tradable(ticker) and ticker not in self._mirrored and ticker in self._latest \
+                and self.freshness.fresh("book", self._latest[ticker].ts_event, self.clock()):
             self._mirror(self._latest[ticker])
         self._release_adopted(ticker)
 
@@ -267,6 +292,11 @@ class PaperBroker:
         if last is not None and (update.id == last.id or update.ts_event < last.ts_event):
             # The same book twice (core NATS and its JetStream copy), or an older one delivered late: re-reading
             # it would put back liquidity a trade has taken since.
+            return
+        if not self.freshness.fresh("book", update.ts_event, self.clock()):
+            # Replayed or long delayed: the market may look nothing like this now. Never fill against it.
+            self.stale_books_ignored += 1
+            log.debug("paper_stale_book_ignored", ticker=update.ticker, book_ts=update.ts_event.isoformat())
             return
         self._latest[update.ticker] = update
         if self._tradable(update.ticker):
@@ -477,7 +507,7 @@ class PaperBroker:
         options.pop("exchange_index", None)  # one in-process venue: no shards
         if options:
             raise TypeError(f"create_order() got unexpected options: {', '.join(sorted(options))}")
-        self._engine.expire()
+        self._tick()
         try:
             if ticker in self._refused:
                 raise E.OrderRejected(f"paper: {ticker} cannot be traded: {self._refused[ticker]}",
@@ -511,7 +541,7 @@ class PaperBroker:
 
     async def cancel_order(self, order_id: str, *, ticker: str | None = None) -> CancelResult:
         """Cancel one resting order."""
-        self._engine.expire()
+        self._tick()
         try:
             waiting = self._waiting.get(order_id)
             if waiting is not None:
@@ -536,7 +566,7 @@ class PaperBroker:
                           client_order_id: str | None = None,
                           updated_client_order_id: str | None = None) -> AmendResult:
         """Amend price and/or total count (filled + desired remaining); only a pure decrease keeps priority."""
-        self._engine.expire()
+        self._tick()
         try:
             if order_id in self._waiting:
                 raise E.OrderRejected(f"paper: order {order_id} is waiting for its market's book to re-rest; "
@@ -559,7 +589,7 @@ class PaperBroker:
         """Reduce a resting order, keeping its queue priority; exactly one of reduce_by / reduce_to."""
         if (reduce_by is None) == (reduce_to is None):
             raise ValueError("give exactly one of reduce_by or reduce_to")
-        self._engine.expire()
+        self._tick()
         try:
             waiting = self._waiting.get(order_id)
             if waiting is not None:

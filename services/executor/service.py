@@ -65,7 +65,7 @@ class Executor:
         self.loop_interval_s = loop_interval_s
         self.unanswered_after_s = unanswered_after_s
         self.balance_every_s = balance_every_s
-        self.markets = Markets()
+        self.markets = Markets(settings.freshness, clock)
         self.ledger = Ledger(sessions, self.mode.value)
         self.orders = OrderManager(broker, self.ledger, self.markets, self._publish, mode=self.mode, clock=clock)
         self.risk = RiskGate(sessions, self.mode.value, settings.risk, self.markets.strikes)
@@ -312,7 +312,15 @@ class Executor:
                 "decisions": dict(self.desk.decisions), "orders_sent": self.orders.sent,
                 "open_orders": len(await self.ledger.open_orders()), "limits": self.settings.risk.as_dict(),
                 "reserved": await reserved_total(self.ledger.sessions, self.mode.value),
-                "last_reconcile": self.reconciler.last.as_dict() if self.reconciler and self.reconciler.last else None}
+                "last_reconcile": self.reconciler.last.as_dict() if self.reconciler and self.reconciler.last else None,
+                **self._freshness()}
+
+    def _freshness(self) -> dict[str, Any]:
+        age = self.markets.freshest_book_age_s()
+        fresh = age is not None and age <= self.settings.max_book_age_s
+        return {"freshest_book_age_s": None if age is None or age == float("inf") else round(age, 3),
+                "fresh_books": sum(self.markets.book_fresh(st) for st in self.markets.by_ticker.values()),
+                "waiting_for_fresh_data": not fresh, "freshness_limits": self.settings.freshness.as_dict()}
 
     async def _cmd_positions(self, _: dict[str, Any]) -> list[dict[str, Any]]:
         return [position_summary(p) for p in await self.ledger.positions()]
@@ -353,7 +361,8 @@ def make_broker(settings: Settings) -> tuple[Broker, KalshiWS | None]:
     if settings.mode is Mode.PAPER:
         from services.executor.paper import PaperBroker
 
-        return PaperBroker(clock=lambda: datetime.now(UTC), balance=usd_to_ticks(settings.paper_balance_usd)), None
+        return PaperBroker(clock=lambda: datetime.now(UTC), balance=usd_to_ticks(settings.paper_balance_usd),
+                           freshness=settings.freshness), None
     sign = signer(settings)
     if sign is None:
         raise ConfigError(f"KDESK_MODE={settings.mode.value}: the executor needs the Kalshi key for this environment")
@@ -369,18 +378,22 @@ async def run_executor(rt: ServiceRuntime) -> None:
     engine = create_engine(db_url)
     broker, ws = make_broker(s)
     ex = Executor(s, rt.bus, session_factory(engine), broker, ws=ws)
-    # "exchange" is fresh while reconciliations succeed; "md_book" while books arrive.
+    # "exchange" is fresh while reconciliations succeed; "md_book" while some book is fresh by its own timestamp.
     rt.freshness.expect("exchange", max(3 * s.reconcile_interval_s, 60))
-    rt.freshness.expect("md_book", 120)
+    rt.freshness.expect("md_book", s.max_book_age_s)
 
     async def report() -> None:
         while not rt.stopping.is_set():
             if ex.reconciled_at is not None and time.monotonic() - ex.reconciled_at < 3 * s.reconcile_interval_s:
                 rt.freshness.mark("exchange")
-            if any((st.book_age_s() or 1e9) < 120 for st in ex.markets.by_ticker.values()):
-                rt.freshness.mark("md_book")
+            age = ex.markets.freshest_book_age_s()
+            if age is not None:
+                rt.freshness.mark("md_book", age_s=age)
             if ex.desk is None or not ex.started.is_set():
                 rt.health.detail = f"starting: {ex.start_error or 'reconciling with the exchange'}"
+            elif age is None or age > s.max_book_age_s:
+                rt.health.detail = (f"waiting for fresh data: no book newer than {s.max_book_age_s:.0f} s; "
+                                    f"signals are declined as stale_book; decisions {dict(ex.desk.decisions)}")
             else:
                 rt.health.detail = f"sent {ex.orders.sent}; decisions {dict(ex.desk.decisions)}"
             await asyncio.sleep(2)

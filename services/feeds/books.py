@@ -5,9 +5,15 @@ loop publishes each dirty market's *current* book every `coalesce_s`. A burst of
 one update per market per flush, and a slow bus never builds a backlog — the next flush simply
 carries the latest state.
 
-Refresh: a quiet market's book may not change for minutes, but downstream services judge a book's
-freshness by when they last heard of it (a silent feed must not look like a quiet market). Every
-valid book is therefore published again after `refresh_s` without a change.
+Time: a book's `ts_event` is when this feed last vouched for it — the flush after a snapshot or
+delta, or a refresh while its subscription is live; `ts_exchange` is the exchange's time of the last
+delta (or when the snapshot came). Downstream services measure a book's age from `ts_event`, never
+from when they received it, so a book replayed from JetStream after a restart is as old as it is.
+
+Refresh: a quiet market's book may not change for minutes. A valid book (the WebSocket client keeps a
+book valid only while its subscription is live and in sequence) is therefore published again after
+`refresh_s` without a change, so a quiet market does not look stale — and a silent feed, whose books
+are no longer valid, does.
 """
 
 from __future__ import annotations
@@ -35,19 +41,21 @@ Emit = Callable[[str, Event], Awaitable[None]]
 
 
 def book_event(book: LocalBook, series: str, mode: Mode, ts: datetime, depth: int | None = None) -> BookUpdate:
-    """The bus event for a book's current state."""
+    """The bus event for a book's current state, as vouched for at `ts`."""
     return BookUpdate(id=f"book:{book.ticker}:{book.seq}:{ts.timestamp():.6f}", ts_event=ts, mode=mode,
                       ticker=book.ticker, series_ticker=series, seq=book.seq or 0,
                       yes_bids=tuple(book.yes_levels(depth)), no_bids=tuple(book.no_levels(depth)),
-                      depth="full" if depth is None else "top")
+                      depth="full" if depth is None else "top", ts_exchange=book.ts_exchange)
 
 
 class BookFanout:
     """Publishes coalesced book updates for books that changed."""
 
     def __init__(self, emit: Emit, *, mode: Mode, series_of: Callable[[str], str] = subjects.series_of,
-                 coalesce_s: float = 0.005, depth: int | None = None, refresh_s: float = 10.0) -> None:
+                 coalesce_s: float = 0.005, depth: int | None = None, refresh_s: float = 10.0,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.emit = emit
+        self.clock = clock
         self.refresh_s = refresh_s
         self._books: dict[str, LocalBook] = {}
         self._published_at: dict[str, float] = {}
@@ -71,7 +79,7 @@ class BookFanout:
         """Publish every dirty valid book once; returns how many were published."""
         dirty, self._dirty = self._dirty, {}
         self._wake.clear()
-        now = utcnow()
+        now = self.clock()
         n = 0
         for book in dirty.values():
             if not book.valid:

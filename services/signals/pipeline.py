@@ -20,10 +20,12 @@ import numpy as np
 from libs.common import subjects
 from libs.common.climate import climate_day, climate_day_bounds
 from libs.common.config import Mode, RiskLimits
-from libs.common.edge import BookTop, best_action, edges
+from libs.common.edge import best_action, edges
 from libs.common.events import BookUpdate, MarketDefinition, Signal, SpotTick, WxForecast, WxObservation, utcnow
 from libs.common.families import family_of
-from libs.common.money import ONE_DOLLAR, PriceGrid
+from libs.common.freshness import FreshnessLimits
+from libs.common.market_view import MarketState, MarketView
+from libs.common.money import ONE_DOLLAR
 from libs.common.stations import BY_SERIES
 from services.signals.btc_model import VenueQuote, composite_spot, ewma_vol, market_probabilities, momentum
 from services.signals.weather_model import Bracket, WeatherModelError, bracket_probabilities
@@ -53,12 +55,22 @@ class ModelP:
     ts: datetime
 
 
+def input_limits(f: FreshnessLimits) -> dict[str, float]:
+    """The heartbeat inputs of the signals service and their maximum ages."""
+    return {"md_book": f.book_s, "md_spot": f.spot_s, "md_wx_forecast": f.forecast_s, "md_wx_obs": f.obs_s}
+
+
 class SignalPipeline:
-    """The state and decisions of the signals service (I/O injected)."""
+    """The state and decisions of the signals service (I/O injected).
+
+    Every input is judged by its source's own timestamp against `freshness` (books, spot, forecast runs,
+    observations): a replayed or long-buffered input is refused with a reason (`stale_book`, `stale_spot`,
+    `stale_forecast`, `stale_obs`), however recently it arrived.
+    """
 
     def __init__(self, emit: Callable[[Signal], Awaitable[None]], *, mode: Mode, risk: RiskLimits,
                  clock: Callable[[], datetime] = utcnow, cooldown_s: float = 5.0, min_dp: float = 0.01,
-                 min_dedge: int = 50, book_max_age_s: float = 30.0) -> None:
+                 min_dedge: int = 50, freshness: FreshnessLimits | None = None) -> None:
         self.emit = emit
         self.mode = mode
         self.risk = risk
@@ -66,13 +78,12 @@ class SignalPipeline:
         self.cooldown_s = cooldown_s
         self.min_dp = min_dp
         self.min_dedge = min_dedge
-        self.book_max_age_s = book_max_age_s
-        self.markets: dict[str, MarketDefinition] = {}
+        self.freshness = freshness or FreshnessLimits()
+        self.view = MarketView(self.freshness, clock)
         self.events: dict[str, set[str]] = {}
-        self.books: dict[str, tuple[BookTop, BookUpdate, float]] = {}
         self.forecasts: dict[str, WxForecast] = {}  # station -> latest run
         self.obs: dict[str, WxObservation] = {}  # station -> latest
-        self.spot: dict[str, tuple[int, float]] = {}  # venue -> (price ticks, monotonic receipt)
+        self.spot: dict[str, tuple[int, datetime]] = {}  # venue -> (price ticks, venue's timestamp)
         self.spot_path: deque[tuple[float, float]] = deque(maxlen=3600)  # (monotonic s, composite USD)
         self.weather_p: dict[str, ModelP] = {}
         self.last: dict[str, Emitted] = {}
@@ -82,17 +93,26 @@ class SignalPipeline:
 
     # -- inputs ---------------------------------------------------------------------------------
 
+    @property
+    def markets(self) -> dict[str, MarketState]:
+        """The market view by ticker."""
+        return self.view.by_ticker
+
+    def definition(self, ticker: str) -> MarketDefinition | None:
+        st = self.view.get(ticker)
+        return None if st is None else st.defn
+
     async def on_market(self, m: MarketDefinition) -> None:
         """A market definition or lifecycle change."""
-        self.markets[m.ticker] = m
+        self.view.on_market(m)
         self.events.setdefault(m.event_ticker, set()).add(m.ticker)
 
     async def on_book(self, b: BookUpdate) -> Signal | None:
         """A book changed: re-evaluate that market."""
-        yes = b.yes_bids[-1] if b.yes_bids else None
-        no = b.no_bids[-1] if b.no_bids else None
-        top = BookTop(yes[0] if yes else None, no[0] if no else None, yes[1] if yes else 0, no[1] if no else 0)
-        self.books[b.ticker] = (top, b, time.monotonic())
+        st = self.view.on_book(b)
+        if st is not None and st.book is not b:
+            self.suppressed["older_book"] += 1
+            return None
         return await self.evaluate(b.ticker)
 
     async def on_forecast(self, f: WxForecast) -> list[Signal]:
@@ -111,17 +131,30 @@ class SignalPipeline:
     async def on_spot(self, t: SpotTick) -> None:
         """A venue tick: update the composite path used for volatility."""
         now = time.monotonic()
-        self.spot[t.venue] = (t.price, now)
+        self.spot[t.venue] = (t.price, t.ts_event)
         cs = self._composite()
         if cs is not None and (not self.spot_path or now - self.spot_path[-1][0] >= 1.0):
             self.spot_path.append((now, cs[0] / ONE_DOLLAR))
+
+    def input_ages(self) -> dict[str, float | None]:
+        """Age of the freshest input of each kind by its source's timestamp (None: none yet), for heartbeats."""
+        now = self.clock()
+        age = self.freshness.age_s
+
+        def freshest(stamps: list[datetime]) -> float | None:
+            return min((age(t, now) for t in stamps), default=None)
+
+        return {"md_book": self.view.freshest_book_age_s(),
+                "md_spot": freshest([at for _, at in self.spot.values()]),
+                "md_wx_forecast": freshest([f.ts_event for f in self.forecasts.values()]),
+                "md_wx_obs": freshest([o.observed_at for o in self.obs.values()])}
 
     # -- weather --------------------------------------------------------------------------------
 
     async def _refresh_weather(self, station: str) -> list[Signal]:
         out = []
         for event, tickers in self.events.items():
-            defs = [self.markets[t] for t in tickers if t in self.markets]
+            defs = [self.markets[t].defn for t in tickers if t in self.markets]
             if not defs or BY_SERIES.get(defs[0].series_ticker, None) is None:
                 continue
             if BY_SERIES[defs[0].series_ticker].icao != station:
@@ -173,8 +206,9 @@ class SignalPipeline:
     # -- btc ------------------------------------------------------------------------------------
 
     def _composite(self) -> tuple[int, float] | None:
-        now = time.monotonic()
-        cs = composite_spot({v: VenueQuote(p, now - at) for v, (p, at) in self.spot.items()})
+        now = self.clock()
+        cs = composite_spot({v: VenueQuote(p, self.freshness.age_s(at, now)) for v, (p, at) in self.spot.items()},
+                            max_age_s=self.freshness.spot_s)
         return None if cs.price_ticks is None else (cs.price_ticks, cs.confidence)
 
     def _btc_p(self, d: MarketDefinition) -> ModelP | None:
@@ -199,19 +233,48 @@ class SignalPipeline:
 
     # -- decisions ------------------------------------------------------------------------------
 
+    def stale_input(self, d: MarketDefinition, now: datetime) -> str | None:
+        """Why the model inputs of a market are too old to trade on (None: fresh enough)."""
+        family = family_of(d.series_ticker)
+        if family == "btc":
+            return None if self._composite() is not None else "stale_spot"
+        if family != "weather":
+            return None
+        st = BY_SERIES.get(d.series_ticker)
+        if st is None or d.close_time is None:
+            return None
+        f = self.forecasts.get(st.icao)
+        if f is None or not self.freshness.fresh("forecast", f.ts_event, now):
+            return "stale_forecast"
+        day = climate_day(d.close_time - timedelta(minutes=1), st.tz)
+        start, _ = climate_day_bounds(day, st.tz)
+        if now >= start:
+            # The day is under way: without a recent observation the running max (which can rule brackets
+            # out) is unknown, and a model blind to it can be badly wrong late in the day.
+            o = self.obs.get(st.icao)
+            if o is None or o.climate_date != day or not self.freshness.fresh("obs", o.observed_at, now):
+                return "stale_obs"
+        return None
+
     async def evaluate(self, ticker: str) -> Signal | None:
         """Model vs book for one market; emits a signal when it matters."""
-        d = self.markets.get(ticker)
-        book = self.books.get(ticker)
-        if d is None or book is None:
+        st = self.view.get(ticker)
+        if st is None or st.book is None:
             self.suppressed["no_market_or_book"] += 1
             return None
+        d, top, update = st.defn, st.top(), st.book
+        assert top is not None
         if d.status != "active":
             self.suppressed["market_not_active"] += 1
             return None
-        top, update, seen = book
-        if time.monotonic() - seen > self.book_max_age_s:
+        now = self.clock()
+        # Age from the book's own timestamp: a book replayed from JetStream arrives now but may be old.
+        if not self.view.book_fresh(st, now):
             self.suppressed["stale_book"] += 1
+            return None
+        stale = self.stale_input(d, now)
+        if stale is not None:
+            self.suppressed[stale] += 1
             return None
         family = family_of(d.series_ticker)
         mp = self.weather_p.get(ticker) if family == "weather" else self._btc_p(d) if family == "btc" else None
@@ -221,9 +284,7 @@ class SignalPipeline:
         if mp.confidence < self.risk.confidence_floor:
             self.suppressed["low_confidence"] += 1
             return None
-        grid = PriceGrid(tuple((r.start, r.end, r.step) for r in d.price_ranges)) if d.price_ranges \
-            else PriceGrid.linear_cent()
-        e = edges(mp.p, top, grid, fee_type=d.fee_type or "quadratic", fee_multiplier=d.fee_multiplier or 1)
+        e = edges(mp.p, top, st.grid, fee_type=st.fee_type, fee_multiplier=st.fee_multiplier)
         decision = best_action(e, min_edge=round(self.risk.min_edge * ONE_DOLLAR),
                                taker_min_edge=round(self.risk.taker_min_edge * ONE_DOLLAR))
         if decision.action == "none":
@@ -244,7 +305,6 @@ class SignalPipeline:
         mid = None
         if top.best_yes_bid is not None and top.best_no_bid is not None:
             mid = (top.best_yes_bid + ONE_DOLLAR - top.best_no_bid) / 2 / ONE_DOLLAR
-        now = self.clock()
         # The id is the signal's identity: the same book update and model value give the same id on every
         # replica (JetStream dedupes them, the executor acts once). The book's timestamp is part of it
         # because `seq` starts again when feeds reconnects: seq alone would reuse ids of old signals.
@@ -290,24 +350,24 @@ class EdgeDecayMonitor:
         by_event: dict[str, list[int]] = {}
         for t, n in positions.items():
             if n and t in p.markets:
-                by_event.setdefault(p.markets[t].event_ticker, []).append(n)
+                by_event.setdefault(p.markets[t].defn.event_ticker, []).append(n)
         for ticker, n in positions.items():
-            d = p.markets.get(ticker)
-            if not n or d is None:
+            st = p.markets.get(ticker)
+            if not n or st is None:
                 continue
+            d = st.defn
             signs = {x > 0 for x in by_event.get(d.event_ticker, [])}
             if len(signs) > 1:
                 self.skipped["hedged"] += 1
                 continue
-            book = p.books.get(ticker)
-            if book is None or time.monotonic() - book[2] > p.book_max_age_s:
+            top = st.top()
+            if top is None or not p.view.book_fresh(st):
                 self.skipped["stale_book"] += 1
                 continue
             mp = p.weather_p.get(ticker) if family_of(d.series_ticker) == "weather" else p._btc_p(d)
             if mp is None:
                 self.skipped["no_model"] += 1
                 continue
-            top = book[0]
             if n > 0:
                 exit_value = (top.best_yes_bid or 0) / ONE_DOLLAR
                 against = exit_value - mp.p > self.margin

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,7 +28,7 @@ from libs.common.events import (
 )
 from libs.common.logs import get_logger
 from libs.common.runtime import ServiceRuntime
-from services.signals.pipeline import EdgeDecayMonitor, SignalPipeline
+from services.signals.pipeline import EdgeDecayMonitor, SignalPipeline, input_limits
 
 log = get_logger(__name__)
 
@@ -42,8 +41,9 @@ class SignalStore:
 
     async def signal(self, s: Signal, pipeline: SignalPipeline) -> None:
         """Store one signal with its inputs."""
-        book = pipeline.books.get(s.ticker)
-        top = book[0] if book else None
+        st = pipeline.view.get(s.ticker)
+        top = st.top() if st else None
+        book_seq = st.book.seq if st and st.book else None
         async with self.sessions() as session, session.begin():
             await insert_if_new(session, tables.Signal, {
                 "signal_id": s.id, "mode": s.mode.value, "family": s.family, "series_ticker": s.series_ticker,
@@ -51,7 +51,7 @@ class SignalStore:
                 "model_prob": s.p_model, "market_prob": s.p_market, "confidence": s.confidence, "action": s.action,
                 "price": s.limit_price, "edge_maker_ticks": s.edge_maker, "edge_taker_ticks": s.edge_taker,
                 "yes_bid_price": top.best_yes_bid if top else None, "yes_ask_price": top.yes_ask if top else None,
-                "book_seq": book[1].seq if book else None, "decision": "trade", "reason": None,
+                "book_seq": book_seq, "decision": "trade", "reason": None,
                 "inputs": {"ref": s.inputs_ref, **(pipeline.weather_p[s.ticker].inputs
                                                    if s.ticker in pipeline.weather_p else {})},
                 "ts_event": s.ts_event}, key=["signal_id"])
@@ -108,17 +108,22 @@ async def run_signals(rt: ServiceRuntime) -> None:
         log.info("signal", ticker=sig.ticker, action=sig.action, p_model=round(sig.p_model, 3),
                  p_market=round(sig.p_market, 3), edge_maker=sig.edge_maker, edge_taker=sig.edge_taker)
 
-    pipeline = SignalPipeline(emit, mode=s.mode, risk=s.risk)
+    pipeline = SignalPipeline(emit, mode=s.mode, risk=s.risk, freshness=s.freshness)
     await attach(rt.bus, pipeline, store)
-    rt.freshness.expect("md_book", 120)
+    for name, limit in input_limits(s.freshness).items():
+        rt.freshness.expect(name, limit)
 
     async def report() -> None:
         while not rt.stopping.is_set():
-            newest = max((seen for _, _, seen in pipeline.books.values()), default=None)
-            if newest is not None and time.monotonic() - newest < 120:
-                rt.freshness.mark("md_book")
-            rt.health.detail = f"signals {pipeline.emitted}; suppressed {dict(pipeline.suppressed.most_common(5))}"
-            await asyncio.sleep(5)
+            ages = pipeline.input_ages()
+            for name, age in ages.items():
+                if age is not None:
+                    rt.freshness.mark(name, age_s=age)
+            stale = [k for k, v in rt.freshness.snapshot().items() if v.stale]
+            waiting = f"waiting for fresh data: {', '.join(stale)}; " if stale else ""
+            rt.health.detail = (f"{waiting}signals {pipeline.emitted}; "
+                                f"suppressed {dict(pipeline.suppressed.most_common(5))}")
+            await asyncio.sleep(min(5.0, s.health_interval_s))
 
     monitor = EdgeDecayMonitor(pipeline)
 

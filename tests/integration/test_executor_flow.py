@@ -68,7 +68,7 @@ async def test_mispriced_brackets_are_bought_as_maker_filled_by_the_crowd_and_bo
                 break
 
         stop = asyncio.Event()
-        fan = BookFanout(bus.publish, mode=Mode.SIM)
+        fan = BookFanout(bus.publish, mode=Mode.SIM, clock=lambda: NOW)
         rig.client("feeds")
         feed = KalshiWS(rig.env, rig.signer("feeds"), on_book=fan.on_book)
         tasks = [asyncio.create_task(feed.run(stop)), asyncio.create_task(fan.run(stop))]

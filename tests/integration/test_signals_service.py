@@ -72,7 +72,7 @@ async def test_mispriced_weather_markets_signal_and_fair_ones_do_not(nats_url: s
             await bus.publish(subjects.md_book(m.series_ticker, m.ticker), BookUpdate(
                 ts_event=now, mode=Mode.SIM, ticker=m.ticker, series_ticker=m.series_ticker, seq=seq,
                 yes_bids=tuple(yes), no_bids=tuple(no)))
-        await until(lambda: len(pipeline.books) == len(markets), what="books")
+        await until(lambda: sum(st.book is not None for st in pipeline.markets.values()) == len(markets), what="books")
         await until(lambda: {s.ticker for s in got} >= set(mispriced),
                     what=f"signals for the mispriced markets (suppressed: {pipeline.suppressed})")
         await asyncio.sleep(0.3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Literal
 
 from libs.common.money import ONE_DOLLAR
@@ -65,27 +66,33 @@ class _Ladder:
 class LocalBook:
     """One market's book; `seq` is the last applied sequence number of its subscription."""
 
-    __slots__ = ("_no", "_yes", "seq", "ticker", "valid")
+    __slots__ = ("_no", "_yes", "seq", "ticker", "ts_exchange", "valid")
 
     def __init__(self, ticker: str) -> None:
         self.ticker = ticker
         self._yes = _Ladder()
         self._no = _Ladder()
         self.seq: int | None = None
-        self.valid = False  # False until a snapshot arrives, and again after a detected gap
+        self.valid = False  # False until a snapshot arrives, again after a detected gap or a lost connection
+        self.ts_exchange: datetime | None = None  # exchange time of the last delta, or when the snapshot came
 
-    def load_snapshot(self, yes: Iterable[Level], no: Iterable[Level], seq: int | None = None) -> None:
-        """Replace the book with a snapshot."""
+    def load_snapshot(self, yes: Iterable[Level], no: Iterable[Level], seq: int | None = None,
+                      ts: datetime | None = None) -> None:
+        """Replace the book with a snapshot (taken at `ts`)."""
         self._yes.load(yes)
         self._no.load(no)
         self.seq = seq
         self.valid = True
+        self.ts_exchange = ts
 
-    def apply_delta(self, side: Side, price: int, delta: int, seq: int | None = None) -> int:
-        """Apply a signed size change at one level; returns the new size there."""
+    def apply_delta(self, side: Side, price: int, delta: int, seq: int | None = None,
+                    ts: datetime | None = None) -> int:
+        """Apply a signed size change at one level (made at exchange time `ts`); returns the new size there."""
         new = (self._yes if side == "yes" else self._no).apply(price, delta)
         if seq is not None:
             self.seq = seq
+        if ts is not None:
+            self.ts_exchange = ts
         return new
 
     def invalidate(self) -> None:

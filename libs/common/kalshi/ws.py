@@ -21,6 +21,7 @@ import json
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import websockets
@@ -184,6 +185,10 @@ class KalshiWS:
                     return
                 await self._dispatch(recv.result())
         finally:
+            # Off the stream, a book stops being the exchange's: it is valid again only after the fresh snapshot
+            # the resubscription brings. Until then nobody republishes it as current.
+            for book in self.books.values():
+                book.invalidate()
             stopper.cancel()
             if recv is not None and not recv.done():
                 recv.cancel()  # cancelled from outside: never leave a recv() whose failure nobody reads
@@ -276,7 +281,8 @@ class KalshiWS:
         no = [(parse_dollars(p), parse_count(c)) for p, c in msg.get("no_dollars_fp") or []]
         if self.use_yes_price:
             no = [(complement(p), c) for p, c in no]
-        book.load_snapshot(yes, no, frame.get("seq"))
+        # A snapshot carries no time of its own: it is the exchange's book as of its arrival.
+        book.load_snapshot(yes, no, frame.get("seq"), ts=datetime.now(UTC))
         if not in_order:
             await self._gap(frame["sid"], exclude=book.ticker)
         await self._emit(book)
@@ -297,7 +303,9 @@ class KalshiWS:
         if side == "no" and self.use_yes_price:
             price = complement(price)
         try:
-            book.apply_delta(side, price, parse_count(msg["delta_fp"], signed=True), frame.get("seq"))
+            ts_ms = msg.get("ts_ms")
+            ts = datetime.fromtimestamp(ts_ms / 1000, UTC) if isinstance(ts_ms, int | float) else None
+            book.apply_delta(side, price, parse_count(msg["delta_fp"], signed=True), frame.get("seq"), ts=ts)
         except BookInconsistent as e:
             log.warning("kalshi_book_inconsistent", ticker=book.ticker, error=str(e))
             await self.resnapshot([book.ticker])

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from libs.common.config import Mode, load_settings
-from libs.common.edge import BookTop
-from libs.common.events import MarketDefinition
+from libs.common.events import BookUpdate, MarketDefinition
 from services.signals.pipeline import EdgeDecayMonitor, ModelP, SignalPipeline
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -19,14 +17,17 @@ def pipeline() -> SignalPipeline:
 
     p = SignalPipeline(emit, mode=Mode.SIM, risk=load_settings().risk, clock=lambda: NOW)
     for t in ("E-A", "E-B", "F-A"):
-        p.markets[t] = MarketDefinition(ts_event=NOW, mode=Mode.SIM, ticker=t, event_ticker=t.split("-")[0],
-                                        series_ticker="KXHIGHNY", status="active")
+        p.view.on_market(MarketDefinition(ts_event=NOW, mode=Mode.SIM, ticker=t, event_ticker=t.split("-")[0],
+                                          series_ticker="KXHIGHNY", status="active"))
         p.weather_p[t] = ModelP(0.40, 0.9, "wx_ens", {}, NOW)
     return p
 
 
 def book(p: SignalPipeline, ticker: str, yes_bid: int, no_bid: int, age_s: float = 0.0) -> None:
-    p.books[ticker] = (BookTop(yes_bid, no_bid, 100, 100), None, time.monotonic() - age_s)  # type: ignore[assignment]
+    """A book whose source timestamp is `age_s` old; it replaces the held one (a stale one by a fresh one too)."""
+    p.view.by_ticker[ticker].book = None
+    p.view.on_book(BookUpdate(ts_event=NOW - timedelta(seconds=age_s), mode=Mode.SIM, ticker=ticker,
+                              series_ticker="KXHIGHNY", seq=1, yes_bids=((yes_bid, 100),), no_bids=((no_bid, 100),)))
 
 
 def test_alert_once_when_the_bid_beats_the_model_then_rearm() -> None:
@@ -59,19 +60,16 @@ def test_no_positions_hedged_and_stale_books_are_skipped() -> None:
 
 
 async def test_signal_ids_are_the_same_for_the_same_book_and_new_after_a_feed_restart() -> None:
-    from datetime import timedelta
-
-    from libs.common.events import BookUpdate
-
     got = []
+    clock = [NOW]
 
     async def emit(s: object) -> None:
         got.append(s)
 
-    p = SignalPipeline(emit, mode=Mode.SIM, risk=load_settings(min_edge=0.02).risk, clock=lambda: NOW,
+    p = SignalPipeline(emit, mode=Mode.SIM, risk=load_settings(min_edge=0.02).risk, clock=lambda: clock[0],
                        cooldown_s=0.0)
-    p.markets["F-A"] = MarketDefinition(ts_event=NOW, mode=Mode.SIM, ticker="F-A", event_ticker="F",
-                                        series_ticker="KXHIGHNY", status="active")
+    await p.on_market(MarketDefinition(ts_event=NOW, mode=Mode.SIM, ticker="F-A", event_ticker="F",
+                                       series_ticker="KXHIGHNY", status="active"))
     p.weather_p["F-A"] = ModelP(0.60, 0.9, "wx_ens", {}, NOW)
 
     def update(seq: int, ts: datetime) -> BookUpdate:
@@ -81,9 +79,11 @@ async def test_signal_ids_are_the_same_for_the_same_book_and_new_after_a_feed_re
     first = await p.on_book(update(7, NOW))
     replica = SignalPipeline(emit, mode=Mode.SIM, risk=load_settings(min_edge=0.02).risk, clock=lambda: NOW,
                              cooldown_s=0.0)
-    replica.markets, replica.weather_p = p.markets, p.weather_p
+    await replica.on_market(p.markets["F-A"].defn)
+    replica.weather_p = p.weather_p
     same = await replica.on_book(update(7, NOW))
     assert first is not None and same is not None and first.id == same.id  # replicas dedupe
     p.last.clear()
+    clock[0] = NOW + timedelta(minutes=3)
     restarted = await p.on_book(update(7, NOW + timedelta(minutes=3)))  # feeds reconnected: seq 7 again
     assert restarted is not None and restarted.id != first.id
