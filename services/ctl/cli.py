@@ -177,7 +177,7 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
         await _provision(nats_url, s)
         say("[kdesk] streams and control bucket ready")
 
-        specs, missing = discover()
+        specs, missing = discover(mode=s.mode.value)
         if missing:
             say(f"[kdesk] not implemented yet (not started): {', '.join(missing)}")
         env = {"KDESK_NATS_URL": nats_url, "KDESK_DATABASE_URL": db_url, "KDESK_MODE": s.mode.value,

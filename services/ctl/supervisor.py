@@ -33,11 +33,16 @@ class ServiceSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def discover(services_dir: Path = SERVICES_DIR, order: Sequence[str] = SERVICE_ORDER) -> tuple[list[ServiceSpec],
-                                                                                                  list[str]]:
-    """Services that exist (have a `__main__.py`) and the names of those not implemented yet."""
+SIM_ONLY = frozenset({"sim"})  # the offline world: nothing in paper, demo or live mode talks to it
+
+
+def discover(services_dir: Path = SERVICES_DIR, order: Sequence[str] = SERVICE_ORDER, *,
+             mode: str = "sim") -> tuple[list[ServiceSpec], list[str]]:
+    """Services of this mode that exist (have a `__main__.py`) and the names of those not implemented yet."""
     present, missing = [], []
     for name in order:
+        if name in SIM_ONLY and mode != "sim":
+            continue
         if (services_dir / name / "__main__.py").is_file():
             present.append(ServiceSpec(name, (sys.executable, "-m", f"services.{name}")))
         else:

@@ -516,3 +516,25 @@ async def test_a_gtc_order_expires_on_the_next_event_after_its_time_and_flat_fee
     with pytest.raises(E.OrderRejected) as exc:
         await rig.broker.create_order(T2, "bid", 5_000, 1 * C)
     assert "flat" in str(exc.value)
+
+
+# -- freshness ------------------------------------------------------------------------------------
+
+
+async def test_a_stale_book_is_never_mirrored_and_liquidity_goes_when_the_book_goes_stale() -> None:
+    asks = ((4_700, 10 * C),)  # YES asks 53¢ x10
+    rig = Rig()
+    await rig.market()
+    await rig.book(yes=((5_000, 10 * C),), no=asks, ts=NOW - timedelta(minutes=10))  # a replayed old book
+    assert rig.broker.stale_books_ignored == 1
+    res = await rig.broker.create_order(T, "bid", 5_300, 5 * C, time_in_force="immediate_or_cancel")
+    assert res.fill_count == 0  # nothing to take: the old picture of the market is not a market
+    await rig.book(yes=((5_000, 10 * C),), no=asks)  # a fresh one
+    res = await rig.broker.create_order(T, "bid", 5_300, 2 * C, time_in_force="immediate_or_cancel")
+    assert res.fill_count == 2 * C
+    rig.tick(31)  # the feed went quiet: the book is older than the 30 s limit now
+    res = await rig.broker.create_order(T, "bid", 5_300, 2 * C, time_in_force="immediate_or_cancel")
+    assert res.fill_count == 0
+    resting = await rig.broker.create_order(T, "bid", 4_900, 2 * C, client_order_id="rest")
+    await rig.trade(4_900, 5 * C, taker="no")  # a stale-book market still trades: fills come from trades only
+    assert (await rig.broker.order(resting.order_id)).fill_count == 2 * C
