@@ -347,14 +347,15 @@ class Bus:
         self._subs: list[Subscription] = []
         self._closed = asyncio.Event()
         self._closing = False
+        self._prefix = subjects.scoped(mode.value, "")
         self.foreign_dropped: Counter[str] = Counter()  # events of another mode dropped, by their mode
         self._alert_tasks: set[asyncio.Task[None]] = set()
 
     # -- the mode's namespace --
 
     def wire(self, subject: str) -> str:
-        """The wire subject of a logical subject in this bus's mode."""
-        return subjects.scoped(self.mode.value, subject)
+        """The wire subject of a logical subject in this bus's mode (`subjects.scoped`, precomputed: hot path)."""
+        return self._prefix + subject
 
     def stream(self, name: str) -> str:
         """The physical name of one of the design's streams in this bus's mode."""

@@ -9,11 +9,9 @@ order, and says it is waiting for fresh data; the simulator is not started at al
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,29 +22,11 @@ import pytest
 from libs.common.bus import Bus
 from libs.common.config import Mode
 from libs.common.health import check
+from tests.kit.up import start_up
 
 pytestmark = pytest.mark.slow
 
 UNREACHABLE = "127.0.0.1:9"  # discard port: nothing listens, connections are refused at once
-
-
-def _up(var: Path, mode: str, **extra: str) -> tuple[subprocess.Popen[str], list[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KDESK_", "KALSHI_"))}
-    env.update({"KDESK_VAR_DIR": str(var), "KDESK_LOG_FORMAT": "console", "KDESK_MODE": mode, **extra})
-    proc = subprocess.Popen([sys.executable, "-m", "services.ctl", "up", "--status-every", "0"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out: list[str] = []
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        out.append(line)
-        if "Ctrl-C stops everything" in line:
-            return proc, out
-    proc.kill()
-    raise AssertionError("".join(out))
 
 
 def _stop(proc: subprocess.Popen[str], out: list[str]) -> str:
@@ -83,7 +63,7 @@ async def _stream_messages(url: str, stream: str) -> int:
 def test_sim_then_paper_on_the_same_var_trades_nothing_and_waits_for_fresh_data(tmp_path: Path) -> None:
     var = tmp_path / "var"
     # 1. A sim session that really trades: books, signals and orders in its own streams and ledger.
-    proc, out = _up(var, "sim", KDESK_RECONCILE_INTERVAL_S="10")
+    proc, out = start_up(var, KDESK_MODE="sim", KDESK_RECONCILE_INTERVAL_S="10")
     try:
         nats_url, db_url = _urls(out)
         deadline = time.monotonic() + 150
@@ -102,7 +82,7 @@ def test_sim_then_paper_on_the_same_var_trades_nothing_and_waits_for_fresh_data(
                "KDESK_KALSHI_WS_URL": f"ws://{UNREACHABLE}/trade-api/ws/v2",
                "KDESK_COINBASE_WS_URL": f"ws://{UNREACHABLE}", "KDESK_KRAKEN_WS_URL": f"ws://{UNREACHABLE}",
                "KDESK_BITSTAMP_WS_URL": f"ws://{UNREACHABLE}", "KDESK_WEATHER_API_URL": f"http://{UNREACHABLE}"}
-    proc, out = _up(var, "paper", **outside)
+    proc, out = start_up(var, KDESK_MODE="paper", **outside)
     try:
         nats_url, db_url = _urls(out)
         startup = "".join(out)
