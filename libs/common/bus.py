@@ -468,7 +468,7 @@ class Bus:
     def scoped_stream(self, spec: subjects.StreamSpec) -> subjects.StreamSpec:
         """One of the design's streams as it exists in this mode (name and subjects in its namespace)."""
         return replace(spec, name=self.stream(spec.name), subjects=tuple(self.wire(s) for s in spec.subjects),
-                       description=f"[{self.mode.value}] {spec.description}".strip())
+                       description=f"[{self.mode.value}] {spec.description}")
 
     async def control(self) -> KeyValue:
         """This mode's `control` KV bucket (provisioned)."""

@@ -13,7 +13,7 @@ just as wrong about everything else.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -39,7 +39,7 @@ class FreshnessLimits:
 
     def limit(self, kind: Input) -> float:
         """The maximum age of one kind of input."""
-        return {"book": self.book_s, "spot": self.spot_s, "forecast": self.forecast_s, "obs": self.obs_s}[kind]
+        return getattr(self, f"{kind}_s")
 
     def fresh(self, kind: Input, ts: datetime | None, now: datetime) -> bool:
         """True when an input of `kind` stamped `ts` may be used at `now` (None: never seen, not fresh)."""
@@ -47,5 +47,4 @@ class FreshnessLimits:
 
     def as_dict(self) -> dict[str, float]:
         """Plain data for status replies."""
-        return {"book_s": self.book_s, "spot_s": self.spot_s, "forecast_s": self.forecast_s, "obs_s": self.obs_s,
-                "skew_s": self.skew_s}
+        return asdict(self)

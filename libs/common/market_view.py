@@ -1,9 +1,10 @@
 """What a service knows about a market: its definition and its newest book, fed by `md.market` and `md.book`.
 
-One view for signals, the executor and the paper broker (nautilus_trader's Cache is the model: one
-in-process view, fed by events). A book's age is measured from its own `ts_event` on an injected
-clock (see `libs.common.freshness`), so a replayed or long-buffered book is old however recently it
-arrived. Levels are ascending, best last.
+One view for signals and the executor (nautilus_trader's Cache is the model: one in-process view, fed
+by events); the paper broker keeps its own mirror inside its matching engine but shares the fee
+defaults. A book's age is measured from its own `ts_event` on an injected clock (see
+`libs.common.freshness`), so a replayed or long-buffered book is old however recently it arrived.
+Levels are ascending, best last.
 """
 
 from __future__ import annotations

@@ -161,11 +161,6 @@ def scoped(mode: str, subject: str) -> str:
     return f"{token(mode)}.{subject}"
 
 
-def unscoped(mode: str, subject: str) -> str:
-    """The logical subject of a wire subject of `mode` (the inverse of `scoped`)."""
-    return subject.removeprefix(f"{token(mode)}.")
-
-
 def stream_name(mode: str, name: str) -> str:
     """The physical name of one of the design's streams in one mode (`MD_BOOKS` → `SIM_MD_BOOKS`)."""
     return f"{token(mode).upper()}_{name}"

@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, Literal
 
 from libs.common.config import Mode, Settings, parse_exits, usd_to_ticks
@@ -21,6 +20,7 @@ from libs.common.db import Order
 from libs.common.events import Alert, Signal
 from libs.common.kalshi import errors as E
 from libs.common.logs import get_logger
+from libs.common.market_view import DEFAULT_FEE_MULTIPLIER, DEFAULT_FEE_TYPE
 from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, leg_price
 from services.executor.broker import Broker
 from services.executor.control import ControlState
@@ -99,8 +99,8 @@ class Desk:
         st = self.markets.get(sig.ticker)
         intent = Intent(client_order_id(sig.id, leg, 0), sig.id, leg, 0, sig.family, sig.series_ticker,
                         sig.event_ticker, sig.ticker, "bid" if leg == "yes" else "ask", sig.limit_price or 1, 0,
-                        fee_type=st.fee_type if st else "quadratic",
-                        fee_multiplier=st.fee_multiplier if st else Decimal(1))
+                        fee_type=st.fee_type if st else DEFAULT_FEE_TYPE,
+                        fee_multiplier=st.fee_multiplier if st else DEFAULT_FEE_MULTIPLIER)
         now = self.clock()
         reason = self._precheck(sig, st, now)
         if reason is None and st is not None:
@@ -193,8 +193,8 @@ class Desk:
         st = self.markets.get(row.ticker)
         moved = Intent(row.client_order_id, row.signal_id, row.leg or "", row.attempt, row.family, row.series_ticker,
                        row.event_ticker, row.ticker, row.book_side, yes_price, row.remaining_count,
-                       fee_type=st.fee_type if st else "quadratic",
-                       fee_multiplier=st.fee_multiplier if st else Decimal(1))
+                       fee_type=st.fee_type if st else DEFAULT_FEE_TYPE,
+                       fee_multiplier=st.fee_multiplier if st else DEFAULT_FEE_MULTIPLIER)
         cap = await self.risk.allows_reprice(moved, exclude_coid=row.client_order_id)
         remaining = row.remaining_count
         if cap == "cap_order":
@@ -364,8 +364,8 @@ class Desk:
             if o.remaining_count <= 0 or o.reduce_only or not 0 < price < ONE_DOLLAR:
                 continue
             total += order_cost(o.remaining_count, price, taker=True,
-                                fee_type=st.fee_type if st else "quadratic",
-                                fee_multiplier=st.fee_multiplier if st else Decimal(1))
+                                fee_type=st.fee_type if st else DEFAULT_FEE_TYPE,
+                                fee_multiplier=st.fee_multiplier if st else DEFAULT_FEE_MULTIPLIER)
         return total
 
     async def check_daily_loss(self, balance: int) -> bool:

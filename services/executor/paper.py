@@ -54,6 +54,7 @@ from libs.common.kalshi.models import (
     SettlementRow,
 )
 from libs.common.logs import get_logger
+from libs.common.market_view import DEFAULT_FEE_MULTIPLIER, DEFAULT_FEE_TYPE
 from libs.common.matching import frames
 from libs.common.matching import types as mt
 from libs.common.matching.engine import MatchingEngine
@@ -155,7 +156,7 @@ class PaperBroker:
 
     async def _feed(self, apply: Callable[[Any], None], event: Any) -> None:
         """Expire orders due by now, apply one live event, then deliver the frames it caused (even on error)."""
-        self._tick()
+        self._tick(event.ticker)
         try:
             apply(event)
         finally:
@@ -198,8 +199,8 @@ class PaperBroker:
     def _terms(self, defn: MarketDefinition) -> tuple[PriceGrid, str, Decimal] | None:
         """Grid and fee terms, or None (logged, and remembered for order rejections) when unusable."""
         ticker = defn.ticker
-        fee_type = defn.fee_type or "quadratic"
-        multiplier = defn.fee_multiplier if defn.fee_multiplier is not None else Decimal(1)
+        fee_type = defn.fee_type or DEFAULT_FEE_TYPE
+        multiplier = defn.fee_multiplier if defn.fee_multiplier is not None else DEFAULT_FEE_MULTIPLIER
         try:
             grid = _grid(tuple((r.start, r.end, r.step) for r in defn.price_ranges))
             # Fail here, not at the first fill, when the fee schedule is one we cannot compute (e.g. "flat").
@@ -260,16 +261,17 @@ class PaperBroker:
     def _tradable(self, ticker: str) -> bool:
         return self._listed(ticker) and self._engine.market(ticker).status == "active"
 
-    def _tick(self) -> None:
-        """Before anything trades: expire orders due by now, and take the liquidity of stale books away."""
+    def _tick(self, ticker: str | None) -> None:
+        """Before anything trades in `ticker`: expire orders due by now, and take its liquidity away if its book
+        went stale. Per market, not a scan of all of them: this runs on every live event and every order."""
         self._engine.expire()
-        now = self.clock()
-        for ticker in list(self._mirrored):
-            latest = self._latest.get(ticker)
-            if latest is None or not self.freshness.fresh("book", latest.ts_event, now):
-                self._unmirror(ticker)
-                log.warning("paper_book_stale_liquidity_withdrawn", ticker=ticker,
-                            book_ts=None if latest is None else latest.ts_event.isoformat())
+        if ticker is None or ticker not in self._mirrored:
+            return
+        latest = self._latest.get(ticker)
+        if latest is None or not self.freshness.fresh("book", latest.ts_event, self.clock()):
+            self._unmirror(ticker)
+            log.warning("paper_book_stale_liquidity_withdrawn", ticker=ticker,
+                        book_ts=None if latest is None else latest.ts_event.isoformat())
 
     def _unmirror(self, ticker: str) -> None:
         """Withdraw every phantom of a market: with no fresh book, the paper venue shows no liquidity, so
@@ -507,7 +509,7 @@ class PaperBroker:
         options.pop("exchange_index", None)  # one in-process venue: no shards
         if options:
             raise TypeError(f"create_order() got unexpected options: {', '.join(sorted(options))}")
-        self._tick()
+        self._tick(ticker)
         try:
             if ticker in self._refused:
                 raise E.OrderRejected(f"paper: {ticker} cannot be traded: {self._refused[ticker]}",
@@ -541,7 +543,7 @@ class PaperBroker:
 
     async def cancel_order(self, order_id: str, *, ticker: str | None = None) -> CancelResult:
         """Cancel one resting order."""
-        self._tick()
+        self._tick(ticker)
         try:
             waiting = self._waiting.get(order_id)
             if waiting is not None:
@@ -566,7 +568,7 @@ class PaperBroker:
                           client_order_id: str | None = None,
                           updated_client_order_id: str | None = None) -> AmendResult:
         """Amend price and/or total count (filled + desired remaining); only a pure decrease keeps priority."""
-        self._tick()
+        self._tick(ticker)
         try:
             if order_id in self._waiting:
                 raise E.OrderRejected(f"paper: order {order_id} is waiting for its market's book to re-rest; "
@@ -589,7 +591,7 @@ class PaperBroker:
         """Reduce a resting order, keeping its queue priority; exactly one of reduce_by / reduce_to."""
         if (reduce_by is None) == (reduce_to is None):
             raise ValueError("give exactly one of reduce_by or reduce_to")
-        self._tick()
+        self._tick(None)
         try:
             waiting = self._waiting.get(order_id)
             if waiting is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -318,7 +319,7 @@ class Executor:
     def _freshness(self) -> dict[str, Any]:
         age = self.markets.freshest_book_age_s()
         fresh = age is not None and age <= self.settings.max_book_age_s
-        return {"freshest_book_age_s": None if age is None or age == float("inf") else round(age, 3),
+        return {"freshest_book_age_s": None if age is None or math.isinf(age) else round(age, 3),
                 "fresh_books": sum(self.markets.book_fresh(st) for st in self.markets.by_ticker.values()),
                 "waiting_for_fresh_data": not fresh, "freshness_limits": self.settings.freshness.as_dict()}
 

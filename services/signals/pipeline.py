@@ -98,10 +98,6 @@ class SignalPipeline:
         """The market view by ticker."""
         return self.view.by_ticker
 
-    def definition(self, ticker: str) -> MarketDefinition | None:
-        st = self.view.get(ticker)
-        return None if st is None else st.defn
-
     async def on_market(self, m: MarketDefinition) -> None:
         """A market definition or lifecycle change."""
         self.view.on_market(m)
@@ -233,13 +229,8 @@ class SignalPipeline:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    def stale_input(self, d: MarketDefinition, now: datetime) -> str | None:
-        """Why the model inputs of a market are too old to trade on (None: fresh enough)."""
-        family = family_of(d.series_ticker)
-        if family == "btc":
-            return None if self._composite() is not None else "stale_spot"
-        if family != "weather":
-            return None
+    def stale_weather(self, d: MarketDefinition, now: datetime) -> str | None:
+        """Why the weather inputs of a market are too old to trade on (None: fresh enough)."""
         st = BY_SERIES.get(d.series_ticker)
         if st is None or d.close_time is None:
             return None
@@ -272,14 +263,15 @@ class SignalPipeline:
         if not self.view.book_fresh(st, now):
             self.suppressed["stale_book"] += 1
             return None
-        stale = self.stale_input(d, now)
+        family = family_of(d.series_ticker)
+        stale = self.stale_weather(d, now) if family == "weather" else None
         if stale is not None:
             self.suppressed[stale] += 1
             return None
-        family = family_of(d.series_ticker)
         mp = self.weather_p.get(ticker) if family == "weather" else self._btc_p(d) if family == "btc" else None
         if mp is None:
-            self.suppressed["no_model"] += 1
+            # A BTC market with a close time has no probability only when no venue price is fresh.
+            self.suppressed["stale_spot" if family == "btc" and d.close_time is not None else "no_model"] += 1
             return None
         if mp.confidence < self.risk.confidence_floor:
             self.suppressed["low_confidence"] += 1
