@@ -2,7 +2,8 @@
 
 Children run in their own sessions so a terminal Ctrl-C reaches only the supervisor, which then
 stops them in order (SIGTERM, then SIGKILL after a grace period). On Linux each child also gets
-PDEATHSIG, so even a SIGKILLed supervisor leaves nothing running.
+PDEATHSIG, so even a SIGKILLed supervisor leaves nothing running. A child that keeps dying is
+restarted with back-off (`libs.common.backoff`), started over once it has run `stable_after_s`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from libs.common.backoff import Backoff
 from libs.common.embedded import child_preexec
 
 # Start order: the simulated world first, then data producers before consumers.
@@ -38,7 +40,7 @@ SIM_ONLY = frozenset({"sim"})  # the offline world: nothing in paper, demo or li
 
 def discover(services_dir: Path = SERVICES_DIR, order: Sequence[str] = SERVICE_ORDER, *,
              mode: str = "sim") -> tuple[list[ServiceSpec], list[str]]:
-    """Services of this mode that exist (have a `__main__.py`) and the names of those not implemented yet."""
+    """Services of this mode that have a `__main__.py`, and the names of those without one (not built yet)."""
     present, missing = [], []
     for name in order:
         if name in SIM_ONLY and mode != "sim":
@@ -55,26 +57,30 @@ class Child:
     """Runtime state of one supervised service."""
 
     spec: ServiceSpec
+    backoff: Backoff = field(default_factory=Backoff)
     proc: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
-    restarts: int = 0
     last_exit: int | None = None
     next_start: float = 0.0
     state: str = "starting"
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def restarts(self) -> int:
+        """Restarts since the service last ran stably (its back-off's failure count)."""
+        return self.backoff.failures
 
 
 class Supervisor:
     """Starts, watches, restarts and stops service processes."""
 
     def __init__(self, specs: Sequence[ServiceSpec], *, env: dict[str, str] | None = None,
-                 backoff_s: Sequence[float] = (1, 2, 5, 10, 30), stable_after_s: float = 60.0,
+                 backoff_base_s: float = 1.0, backoff_cap_s: float = 30.0, stable_after_s: float = 60.0,
                  stop_timeout_s: float = 7.0, say: Callable[[str], None] | None = None,
                  log_dir: Path | None = None) -> None:
-        self.children = [Child(s) for s in specs]
+        self.children = [Child(s, Backoff(backoff_base_s, backoff_cap_s, healthy_after_s=stable_after_s))
+                         for s in specs]
         self.env = {**os.environ, **(env or {})}
-        self.backoff_s = tuple(backoff_s)
-        self.stable_after_s = stable_after_s
         self.stop_timeout_s = stop_timeout_s
         self.say = say or (lambda line: print(line, flush=True))
         self.log_dir = log_dir
@@ -108,9 +114,6 @@ class Supervisor:
             if sink is not None:
                 sink.close()
 
-    def _backoff(self, child: Child) -> float:
-        return self.backoff_s[min(child.restarts, len(self.backoff_s)) - 1] if child.restarts else 0.0
-
     async def start(self) -> None:
         """Start every service."""
         for child in self.children:
@@ -127,11 +130,9 @@ class Supervisor:
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(t, 1.0)
                     ran = now - child.started_at
-                    if ran >= self.stable_after_s:
-                        child.restarts = 0  # it had been healthy for a while: start the backoff over
-                    child.restarts += 1
+                    child.backoff.reset_if_healthy(lasted_s=ran)  # it had run stably: start the back-off over
                     child.last_exit = proc.returncode
-                    delay = self._backoff(child)
+                    delay = child.backoff.next_delay()
                     child.next_start = now + delay
                     child.state = "backoff"
                     self.say(f"[supervisor] {child.spec.name:<9} exited with code {proc.returncode} after "

@@ -27,6 +27,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import subjects
+from libs.common.backoff import Backoff, sleep_unless_stopped
 from libs.common.config import Mode
 from libs.common.db import feeds as tables
 from libs.common.db.upsert import insert_many_if_new
@@ -226,6 +227,8 @@ class RestBookPoller:
             freshness.expect("kalshi_rest_books", max(30.0, 10 * interval_s))
         self.fanout = fanout
         self.interval_s = interval_s
+        # After a failure the next poll waits twice the interval, doubling up to a minute.
+        self.backoff = Backoff(base_s=2 * interval_s, cap_s=60.0)
         self.books: dict[str, LocalBook] = {}
         self._polls = 0
 
@@ -255,15 +258,17 @@ class RestBookPoller:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until stopped, backing off on errors."""
-        delay = self.interval_s
         while not stop.is_set():
             try:
                 await self.poll_once()
+            except KalshiError as e:
+                delay = self.backoff.next_delay()
+                log.warning("rest_book_poll_failed", error=str(e), failures=self.backoff.failures,
+                            retry_in_s=round(delay, 1))
+            else:
                 if self.freshness is not None:
                     self.freshness.mark("kalshi_rest_books")
+                self.backoff.reset()
                 delay = self.interval_s
-            except KalshiError as e:
-                delay = min(delay * 2, 60.0)
-                log.warning("rest_book_poll_failed", error=str(e), retry_in_s=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            if await sleep_unless_stopped(stop, delay):
+                return

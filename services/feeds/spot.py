@@ -30,6 +30,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import WebSocketException
 
 from libs.common import subjects
+from libs.common.backoff import Backoff
 from libs.common.config import Mode
 from libs.common.events import Event, SpotTick, new_id, utcnow
 from libs.common.health import Freshness
@@ -425,11 +426,11 @@ class VenueFeed:
         self.mode = mode
         self.freshness = freshness
         self.clock = clock
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
+        # Jittered (libs.common.backoff) so several replicas, and several venues after one network blip,
+        # do not reconnect in step.
+        self.backoff = Backoff(backoff_base_s, backoff_cap_s, rng=rng)
         self.open_timeout_s = open_timeout_s
         self.ping_interval_s = ping_interval_s
-        self._rng = rng or random.Random()
         self.subject = subjects.md_spot_btc(venue.name)
         self.freshness_key = freshness_name(venue.name)
         if freshness is not None:
@@ -447,14 +448,8 @@ class VenueFeed:
         self.last_tick: SpotTick | None = None
         self.last_malformed: str | None = None  # the latest parse error, for health detail
 
-    def backoff(self, attempt: int) -> float:
-        """Delay before reconnect attempt `attempt` (0-based): exponential, capped, jittered in [50 %, 100 %]."""
-        # Jitter keeps several replicas (and several venues after a network blip) from reconnecting in step.
-        return min(self.backoff_cap_s, self.backoff_base_s * 2**attempt) * self._rng.uniform(0.5, 1.0)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, subscribe and publish until `stop` is set; reconnects with back-off on any failure."""
-        attempt = 0
         while not stop.is_set():
             self._healthy = False
             try:
@@ -473,9 +468,9 @@ class VenueFeed:
             if stop.is_set():
                 break
             # A session that delivered ticks was healthy: start the back-off over.
-            attempt = 0 if self._healthy else attempt + 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.backoff(attempt))
+            self.backoff.reset_if_healthy(delivered=self._healthy)
+            if await self.backoff.sleep(stop):
+                break
 
     async def close(self) -> None:
         """Close the current connection (run() reconnects unless stopped)."""

@@ -2,14 +2,13 @@
 observations → the running climate-day max on `md.wx.obs.<station>`; both stored in PostgreSQL.
 
 Polling is slow on purpose (A5: the free tier allows 10,000 calls a day and an ensemble request for four
-models weighs ~14 calls) and backs off with jitter on errors and 429s. A malformed response is logged
-and skipped; the next poll tries again.
+models weighs ~14 calls) and backs off with jitter on errors and 429s (`libs.common.backoff`). A
+malformed response is logged and skipped; the next poll tries again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import random
 import re
@@ -23,6 +22,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import subjects
+from libs.common.backoff import Backoff, sleep_unless_stopped
 from libs.common.climate import c_to_f, climate_day, climate_day_bounds, member_daily_max, standard_offset
 from libs.common.config import Mode
 from libs.common.db import feeds as tables
@@ -82,7 +82,7 @@ def parse_ensemble(data: Any, fallback_model: str) -> tuple[list[datetime], dict
 
 
 class _Poller:
-    """Shared polling loop: interval, exponential backoff with jitter, freshness."""
+    """Shared polling loop: interval, back-off on failures, freshness."""
 
     name = "poller"
 
@@ -90,31 +90,34 @@ class _Poller:
                  rng: random.Random | None = None) -> None:
         self.interval_s = interval_s
         self.freshness = freshness
-        self.rng = rng or random.Random()
-        self.failures = 0
+        # A failed poll is tried again after 5–10 s, doubling, but never later than the next regular poll.
+        self.backoff = Backoff(base_s=10.0, cap_s=interval_s, rng=rng)
         self.malformed = 0
         if freshness is not None:
             freshness.expect(self.name, max_age_s)
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failed polls (0 after a success)."""
+        return self.backoff.failures
 
     async def poll_once(self) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll until stopped."""
-        delay = 0.0
+        """Poll until stopped: every `interval_s`, sooner (backing off) after a failure."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            if stop.is_set():
-                return
             try:
                 await self.poll_once()
-                self.failures = 0
-                delay = self.interval_s
             except (httpx.HTTPError, WeatherDataError) as e:
-                self.failures += 1
-                delay = min(self.interval_s, 5.0 * 2 ** self.failures) * self.rng.uniform(0.5, 1.0)
-                log.warning("weather_poll_failed", input=self.name, error=str(e), retry_in_s=round(delay, 1))
+                delay = self.backoff.next_delay()
+                log.warning("weather_poll_failed", input=self.name, error=str(e), failures=self.failures,
+                            retry_in_s=round(delay, 1))
+            else:
+                self.backoff.reset()
+                delay = self.interval_s
+            if await sleep_unless_stopped(stop, delay):
+                return
 
     async def _get(self, client: httpx.AsyncClient, url: str, params: dict[str, Any], what: str) -> Any:
         resp = await client.get(url, params=params)

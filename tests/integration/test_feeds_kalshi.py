@@ -99,7 +99,8 @@ async def test_discovery_stores_and_publishes_changes_once(env: tuple[SimRig, Bu
 async def test_ws_books_on_the_bus_follow_the_exchange_through_faults(env: tuple[SimRig, Bus, Tap, Any]) -> None:
     rig, bus, tap, sessions = env
     fanout = BookFanout(make_emit(bus), mode=Mode.SIM)
-    ws = KalshiWS(rig.env, rig.signer("feeds"), on_book=fanout.on_book, backoff_s=(0.05,))
+    ws = KalshiWS(rig.env, rig.signer("feeds"), on_book=fanout.on_book, backoff_base_s=0.05,
+                  backoff_cap_s=0.05)
     rig.client("feeds")
     await ws.subscribe_books(TICKERS)
     stop = asyncio.Event()

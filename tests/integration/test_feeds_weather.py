@@ -84,7 +84,7 @@ async def test_errors_are_retried_and_malformed_skipped(fake: WeatherFake) -> No
     sink = Sink()
     async with httpx.AsyncClient(timeout=10) as client:
         poller = EnsemblePoller(NYC, sink, mode=Mode.SIM, client=client, ensemble_url=fake.url, forecast_url=fake.url,
-                                clock=lambda: NOW)
+                                clock=lambda: NOW, interval_s=0.05)
         fake.fail_next(1, 500)
         with pytest.raises(httpx.HTTPStatusError):
             await poller.poll_once()
@@ -98,7 +98,6 @@ async def test_errors_are_retried_and_malformed_skipped(fake: WeatherFake) -> No
 
         fake.fail_next(2, 429)
         stop = asyncio.Event()
-        poller.interval_s = 0.05
         task = asyncio.create_task(poller.run(stop))
         for _ in range(200):
             if poller.failures == 0 and len(sink.events) >= 2:

@@ -244,7 +244,8 @@ async def assert_ws_equals_rest(ws: KalshiWS, rest: KalshiRest, tickers: list[st
 @pytest.fixture
 async def ws_rig(rig: SimRig) -> AsyncIterator[tuple[SimRig, KalshiWS, list[LocalBook]]]:
     updates: list[LocalBook] = []
-    ws = KalshiWS(rig.env, rig.signer("watcher"), on_book=updates.append, backoff_s=(0.05, 0.1))
+    ws = KalshiWS(rig.env, rig.signer("watcher"), on_book=updates.append, backoff_base_s=0.05,
+                  backoff_cap_s=0.1)
     rig.client("watcher")  # registers the key
     await ws.subscribe_books(TICKERS)
     stop = asyncio.Event()

@@ -26,7 +26,7 @@ async def test_a_dying_service_is_restarted_with_backoff_and_reported(tmp_path: 
     lines: list[str] = []
     crash = ServiceSpec("crashy", py("import sys; print('boom', flush=True); sys.exit(3)"))
     steady = ServiceSpec("steady", py("import time; print('up', flush=True); time.sleep(60)"))
-    sup = Supervisor([crash, steady], backoff_s=(0.1, 0.2), say=lines.append, log_dir=tmp_path)
+    sup = Supervisor([crash, steady], backoff_base_s=0.1, backoff_cap_s=0.2, say=lines.append, log_dir=tmp_path)
     stop = asyncio.Event()
     await sup.start()
     watcher = asyncio.create_task(sup.watch(stop, tick_s=0.02))

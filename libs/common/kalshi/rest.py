@@ -5,18 +5,19 @@ only for idempotent calls — reads, cancels, `reduce_to` decreases, amends (abs
 for creates that carry a `client_order_id`, which Kalshi deduplicates. A 409
 `order_already_exists` on create means the order is on the book already: the client looks it up
 and returns it marked `already_existed`. `trading_is_paused` is raised at once, never looped.
+Attempts and waits are stamina's: `max_attempts` in all, exponential from `backoff_base_s` plus up to
+`backoff_base_s` of jitter, capped at `backoff_cap_s`; each retry is logged as `stamina.retry_scheduled`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 import httpx
+import stamina
 from pydantic import BaseModel, ValidationError
 
 from libs.common.kalshi import errors as E
@@ -81,6 +82,12 @@ class _Call:
     write: bool = False
     cost: int = DEFAULT_COST
 
+    @property
+    def retried_on(self) -> tuple[type[E.KalshiError], ...]:
+        """Errors worth another attempt: 429 always (Kalshi rejects it before processing), 5xx and network
+        errors only when repeating the call is harmless."""
+        return (E.RateLimited, E.ServerError, E.TransportError) if self.idempotent else (E.RateLimited,)
+
 
 READ = _Call(idempotent=True)
 
@@ -90,15 +97,13 @@ class KalshiRest:
 
     def __init__(self, env: Environment, signer: Signer | None = None, *, tier: Tier | str = "basic",
                  transport: httpx.AsyncBaseTransport | None = None, timeout_s: float = 10.0,
-                 max_attempts: int = 5, backoff_base_s: float = 0.2, backoff_cap_s: float = 5.0,
-                 rng: random.Random | None = None) -> None:
+                 max_attempts: int = 5, backoff_base_s: float = 0.2, backoff_cap_s: float = 5.0) -> None:
         self.env = env
         self.signer = signer
         self.limiter = RateLimiter(TIERS[tier] if isinstance(tier, str) else tier)
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
-        self._rng = rng or random.Random()
         self._http = httpx.AsyncClient(base_url=env.rest_url + "/", transport=transport, timeout=timeout_s,
                                        headers={"Accept": "application/json"})
 
@@ -114,43 +119,35 @@ class KalshiRest:
 
     # -- transport ------------------------------------------------------------------------------
 
-    def _backoff(self, attempt: int) -> float:
-        # Full jitter: spreads retries of several replicas instead of synchronising them.
-        return self._rng.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
-
     async def _request(self, method: str, path: str, *, call: _Call = READ, params: Mapping[str, Any] | None = None,
                        body: Any = None, auth: bool = False) -> httpx.Response:
-        url = self.env.rest_url + path
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        last: E.KalshiError | None = None
-        for attempt in range(self.max_attempts):
-            await self.limiter.acquire(call.write, call.cost)
-            headers: dict[str, str] = {}
-            if auth or self.signer is not None:
-                if self.signer is None:
-                    raise E.ConfigurationError(f"{method} {path} needs API credentials; none are configured "
-                                               f"for the {self.env.name} environment")
-                headers.update(self.signer.sign(method, url))
-            try:
-                resp = await self._http.request(method, url, params=clean, json=body, headers=headers)
-            except httpx.TransportError as e:
-                last = E.TransportError(f"{method} {path}: network error: {type(e).__name__}: {e}")
-                if not call.idempotent:
-                    raise last from None
-                log.warning("kalshi_retry", method=method, path=path, attempt=attempt + 1, reason=type(e).__name__)
-                await asyncio.sleep(self._backoff(attempt))
-                continue
-            if resp.status_code < 400:
-                return resp
-            err = _error_from(resp, method, path)
-            retryable = isinstance(err, E.RateLimited) or (isinstance(err, E.ServerError) and call.idempotent)
-            if not retryable:
-                raise err
-            last = err
-            log.warning("kalshi_retry", method=method, path=path, attempt=attempt + 1, status=resp.status_code)
-            await asyncio.sleep(self._backoff(attempt))
-        assert last is not None
-        raise last
+        # timeout=None: the attempt count alone bounds the retries, as the constructor promises.
+        async for attempt in stamina.retry_context(on=call.retried_on, attempts=self.max_attempts, timeout=None,
+                                                   wait_initial=self.backoff_base_s, wait_max=self.backoff_cap_s,
+                                                   wait_jitter=self.backoff_base_s):
+            with attempt:
+                return await self._attempt(method, path, call, clean, body, auth)
+        raise AssertionError("unreachable: stamina re-raises the last error")
+
+    async def _attempt(self, method: str, path: str, call: _Call, params: Mapping[str, Any], body: Any,
+                       auth: bool) -> httpx.Response:
+        """One try: rate-limit tokens, a fresh signature, the request; any failure as a typed KalshiError."""
+        url = self.env.rest_url + path
+        await self.limiter.acquire(call.write, call.cost)
+        headers: dict[str, str] = {}
+        if auth or self.signer is not None:
+            if self.signer is None:
+                raise E.ConfigurationError(f"{method} {path} needs API credentials; none are configured "
+                                           f"for the {self.env.name} environment")
+            headers.update(self.signer.sign(method, url))
+        try:
+            resp = await self._http.request(method, url, params=params, json=body, headers=headers)
+        except httpx.TransportError as e:
+            raise E.TransportError(f"{method} {path}: network error: {type(e).__name__}: {e}") from None
+        if resp.status_code >= 400:
+            raise _error_from(resp, method, path)
+        return resp
 
     async def _get(self, path: str, model: type[M], *, key: str | None = None, params: Mapping[str, Any] | None = None,
                    auth: bool = False) -> M:

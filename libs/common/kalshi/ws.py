@@ -9,7 +9,8 @@ errors, by subscribing again). After a reconnect every subscription is sent agai
 Dead connections: the websockets keepalive pings every `ping_interval_s` and drops the
 connection when no pong arrives within `ping_timeout_s`; Kalshi's own pings are answered by the
 library. A connection that stays silent for `stale_after_s` (no frame of ours or theirs answered)
-is reconnected too.
+is reconnected too. Reconnects back off (`libs.common.backoff`) and start over from `backoff_base_s`
+after a session that lasted `healthy_after_s`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from libs.common.backoff import Backoff
 from libs.common.kalshi.book import BookInconsistent, LocalBook
 from libs.common.kalshi.errors import AuthError
 from libs.common.kalshi.rest import Environment
@@ -58,7 +60,8 @@ class KalshiWS:
     def __init__(self, env: Environment, signer: Signer | None, *, use_yes_price: bool = False,
                  on_book: BookCallback | None = None, on_message: Callback | None = None,
                  ping_interval_s: float = 10.0, ping_timeout_s: float = 10.0, stale_after_s: float = 60.0,
-                 backoff_s: Iterable[float] = (0.2, 0.5, 1, 2, 5, 10, 30), rng: random.Random | None = None) -> None:
+                 backoff_base_s: float = 0.2, backoff_cap_s: float = 30.0, healthy_after_s: float = 30.0,
+                 rng: random.Random | None = None) -> None:
         self.env = env
         self.signer = signer
         self.use_yes_price = use_yes_price
@@ -67,8 +70,7 @@ class KalshiWS:
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
         self.stale_after_s = stale_after_s
-        self.backoff_s = tuple(backoff_s)
-        self._rng = rng or random.Random()
+        self.backoff = Backoff(backoff_base_s, backoff_cap_s, healthy_after_s=healthy_after_s, rng=rng)
         self.books: dict[str, LocalBook] = {}
         self._subs: list[_Sub] = []
         self._by_sid: dict[int, _Sub] = {}
@@ -120,11 +122,11 @@ class KalshiWS:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, (re)subscribe and dispatch until `stop` is set; reconnects with backoff."""
-        attempt = 0
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
+            started = loop.time()
             try:
                 await self._session(stop)
-                attempt = 0
             except AuthError:
                 raise
             except (OSError, ConnectionClosed, TimeoutError, InvalidStatus) as e:
@@ -136,10 +138,9 @@ class KalshiWS:
                     book.invalidate()
             if stop.is_set():
                 break
-            delay = self.backoff_s[min(attempt, len(self.backoff_s) - 1)] * self._rng.uniform(0.8, 1.2)
-            attempt += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            self.backoff.reset_if_healthy(lasted_s=loop.time() - started)
+            if await self.backoff.sleep(stop):
+                break
 
     async def close(self) -> None:
         """Close the current connection (run() reconnects unless stopped)."""
