@@ -32,6 +32,8 @@ import nats
 import nats.errors
 import nats.js.errors
 import orjson
+import stamina
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -418,25 +420,22 @@ class Bus:
         # nats-py retries the *first* connect inside its reconnect loop, forever with
         # max_reconnect_attempts=-1, so an unreachable server would hang us silently. Probe the
         # TCP port ourselves for the initial attempts, then hand over to nats-py's reconnect.
-        last: Exception | None = None
-        for attempt in range(max(1, initial_attempts)):
-            try:
-                await _probe(url, connect_timeout)
-                nc = await nats.connect(
-                    url, name=name, allow_reconnect=True, max_reconnect_attempts=max_reconnect_attempts,
-                    reconnect_time_wait=reconnect_time_wait, connect_timeout=connect_timeout,
-                    error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
-                    closed_cb=on_closed,
-                )
-                break
-            except (OSError, nats.errors.NoServersError, TimeoutError) as e:
-                last = e
-                if attempt + 1 < initial_attempts:
-                    log.warning("nats_connect_retry", attempt=attempt + 1, url=redact_text(url), error=str(e))
-                    await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
-        else:
-            raise BusError(f"cannot connect to NATS at {redact_text(url)}: {last or 'unreachable'}; is it running? "
-                           "(set KDESK_NATS_URL or use `make run` for an embedded server)")
+        # stamina logs each retry (`stamina.retry_scheduled`); the probe's error names the host and port.
+        unreachable = (OSError, nats.errors.NoServersError, TimeoutError)
+        try:
+            async for attempt in stamina.retry_context(on=unreachable, attempts=max(1, initial_attempts), timeout=None,
+                                                       wait_initial=0.2, wait_max=2.0, wait_jitter=0.2):
+                with attempt:
+                    await _probe(url, connect_timeout)
+                    nc = await nats.connect(
+                        url, name=name, allow_reconnect=True, max_reconnect_attempts=max_reconnect_attempts,
+                        reconnect_time_wait=reconnect_time_wait, connect_timeout=connect_timeout,
+                        error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
+                        closed_cb=on_closed,
+                    )
+        except unreachable as e:
+            raise BusError(f"cannot connect to NATS at {redact_text(url)}: {redact_text(str(e)) or type(e).__name__}; "
+                           "is it running? (set KDESK_NATS_URL or use `make run` for an embedded server)") from e
         bus = cls(nc, service, mode)
         holder["bus"] = bus
         return bus
@@ -484,16 +483,18 @@ class Bus:
         """JetStream publish with `Nats-Msg-Id` = event id, retried with the same id until acked."""
         data = event.to_json()
         subject = self.wire(subject)
-        last: Exception | None = None
-        for attempt in range(attempts):
-            try:
-                return await self.js.publish(subject, data, timeout=timeout, headers=_headers(event))
-            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError,
-                    nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError) as e:
-                last = e
-                log.warning("publish_retry", subject=subject, event_id=event.id, attempt=attempt + 1, error=str(e))
-                await asyncio.sleep(min(0.2 * 2**attempt, 3.0))
-        raise BusError(f"JetStream publish to {subject} not acknowledged after {attempts} attempts: {last}")
+        unacked = (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError,
+                   nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError)
+        try:
+            # Bound for stamina's `stamina.retry_scheduled` lines, which otherwise name only the nats error.
+            with structlog.contextvars.bound_contextvars(subject=subject, event_id=event.id):
+                async for attempt in stamina.retry_context(on=unacked, attempts=attempts, timeout=None,
+                                                           wait_initial=0.2, wait_max=3.0, wait_jitter=0.2):
+                    with attempt:
+                        return await self.js.publish(subject, data, timeout=timeout, headers=_headers(event))
+        except unacked as e:
+            raise BusError(f"JetStream publish to {subject} not acknowledged after {attempts} attempts: {e}") from e
+        raise AssertionError("unreachable: stamina re-raises the last error")
 
     async def dead_letter(self, *, stream: str, consumer: str, seq: int, subject: str, data: bytes, reason: str,
                           error: str, deliveries: int) -> None:
@@ -536,6 +537,32 @@ class Bus:
         return await self.js.subscribe(self.wire(subject), cb=_typed_callback(self, decoder, handler),
                                        ordered_consumer=True,
                                        config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT))
+
+    async def replay_last(self, subject: str, decoder: type[E], handler: Callable[[E], Awaitable[Any] | Any], *,
+                          batch: int = 256, timeout_s: float = 5.0) -> int:
+        """Hand the last stored message of every subject matching `subject` to `handler` once; the count.
+
+        For a hot path that follows core NATS live and needs the last values once at start: subscribe
+        (core) first, then replay, and let the handler ignore what is older than what it holds. The
+        ephemeral consumer is deleted afterwards, so nothing arrives twice from JetStream.
+        """
+        cb = _typed_callback(self, decoder, handler)
+        psub = await self.js.pull_subscribe(self.wire(subject), config=api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT, ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=60.0, mem_storage=True))
+        n = 0
+        try:
+            pending = (await psub.consumer_info()).num_pending
+            while pending > 0:
+                msgs = await psub.fetch(min(batch, pending), timeout=timeout_s)
+                for m in msgs:
+                    await cb(m)
+                    n += 1
+                    pending = m.metadata.num_pending
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+        return n
 
     async def consume(self, spec: ConsumerSpec, decoder: TypeAdapter[E] | type[E], handler: Handler[E]) -> PullConsumer:
         """Start a durable pull consumer loop (see module doc for the ack policy)."""

@@ -179,7 +179,7 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
 
         specs, missing = discover(mode=s.mode.value)
         if missing:
-            say(f"[kdesk] not implemented yet (not started): {', '.join(missing)}")
+            say(f"[kdesk] not built yet (no __main__.py), not started: {', '.join(missing)}")
         env = {"KDESK_NATS_URL": nats_url, "KDESK_DATABASE_URL": db_url, "KDESK_MODE": s.mode.value,
                "KDESK_VAR_DIR": str(var)}
         if s.mode.value == "sim":

@@ -1,16 +1,22 @@
-"""What the executor needs from a venue: the Kalshi client's order and portfolio calls.
+"""What the executor needs from a venue: order and portfolio calls, and a stream of order updates.
 
 `KalshiRest` satisfies `Broker` as it is (sim, demo and live modes); `PaperBroker` implements the
 same calls in-process for paper mode. Both report order changes and fills as Kalshi private
-WebSocket frames (`{"type": "fill" | "user_order", "msg": {...}}`), so one handler serves both.
+WebSocket frames (`{"type": "fill" | "user_order", "msg": {...}}`), so one handler serves both:
+`VenueUpdates` starts that stream — the private WebSocket for Kalshi (`KalshiUpdates`), and for the
+paper broker the market data it fills against, which it subscribes to itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from libs.common.bus import Bus
+from libs.common.kalshi import KalshiWS
 from libs.common.kalshi.models import (
     AmendResult,
     Balance,
@@ -66,3 +72,49 @@ class Broker(Protocol):
     async def queue_positions(self, market_tickers: Sequence[str]) -> list[QueuePosition]: ...
 
     async def settlements(self, *, ticker: str | None = None) -> list[SettlementRow]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class VenueUpdates(Protocol):
+    """Where the venue's `user_order` and `fill` frames come from."""
+
+    @property
+    def live(self) -> bool:
+        """Frames are arriving; when False the executor polls the venue over REST instead."""
+        ...
+
+    async def start(self, bus: Bus, on_frame: FrameCallback, resting: Sequence[Order]) -> None:
+        """Begin delivering frames to `on_frame`; `resting` are the ledger's resting orders (paper re-rests them)."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+PRIVATE_CHANNELS = ("fill", "user_orders")
+
+
+class KalshiUpdates:
+    """The Kalshi private WebSocket as the executor's update stream (fills and order changes)."""
+
+    def __init__(self, ws: KalshiWS) -> None:
+        self.ws = ws
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.ws.connected.is_set()
+
+    async def start(self, bus: Bus, on_frame: FrameCallback, resting: Sequence[Order]) -> None:
+        self.ws.on_message = on_frame
+        self._task = asyncio.create_task(self.ws.run(self._stop))
+        for channel in PRIVATE_CHANNELS:
+            await self.ws.subscribe(channel)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task

@@ -1,46 +1,51 @@
-"""The executor's decisions: signal intake, sizing, pricing, caps, repricing, exits and the daily-loss stop.
+"""The desk: signals in, reserved and sent orders out; working orders, exits and the daily-loss stop.
+
+What to trade is decided in decide.py (pure); how an order moves is orders.py. This module does the
+I/O around the decision — the ledger read before it, the locked reservation and the send after it —
+and the periodic care of what is working and held.
 
 Every signal ends in exactly one `orders` row keyed by its deterministic client_order_id: an order
 that was sent, or a `blocked` row whose reason says why not (expired, paused, no_edge, cap_event ...).
-A redelivered signal finds that row and does nothing — no signal is acted on twice, by one replica
-or two.
+A redelivered signal finds that row and does nothing more — unless its order never left (the first
+attempt died between the reservation and the create): then the same order, same id, is sent now.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, cast
 
-from libs.common.config import Mode, Settings, parse_exits, usd_to_ticks
+from libs.common.config import Mode, Settings, parse_exits
 from libs.common.db import Order
 from libs.common.events import Alert, Signal
-from libs.common.kalshi import errors as E
 from libs.common.logs import get_logger
 from libs.common.market_view import DEFAULT_FEE_MULTIPLIER, DEFAULT_FEE_TYPE
 from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, leg_price
-from services.executor.broker import Broker
+from services.executor import order_status
 from services.executor.control import ControlState
+from services.executor.decide import (
+    Config,
+    Context,
+    Decline,
+    Holdings,
+    client_order_id,
+    decide,
+    leg_of,
+    precheck,
+)
 from services.executor.ledger import Ledger
 from services.executor.markets import Markets, MarketState
-from services.executor.orders import OrderManager
+from services.executor.orders import OrderLifecycle
 from services.executor.pricing import arbitrage, quote
-from services.executor.risk import Intent, RiskGate, Verdict
-from services.executor.sizing import order_cost, size_order
+from services.executor.risk import Intent, Leg, RiskGate, TimeInForce, Verdict
+from services.executor.sizing import order_cost
 
 log = get_logger(__name__)
 
 AlertFn = Callable[[Alert], Awaitable[None]]
-ACTIVE = {"active", "open"}
-
-
-def client_order_id(signal_id: str, leg: str, attempt: int) -> str:
-    """Deterministic id of the order an intent becomes (DESIGN §6): same intent, same id, one order."""
-    digest = hashlib.sha256(f"{signal_id}|{leg}|{attempt}".encode()).hexdigest()[:32]
-    return f"kd-{digest}"
 
 
 @dataclass(slots=True)
@@ -59,18 +64,28 @@ class RateBudget:
         return True
 
 
+def intent_of(row: Order, st: MarketState | None) -> Intent:
+    """The intent an `orders` row was reserved for (to resume a send that never completed)."""
+    return Intent(client_order_id=row.client_order_id, signal_id=row.signal_id, leg=cast(Leg, row.leg),
+                  attempt=row.attempt, family=row.family, series_ticker=row.series_ticker,
+                  event_ticker=row.event_ticker, ticker=row.ticker,
+                  book_side="bid" if row.book_side == "bid" else "ask", yes_price=row.yes_price,
+                  count=row.initial_count, time_in_force=cast(TimeInForce, row.time_in_force),
+                  post_only=row.post_only, reduce_only=row.reduce_only,
+                  fee_type=st.fee_type if st else DEFAULT_FEE_TYPE,
+                  fee_multiplier=st.fee_multiplier if st else DEFAULT_FEE_MULTIPLIER)
+
+
 class Desk:
     """Turns signals into reserved, sent orders and keeps working orders and positions in check."""
 
-    def __init__(self, settings: Settings, broker: Broker, ledger: Ledger, markets: Markets, orders: OrderManager,
+    def __init__(self, settings: Settings, ledger: Ledger, markets: Markets, orders: OrderLifecycle,
                  risk: RiskGate, control: ControlState, alert: AlertFn, *,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings
         self.mode: Mode = settings.mode
         self.limits = settings.risk
-        self.min_edge = round(self.limits.min_edge * ONE_DOLLAR)  # ticks per contract, after fees
-        self.taker_min_edge = round(self.limits.taker_min_edge * ONE_DOLLAR)
-        self.broker = broker
+        self.config = Config.from_settings(settings)
         self.ledger = ledger
         self.markets = markets
         self.orders = orders
@@ -88,28 +103,52 @@ class Desk:
     def _count(self, reason: str) -> None:
         self.decisions[reason] = self.decisions.get(reason, 0) + 1
 
+    def context(self, now: datetime, family: str | None) -> Context:
+        return Context(now=now, blocked=self.control.blocks(self.mode, family, now),
+                       daily_loss_tripped=self.daily_loss_tripped, bankroll=self.bankroll)
+
     # -- intake ---------------------------------------------------------------------------------
 
     async def on_signal(self, sig: Signal) -> None:
         """Decide on one signal; idempotent by the client_order_id derived from it."""
         if sig.action == "none" or sig.mode is not self.mode:
             return
-        leg: Literal["yes", "no"] = "yes" if sig.action == "buy_yes" else "no"
         self.last_signal[sig.ticker] = sig
         st = self.markets.get(sig.ticker)
-        intent = Intent(client_order_id(sig.id, leg, 0), sig.id, leg, 0, sig.family, sig.series_ticker,
-                        sig.event_ticker, sig.ticker, "bid" if leg == "yes" else "ask", sig.limit_price or 1, 0,
-                        fee_type=st.fee_type if st else DEFAULT_FEE_TYPE,
-                        fee_multiplier=st.fee_multiplier if st else DEFAULT_FEE_MULTIPLIER)
         now = self.clock()
-        reason = self._precheck(sig, st, now)
-        if reason is None and st is not None:
-            intent, reason = await self._price_and_size(sig, st, leg, intent)
-        if reason is not None:
-            await self._decline(intent, reason, now)
+        leg = leg_of(sig)
+        working, held = await self.ledger.working_and_held(sig.ticker, leg)
+        holdings = Holdings(working=working, held=held)
+        ctx = self.context(now, sig.family)
+        fresh = st is not None and self.markets.book_fresh(st, now)
+        own = holdings.own(client_order_id(sig.id, leg, 0))
+        if own is not None:
+            await self._resume(cast(Order, own), sig, st, ctx, fresh)
             return
-        verdict = await self.risk.reserve(intent, now=now)
-        await self._after_reserve(intent, verdict, now)
+        result = decide(sig, st, holdings, ctx, self.config, book_fresh=fresh)
+        if isinstance(result, Decline):
+            if result.reprice_to is not None:
+                await self._maybe_reprice(cast(Order, holdings.working[0]), result.reprice_to, "new_signal")
+            await self._decline(result.intent, result.reason, now)
+            return
+        verdict = await self.risk.reserve(result, now=now)
+        await self._after_reserve(result, verdict, now)
+
+    async def _resume(self, row: Order, sig: Signal, st: MarketState | None, ctx: Context, fresh: bool) -> None:
+        """A redelivered signal whose own order is open: send it if it never left, else nothing."""
+        if row.status not in order_status.NOT_YET_ON_EXCHANGE:
+            self._count("duplicate")
+            log.info("intent_already_decided", client_order_id=row.client_order_id, status=row.status)
+            return
+        why = precheck(sig, st, ctx, self.config, book_fresh=fresh)
+        if why is not None:
+            # Reconciliation closes it (or adopts it, if a create did reach the exchange).
+            self._count(why)
+            log.info("resume_declined", client_order_id=row.client_order_id, status=row.status, reason=why)
+            return
+        self._count("resumed")
+        log.warning("intent_resumed", client_order_id=row.client_order_id, status=row.status, ticker=row.ticker)
+        await self._send(intent_of(row, st), ctx.now)
 
     async def _after_reserve(self, intent: Intent, verdict: Verdict, now: datetime) -> None:
         if verdict.existing:
@@ -121,61 +160,13 @@ class Desk:
             log.info("trade_declined", ticker=intent.ticker, reason=verdict.reason, usage=verdict.usage)
             return
         self._count("sent")
+        await self._send(intent, now)
+
+    async def _send(self, intent: Intent, now: datetime) -> None:
         row = await self.orders.send(intent)
         # A pause that arrived while the order was in flight: the order must not stay on the book.
         if row is not None and row.status == "resting" and self.control.blocks(self.mode, intent.family, now):
             await self.orders.cancel(row, "paused")
-
-    def _precheck(self, sig: Signal, st: MarketState | None, now: datetime) -> str | None:
-        if sig.valid_until <= now:
-            return "expired"
-        blocked = self.control.blocks(self.mode, sig.family, now)
-        if blocked:
-            return blocked
-        if self.daily_loss_tripped:
-            return "daily_loss"
-        if sig.confidence < self.limits.confidence_floor:
-            return "low_confidence"
-        if st is None:
-            return "unknown_market"
-        # Kalshi sends no lifecycle event when a market closes at its close time: check the clock too.
-        if st.defn.status not in ACTIVE or (st.defn.close_time is not None and st.defn.close_time <= now):
-            return "market_closed"
-        # Age from the book's own timestamp: a book replayed from JetStream arrives now but may be old.
-        if not self.markets.book_fresh(st, now):
-            return "stale_book"
-        return None
-
-    async def _price_and_size(self, sig: Signal, st: MarketState, leg: Literal["yes", "no"],
-                              intent: Intent) -> tuple[Intent, str | None]:
-        top = st.top()
-        if top is None:
-            return intent, "stale_book"
-        q = quote(sig.p_model, leg, top, st.grid, fee_type=st.fee_type, fee_multiplier=st.fee_multiplier,
-                  min_edge=self.min_edge,
-                  taker_min_edge=self.taker_min_edge)
-        if q.how is None or q.yes_price is None or q.leg_price is None:
-            return intent, q.reason
-        working, held = await self.ledger.working_and_held(sig.ticker, leg)
-        p_leg = sig.p_model if leg == "yes" else 1 - sig.p_model
-        size = size_order(mode=self.settings.sizing, p_leg=p_leg, leg_price=q.leg_price, taker=q.how == "taker",
-                          confidence=sig.confidence, bankroll=self.bankroll, kelly_scale=self.limits.kelly_fraction,
-                          fixed_budget=usd_to_ticks(self.settings.fixed_order_usd), max_order=self.limits.max_order,
-                          fee_type=st.fee_type, fee_multiplier=st.fee_multiplier, available=q.available)
-        if size.count <= 0:
-            return intent, size.reason
-        # Kelly gives the holding we want; what we hold and what is already working count towards it.
-        add = size.count - held - sum(o.remaining_count for o in working)
-        if working:
-            if q.how == "maker":  # a resting post-only order cannot be amended into a taking one
-                await self._maybe_reprice(working[0], q.yes_price, "new_signal")
-            return intent, "order_working"
-        if add <= 0:
-            return intent, "at_target"
-        tif = "good_till_canceled" if q.how == "maker" else "immediate_or_cancel"
-        return Intent(intent.client_order_id, sig.id, leg, 0, sig.family, sig.series_ticker, sig.event_ticker,
-                      sig.ticker, "bid" if leg == "yes" else "ask", q.yes_price, add, tif, q.how == "maker",
-                      fee_type=st.fee_type, fee_multiplier=st.fee_multiplier), None
 
     async def _decline(self, intent: Intent, reason: str, now: datetime) -> None:
         self._count(reason)
@@ -190,11 +181,7 @@ class Desk:
         if not self.reprices.take():
             log.info("reprice_deferred", order_id=row.order_id, why="rate_limit")
             return False
-        st = self.markets.get(row.ticker)
-        moved = Intent(row.client_order_id, row.signal_id, row.leg or "", row.attempt, row.family, row.series_ticker,
-                       row.event_ticker, row.ticker, row.book_side, yes_price, row.remaining_count,
-                       fee_type=st.fee_type if st else DEFAULT_FEE_TYPE,
-                       fee_multiplier=st.fee_multiplier if st else DEFAULT_FEE_MULTIPLIER)
+        moved = replace(intent_of(row, self.markets.get(row.ticker)), yes_price=yes_price, count=row.remaining_count)
         cap = await self.risk.allows_reprice(moved, exclude_coid=row.client_order_id)
         remaining = row.remaining_count
         if cap == "cap_order":
@@ -206,29 +193,11 @@ class Desk:
         if cap is not None:
             log.info("reprice_declined", order_id=row.order_id, ticker=row.ticker, reason=cap, price=yes_price)
             return False
-        try:
-            await self.broker.amend_order(row.order_id, ticker=row.ticker, side=row.book_side,  # type: ignore[arg-type]
-                                          price=yes_price, count=row.fill_count + remaining)
-        except E.NotFound:
-            await self.orders.poll()  # it is gone (filled or canceled): read its final state
-            return False
-        except E.OrderRejected as e:
-            if "post only" in str(e).lower():
-                # The book moved under the new price; the order stays where it is until the next look.
-                log.info("reprice_would_cross", order_id=row.order_id, price=yes_price)
-                return False
-            # The venue will not amend this order: cancel it; the next signal places a fresh one.
-            log.warning("amend_refused_cancelling", order_id=row.order_id, code=e.code, error=str(e))
-            await self.orders.cancel(row, "reprice")
-            return True
-        except (E.TransportError, E.ServerError, E.RateLimited) as e:
-            log.warning("amend_failed", order_id=row.order_id, error=f"{type(e).__name__}: {e}")
-            return False
-        o = await self.broker.order(row.order_id)
-        await self.orders.sync_order(o, row.client_order_id)
-        log.info("order_repriced", order_id=row.order_id, ticker=row.ticker, old=row.yes_price, new=yes_price,
-                 why=why)
-        return True
+        outcome = await self.orders.amend(row, yes_price, remaining)
+        if outcome == "amended":
+            log.info("order_repriced", order_id=row.order_id, ticker=row.ticker, old=row.yes_price, new=yes_price,
+                     why=why)
+        return outcome in ("amended", "canceled")
 
     async def review_working(self) -> None:
         """Reprice stale or deep-in-queue orders; cancel the ones whose edge is gone (bounded per minute)."""
@@ -241,7 +210,7 @@ class Desk:
             if st is None or top is None or sig is None:
                 continue
             q = quote(sig.p_model, row.leg, top, st.grid, fee_type=st.fee_type,  # type: ignore[arg-type]
-                      fee_multiplier=st.fee_multiplier, min_edge=self.min_edge,
+                      fee_multiplier=st.fee_multiplier, min_edge=self.config.min_edge,
                       taker_min_edge=ONE_DOLLAR, allow_taker=False)
             if q.how is None or sig.valid_until < now:
                 if self.reprices.take():
@@ -252,47 +221,70 @@ class Desk:
             stale = (now - (row.sent_at or row.created_at)).total_seconds() > self.settings.reprice_after_s
             deep = False
             if not stale:  # only then does the queue decide; ask the venue no more than that
-                try:
-                    qp = await self.broker.queue_position(row.order_id)
-                    deep = qp.queue_position > self.settings.reprice_queue_contracts * ONE_CONTRACT
-                except Exception:
-                    deep = False
+                ahead = await self.orders.queue_position(row)
+                deep = ahead is not None and ahead > self.settings.reprice_queue_contracts * ONE_CONTRACT
             if stale or deep:
                 await self._maybe_reprice(row, q.yes_price, "stale" if stale else "deep_in_queue")
 
     # -- arbitrage ------------------------------------------------------------------------------
 
     async def check_arbitrage(self, st: MarketState) -> None:
-        """Buy both legs when YES ask + NO ask + fees < $1; a one-legged fill is hedged or reported."""
+        """Buy both legs when YES ask + NO ask + fees < $1: leg one immediate-or-cancel, then leg two for
+        exactly what leg one filled; a leg two that fills less leaves a position, reported loudly."""
         top = st.top()
         now = self.clock()
         if top is None or self.control.blocks(self.mode, st.family, now) or self.daily_loss_tripped \
                 or not self.markets.book_fresh(st, now):
             return
         arb = arbitrage(top, fee_type=st.fee_type, fee_multiplier=st.fee_multiplier,
-                        min_profit=self.min_edge)
+                        min_profit=self.config.min_edge)
         if arb is None or st.book is None:
             return
         base = f"arb:{st.defn.ticker}:{st.book.seq}"
-        legs = [("arb_yes", "bid", arb.yes_price), ("arb_no", "ask", ONE_DOLLAR - arb.no_price)]
-        intents = [Intent(client_order_id(base, leg, 0), None, leg, 0, st.family, st.defn.series_ticker,
-                          st.defn.event_ticker, st.defn.ticker, side, price, arb.count, "immediate_or_cancel",
-                          fee_type=st.fee_type, fee_multiplier=st.fee_multiplier) for leg, side, price in legs]
-        filled = []
-        for intent in intents:
-            verdict = await self.risk.reserve(intent, now=now)
-            if not verdict.ok:
-                break
-            row = await self.orders.send(intent)
-            filled.append(row.fill_count if row is not None else 0)
-        if len(filled) == 2 and filled[0] == filled[1]:
-            log.info("arbitrage_done", ticker=st.defn.ticker, count=filled[0], profit=arb.profit_per_contract)
+
+        def leg(name: Leg, side: str, price: int, count: int) -> Intent:
+            return Intent(client_order_id=client_order_id(base, name, 0), signal_id=None, leg=name, family=st.family,
+                          series_ticker=st.defn.series_ticker, event_ticker=st.defn.event_ticker,
+                          ticker=st.defn.ticker, book_side="bid" if side == "bid" else "ask", yes_price=price,
+                          count=count, time_in_force="immediate_or_cancel", fee_type=st.fee_type,
+                          fee_multiplier=st.fee_multiplier)
+
+        first = leg("arb_yes", "bid", arb.yes_price, arb.count)
+        verdict = await self.risk.reserve(first, now=now)
+        if verdict.existing:
+            return  # this book's opportunity was already decided (the same update seen again)
+        if not verdict.ok:
+            log.info("arbitrage_declined", ticker=st.defn.ticker, reason=verdict.reason)
             return
-        # One leg filled more than the other: the excess is an open position; say so loudly rather than
-        # chase the other leg at a worse price (exits and caps apply to it like to any position).
+        row = await self.orders.send(first)
+        got = row.fill_count if row is not None else 0
+        if row is None or row.status in order_status.NOT_YET_ON_EXCHANGE:
+            await self._one_legged(st, base, now, f"leg one's answer was lost (status "
+                                   f"{row.status if row else 'unknown'}); reconciliation will show its fills",
+                                   [got, 0], arb.count)
+            return
+        if got <= 0:
+            log.info("arbitrage_missed", ticker=st.defn.ticker, status=row.status)  # nothing filled: nothing to pair
+            return
+        second = leg("arb_no", "ask", ONE_DOLLAR - arb.no_price, got)
+        verdict = await self.risk.reserve(second, now=now)
+        if verdict.existing:
+            return
+        row2 = await self.orders.send(second) if verdict.ok else None
+        got2 = row2.fill_count if row2 is not None else 0
+        if got2 == got:
+            log.info("arbitrage_done", ticker=st.defn.ticker, count=got, profit=arb.profit_per_contract)
+            return
+        # The excess of leg one is an open position; say so rather than chase leg two at a worse price
+        # (exits and caps apply to it like to any position).
+        why = f"leg two declined ({verdict.reason})" if not verdict.ok else f"leg two filled {got2} of {got}"
+        await self._one_legged(st, base, now, why, [got, got2], arb.count)
+
+    async def _one_legged(self, st: MarketState, base: str, now: datetime, why: str, fills: list[int],
+                          wanted: int) -> None:
         await self.alert(Alert(ts_event=now, mode=self.mode, family="arb", severity="warning",
                                dedupe_key=base, title=f"one-legged arbitrage in {st.defn.ticker}",
-                               detail=f"leg fills {filled} of {arb.count}", data={"fills": filled}))
+                               detail=f"{why}; leg fills {fills} of {wanted}", data={"fills": fills}))
 
     # -- exits ----------------------------------------------------------------------------------
 
@@ -322,9 +314,11 @@ class Desk:
         # A reduce-only IOC on the opposite book side at our leg's best bid (YES terms for the V2 order).
         side, yes_price = ("ask", bid) if leg == "yes" else ("bid", ONE_DOLLAR - bid)
         stamp = int(self.clock().timestamp()) // 60  # one exit attempt per position per minute
-        intent = Intent(client_order_id(f"exit:{ticker}:{stamp}", why, 0), None, "exit", 0, st.family,
-                        st.defn.series_ticker, st.defn.event_ticker, ticker, side, yes_price, count,
-                        "immediate_or_cancel", reduce_only=True, fee_type=st.fee_type, fee_multiplier=st.fee_multiplier)
+        intent = Intent(client_order_id=client_order_id(f"exit:{ticker}:{stamp}", why, 0), signal_id=None, leg="exit",
+                        family=st.family, series_ticker=st.defn.series_ticker, event_ticker=st.defn.event_ticker,
+                        ticker=ticker, book_side="ask" if side == "ask" else "bid", yes_price=yes_price, count=count,
+                        time_in_force="immediate_or_cancel", reduce_only=True, fee_type=st.fee_type,
+                        fee_multiplier=st.fee_multiplier)
         verdict = await self.risk.reserve(intent, now=self.clock(), reduces_only=True)
         if verdict.ok and not verdict.existing:
             log.info("exit", ticker=ticker, leg=leg, count=count, price=bid, why=why)

@@ -8,20 +8,27 @@ two replicas applying the same fill cannot both count it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from libs.common import subjects
+from libs.common.config import Mode
 from libs.common.db import BalanceSnapshot, Fill, Order, OrderEvent, Position, RiskReservation
 from libs.common.db.executor import OPEN_ORDER_STATUSES
 from libs.common.db.upsert import insert_if_new
+from libs.common.events import OrderEvent as OrderEventMsg
+from libs.common.logs import get_logger
 from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, cost, leg_price
+from services.executor import order_status
 
-FINAL_STATUSES = ("executed", "canceled", "rejected", "blocked")
+log = get_logger(__name__)
+
+FINAL_STATUSES = tuple(sorted(order_status.FINAL))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +91,19 @@ def apply_to_position(pos: int, basis: int, realized: int, fill: FillFact) -> tu
 
 
 class Ledger:
-    """Reads and idempotent writes of the executor's tables for one mode."""
+    """Reads and idempotent writes of the executor's tables for one mode.
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], mode: str) -> None:
+    Every order transition and every new fill writes its `order_events` row in the same transaction
+    (the outbox); `on_event` is called after such a commit so the drain publishes it at once.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], mode: str, *,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 on_event: Callable[[], None] = lambda: None) -> None:
         self.sessions = sessions
         self.mode = mode
+        self.clock = clock
+        self.on_event = on_event
 
     # -- orders ---------------------------------------------------------------------------------
 
@@ -131,17 +146,24 @@ class Ledger:
                                                 Order.status == "intent")
                             .values(status="pending", sent_at=sent_at))
 
-    async def set_state(self, coid: str, state: OrderState) -> tuple[Order | None, bool]:
-        """Record the venue's view of an order; (the row, whether anything changed)."""
+    async def set_state(self, coid: str, state: OrderState, *, accepted: bool = False) -> tuple[Order | None, bool]:
+        """Record the venue's view of an order and its events; (the row, whether anything changed).
+
+        `accepted`: this is the create's answer, announced as `accepted` before the status it reports.
+        """
         async with self.sessions() as s, s.begin():
             row = await s.scalar(self._by_coid(coid).with_for_update())
             if row is None:
                 return None, False
-            # Counts only move forward: a late, older frame must not undo a newer one.
-            if row.order_id == state.order_id and row.status in FINAL_STATUSES and state.status == "resting":
+            # A local final guess (never_reached_exchange) gives way when the venue shows the order after all.
+            adopting = row.order_id is None and row.status in FINAL_STATUSES
+            if not adopting and not order_status.allowed(row.status, state.status):
+                log.info("order_update_ignored", client_order_id=coid, status=row.status, update=state.status)
                 return row, False
+            # Counts only move forward: a late, older frame must not undo a newer one.
             if state.fill_count < row.fill_count:
                 return row, False
+            prev_status, prev_price = row.status, row.yes_price
             changed = (row.order_id, row.status, row.fill_count, row.remaining_count, row.yes_price) != (
                 state.order_id, state.status, state.fill_count, state.remaining_count, state.yes_price)
             row.order_id = state.order_id
@@ -159,7 +181,15 @@ class Ledger:
                 row.raw = state.raw
             if state.status in FINAL_STATUSES:
                 await self._release(s, coid, "consumed" if state.fill_count else "released")
-            return row, changed
+            if accepted:
+                await self._order_event(s, row, "accepted")
+            if changed:
+                amended = prev_status == row.status == "resting" and prev_price != row.yes_price
+                await self._order_event(s, row, "amended" if amended else
+                                        order_status.event_kind(row.status, row.fill_count))
+        if accepted or changed:
+            self.on_event()
+        return row, changed
 
     async def finish(self, coid: str, status: str, reason: str | None) -> Order | None:
         """Close an order locally (rejected, never sent, blocked after the fact)."""
@@ -167,9 +197,13 @@ class Ledger:
             row = await s.scalar(self._by_coid(coid).with_for_update())
             if row is None or row.status in FINAL_STATUSES:
                 return row
+            assert order_status.allowed(row.status, status), (row.status, status)
             row.status, row.reason = status, reason
             await self._release(s, coid, "consumed" if row.fill_count else "released")
-            return row
+            await self._order_event(s, row, order_status.event_kind(status, row.fill_count),
+                                    reason=reason)
+        self.on_event()
+        return row
 
     async def finish_reason(self, coid: str, reason: str) -> None:
         """Note why we are closing an order before the venue confirms it."""
@@ -182,10 +216,18 @@ class Ledger:
             RiskReservation.mode == self.mode, RiskReservation.client_order_id == coid,
             RiskReservation.status == "reserved").values(status=status))
 
-    async def record_event(self, values: dict[str, Any]) -> bool:
-        """One `order_events` row (key: event_id); False when it was already recorded."""
-        async with self.sessions() as s, s.begin():
-            return await insert_if_new(s, OrderEvent, {"mode": self.mode, **values}, key=["event_id"])
+    async def _order_event(self, s: AsyncSession, row: Order, kind: str, *, reason: str | None = None) -> None:
+        """The outbox row announcing `row` as it now is (idempotent by its id, which names the totals)."""
+        event_id = f"ord:{row.client_order_id}:{kind}:{row.fill_count}:{row.remaining_count}:{row.yes_price}"
+        await self.write_event(s, OrderEventMsg(
+            id=event_id, ts_event=self.clock(), mode=Mode(self.mode), kind=kind,  # type: ignore[arg-type]
+            client_order_id=row.client_order_id, order_id=row.order_id, ticker=row.ticker,
+            event_ticker=row.event_ticker, book_side=row.book_side,  # type: ignore[arg-type]
+            price=row.yes_price, count=row.initial_count, filled_count=row.fill_count,
+            remaining_count=row.remaining_count, reason=reason or row.reason))
+
+    async def write_event(self, s: AsyncSession, ev: OrderEventMsg) -> bool:
+        return await write_event(s, self.mode, ev)
 
     # -- fills and positions --------------------------------------------------------------------
 
@@ -201,6 +243,13 @@ class Ledger:
                 "fee_ticks": f.fee, "filled_at": f.filled_at, "raw": f.raw}, key=["mode", "fill_id"])
             if not new:
                 return False
+            coid = f.client_order_id or await s.scalar(select(Order.client_order_id).where(
+                Order.mode == self.mode, Order.order_id == f.order_id))
+            await self.write_event(s, OrderEventMsg(
+                id=f"ord:fill:{f.fill_id}", ts_event=f.filled_at, mode=Mode(self.mode), kind="fill",
+                client_order_id=coid or "", order_id=f.order_id, ticker=f.ticker, event_ticker=event_ticker,
+                book_side=f.book_side, price=f.yes_price, count=f.count,  # type: ignore[arg-type]
+                fill_id=f.fill_id, fee=f.fee, is_taker=f.is_taker))
             await insert_if_new(s, Position, {"mode": self.mode, "ticker": f.ticker, "event_ticker": event_ticker,
                                               "series_ticker": series_ticker, "family": family},
                                 key=["mode", "ticker"])
@@ -222,7 +271,8 @@ class Ledger:
                 Fill.mode == self.mode, Fill.order_id == f.order_id).scalar_subquery()
             await s.execute(update(Order).where(Order.mode == self.mode, Order.order_id == f.order_id)
                             .values(fees_ticks=func.greatest(Order.fees_ticks, paid)))
-            return True
+        self.on_event()
+        return True
 
     async def positions(self, *, nonzero: bool = True) -> list[Position]:
         q = select(Position).where(Position.mode == self.mode)
@@ -282,6 +332,16 @@ class Ledger:
                                   .order_by(BalanceSnapshot.ts).limit(1))
 
 
+async def write_event(s: AsyncSession, mode: str, ev: OrderEventMsg) -> bool:
+    """Insert one outbox row for `ev` in the caller's transaction; False when it was already there."""
+    return await insert_if_new(s, OrderEvent, {
+        "event_id": ev.id, "mode": mode, "client_order_id": ev.client_order_id, "order_id": ev.order_id,
+        "ticker": ev.ticker, "kind": ev.kind, "yes_price": ev.price, "count": ev.count,
+        "fill_count": ev.filled_count, "remaining_count": ev.remaining_count, "reason": ev.reason,
+        "ts_event": ev.ts_event, "subject": subjects.ord_(ev.event_ticker, ev.ticker),
+        "message": ev.model_dump(mode="json")}, key=["mode", "event_id"])
+
+
 def order_summary(o: Order) -> dict[str, Any]:
     """An order as plain data for command replies."""
     return {"client_order_id": o.client_order_id, "order_id": o.order_id, "ticker": o.ticker,
@@ -304,4 +364,4 @@ def fill_summary(f: Fill) -> dict[str, Any]:
 
 
 __all__: Sequence[str] = ("FillFact", "Ledger", "OrderState", "apply_to_position", "fill_summary",
-                          "order_summary", "position_summary")
+                          "order_summary", "position_summary", "write_event")

@@ -1,4 +1,9 @@
-"""Order lifecycle: send an intent, follow it through the venue's updates, record and publish every step.
+"""How an order moves: every venue call about an order, and the ledger kept in line with the answers.
+
+This is the only place that talks to the venue about orders (create, amend, cancel, queue position,
+order and fill reads); the desk decides, this module carries it out. Statuses move as
+`order_status.py` allows, and every move is written with its `ord.*` event in one transaction (the
+outbox, drained by outbox.py), so nothing on the bus can block or lose a trade.
 
 Sending: the intent row exists (the risk gate wrote it) before any byte goes out; it becomes
 `pending`, then the V2 create is sent with the deterministic `client_order_id`. A lost answer leaves
@@ -7,23 +12,19 @@ retried create of the same id is answered 409 and recovered by the client — on
 
 Following: `user_order` frames carry an order's full totals, `fill` frames one execution each; both
 come from the private WebSocket (or the paper broker), and `poll()` reads the same facts over REST as
-the fallback. Every transition is written to `order_events` and published on `ord.<event>.<ticker>`
-with an id derived from the transition, so replays and the WS/REST overlap are stored once.
+the fallback. Event ids derive from the transition, so replays and the WS/REST overlap are stored once.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from libs.common import subjects
 from libs.common.config import Mode
 from libs.common.db import Order
-from libs.common.events import OrderEvent
 from libs.common.kalshi import errors as E
 from libs.common.kalshi.models import CreateOrderResult, WsFill, WsUserOrder
 from libs.common.kalshi.models import Fill as RestFill
@@ -36,21 +37,20 @@ from services.executor.risk import Intent
 
 log = get_logger(__name__)
 
-Publish = Callable[[str, OrderEvent], Awaitable[None]]
 Clock = Callable[[], datetime]
+AmendOutcome = Literal["amended", "would_cross", "gone", "canceled", "unavailable"]
+# The venue did not answer usefully; the call may be tried again later. Anything else is a bug or a
+# contract change and surfaces to the caller.
+VENUE_UNAVAILABLE = (E.TransportError, E.ServerError, E.RateLimited)
 
-_KIND = {"resting": "resting", "executed": "filled", "canceled": "canceled"}
 
+class OrderLifecycle:
+    """Sends intents, amends, cancels and reads orders, and applies the venue's order and fill updates."""
 
-class OrderManager:
-    """Sends intents and keeps the ledger in line with the venue's order and fill updates."""
-
-    def __init__(self, broker: Broker, ledger: Ledger, markets: Markets, publish: Publish, *, mode: Mode,
-                 clock: Clock) -> None:
+    def __init__(self, broker: Broker, ledger: Ledger, markets: Markets, *, mode: Mode, clock: Clock) -> None:
         self.broker = broker
         self.ledger = ledger
         self.markets = markets
-        self.publish = publish
         self.mode = mode
         self.clock = clock
         self.sent = 0
@@ -59,10 +59,11 @@ class OrderManager:
     # -- sending --------------------------------------------------------------------------------
 
     async def send(self, intent: Intent) -> Order | None:
-        """Send a reserved intent; returns the ledger row after the venue's answer (None if unknown)."""
-        now = self.clock()
-        # Independent: the ledger row becomes `pending`, the intent goes out on ord.*; both before the send.
-        await asyncio.gather(self.ledger.mark_sent(intent.client_order_id, now), self._publish_intent(intent, now))
+        """Send a reserved intent; returns the ledger row after the venue's answer (None if unknown).
+
+        Also resumes an intent whose earlier send died before or during the create (same id: one order).
+        """
+        await self.ledger.mark_sent(intent.client_order_id, self.clock())
         try:
             res = await self.broker.create_order(
                 intent.ticker, intent.book_side, intent.yes_price, intent.count,  # type: ignore[arg-type]
@@ -71,11 +72,8 @@ class OrderManager:
         except E.OrderRejected as e:
             log.warning("order_rejected", ticker=intent.ticker, client_order_id=intent.client_order_id,
                         code=e.code, error=str(e))
-            row = await self.ledger.finish(intent.client_order_id, "rejected", e.code or type(e).__name__)
-            if row is not None:
-                await self._emit(row, "rejected", reason=e.code)
-            return row
-        except (E.TransportError, E.ServerError, E.RateLimited, E.MalformedResponse) as e:
+            return await self.ledger.finish(intent.client_order_id, "rejected", e.code or type(e).__name__)
+        except (*VENUE_UNAVAILABLE, E.MalformedResponse) as e:
             # The order may or may not exist; reconciliation resolves `pending` by client_order_id.
             log.warning("order_answer_lost", ticker=intent.ticker, client_order_id=intent.client_order_id,
                         error=f"{type(e).__name__}: {e}")
@@ -100,12 +98,53 @@ class OrderManager:
                  filled=res.fill_count, recovered=res.already_existed)
         return row
 
-    async def _publish_intent(self, intent: Intent, ts: datetime) -> None:
-        await self.publish(subjects.ord_(intent.event_ticker, intent.ticker), OrderEvent(
-            id=f"ord:{intent.client_order_id}:intent", ts_event=ts, mode=self.mode, kind="intent",
-            client_order_id=intent.client_order_id, ticker=intent.ticker, event_ticker=intent.event_ticker,
-            book_side=intent.book_side, price=intent.yes_price, count=intent.count,  # type: ignore[arg-type]
-            remaining_count=intent.count))
+    # -- working orders -------------------------------------------------------------------------
+
+    async def amend(self, row: Order, yes_price: int, remaining: int) -> AmendOutcome:
+        """Move a resting order to `yes_price` with `remaining` contracts left to fill."""
+        assert row.order_id is not None
+        try:
+            await self.broker.amend_order(row.order_id, ticker=row.ticker, side=row.book_side,  # type: ignore[arg-type]
+                                          price=yes_price, count=row.fill_count + remaining)
+        except E.NotFound:
+            await self.refresh(row)  # it is gone (filled or canceled): read its final state
+            return "gone"
+        except E.OrderRejected as e:
+            if E.is_post_only_cross(e):
+                # The book moved under the new price; the order stays where it is until the next look.
+                log.info("reprice_would_cross", order_id=row.order_id, price=yes_price)
+                return "would_cross"
+            # The venue will not amend this order: cancel it; the next signal places a fresh one.
+            log.warning("amend_refused_cancelling", order_id=row.order_id, code=e.code, error=str(e))
+            await self.cancel(row, "reprice")
+            return "canceled"
+        except VENUE_UNAVAILABLE as e:
+            log.warning("amend_failed", order_id=row.order_id, error=f"{type(e).__name__}: {e}")
+            return "unavailable"
+        await self.refresh(row)
+        return "amended"
+
+    async def queue_position(self, row: Order) -> int | None:
+        """Contracts ahead of a resting order at its price; None when the venue cannot say right now."""
+        assert row.order_id is not None
+        try:
+            return (await self.broker.queue_position(row.order_id)).queue_position
+        except E.NotFound:
+            return None  # filled or canceled meanwhile: the next update or poll says which
+        except VENUE_UNAVAILABLE as e:
+            log.info("queue_position_unavailable", order_id=row.order_id, error=f"{type(e).__name__}: {e}")
+            return None
+
+    async def refresh(self, row: Order) -> Order | None:
+        """Read one order from the venue and apply it (with its fills when its fill count moved)."""
+        o = await self.read(row.order_id) if row.order_id is not None else None
+        if o is None:
+            return row
+        before = row.fill_count
+        new = await self.sync_order(o, row.client_order_id)
+        if o.fill_count != before:
+            await self.sync_fills(order_id=row.order_id)
+        return new
 
     # -- following ------------------------------------------------------------------------------
 
@@ -137,16 +176,7 @@ class OrderManager:
         return row.client_order_id if row is not None else None
 
     async def on_state(self, coid: str, state: OrderState, *, accepted: bool = False) -> Order | None:
-        row, changed = await self.ledger.set_state(coid, state)
-        if row is None:
-            return None
-        if accepted:
-            await self._emit(row, "accepted")
-        if changed:
-            kind = _KIND[row.status] if row.status in _KIND else row.status
-            if row.status == "resting" and row.fill_count:
-                kind = "partially_filled"
-            await self._emit(row, kind)  # type: ignore[arg-type]
+        row, _ = await self.ledger.set_state(coid, state, accepted=accepted)
         return row
 
     async def on_fill(self, f: FillFact) -> bool:
@@ -159,27 +189,7 @@ class OrderManager:
         if new:
             log.info("fill", ticker=f.ticker, order_id=f.order_id, side=f.outcome_side, price=f.yes_price,
                      count=f.count, fee=f.fee, taker=f.is_taker)
-            await self.publish(subjects.ord_(event_ticker, f.ticker), OrderEvent(
-                id=f"ord:fill:{f.fill_id}", ts_event=f.filled_at, mode=self.mode, kind="fill",
-                client_order_id=(row.client_order_id if row else f.client_order_id) or "", order_id=f.order_id,
-                ticker=f.ticker, event_ticker=event_ticker, book_side=f.book_side,  # type: ignore[arg-type]
-                price=f.yes_price, count=f.count, fill_id=f.fill_id, fee=f.fee, is_taker=f.is_taker))
         return new
-
-    async def _emit(self, row: Order, kind: str, *, reason: str | None = None) -> None:
-        event_id = f"ord:{row.client_order_id}:{kind}:{row.fill_count}:{row.remaining_count}"
-        ts = self.clock()
-        await self.ledger.record_event({
-            "event_id": event_id, "client_order_id": row.client_order_id, "order_id": row.order_id,
-            "ticker": row.ticker, "kind": kind, "yes_price": row.yes_price, "count": row.initial_count,
-            "fill_count": row.fill_count, "remaining_count": row.remaining_count, "reason": reason or row.reason,
-            "ts_event": ts})
-        await self.publish(subjects.ord_(row.event_ticker, row.ticker), OrderEvent(
-            id=event_id, ts_event=ts, mode=self.mode, kind=kind,  # type: ignore[arg-type]
-            client_order_id=row.client_order_id, order_id=row.order_id, ticker=row.ticker,
-            event_ticker=row.event_ticker, book_side=row.book_side,  # type: ignore[arg-type]
-            price=row.yes_price, count=row.initial_count, filled_count=row.fill_count,
-            remaining_count=row.remaining_count, reason=reason or row.reason))
 
     # -- REST fallback ---------------------------------------------------------------------------
 
@@ -197,16 +207,31 @@ class OrderManager:
     async def poll(self) -> None:
         """The fallback for a silent WebSocket: refresh every open order and its fills over REST."""
         for row in await self.ledger.open_orders():
-            if row.order_id is None:
-                continue
-            try:
-                o = await self.broker.order(row.order_id)
-            except E.NotFound:
-                continue
-            before = row.fill_count
-            await self.sync_order(o, row.client_order_id)
-            if o.fill_count != before:
-                await self.sync_fills(order_id=row.order_id)
+            await self.refresh(row)
+
+    async def find(self, ticker: str, coid: str) -> RestOrder | None:
+        """The venue's order with this client_order_id, if it ever reached the exchange."""
+        return await self.broker.find_order(ticker, coid)
+
+    async def venue_resting(self) -> list[RestOrder]:
+        """Every order of this account resting on the venue (ours or not)."""
+        return await self.broker.orders(status="resting")
+
+    async def read(self, order_id: str) -> RestOrder | None:
+        """One order as the venue has it; None when the venue does not know it."""
+        try:
+            return await self.broker.order(order_id)
+        except E.NotFound:
+            return None
+
+    async def cancel_foreign(self, o: RestOrder) -> bool:
+        """Cancel an order the ledger does not know (reconciliation, when configured); True if done."""
+        try:
+            await self.broker.cancel_order(o.order_id, ticker=o.ticker)
+            return True
+        except E.KalshiError as e:
+            log.warning("unknown_order_cancel_failed", order_id=o.order_id, error=str(e))
+            return False
 
     # -- cancelling ------------------------------------------------------------------------------
 
@@ -220,9 +245,8 @@ class OrderManager:
             pass
         except E.OrderRejected as e:
             log.warning("cancel_refused", order_id=row.order_id, code=e.code)
-        try:
-            o = await self.broker.order(row.order_id)
-        except E.NotFound:
+        o = await self.read(row.order_id)
+        if o is None:
             await self.ledger.finish(row.client_order_id, "canceled", reason)
             return True
         await self.ledger.finish_reason(row.client_order_id, reason)

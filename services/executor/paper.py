@@ -38,6 +38,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import Any, Literal
 
+from libs.common.bus import Bus
 from libs.common.events import BookUpdate, MarketDefinition, PublicTrade
 from libs.common.freshness import FreshnessLimits
 from libs.common.kalshi import errors as E
@@ -117,6 +118,35 @@ class PaperBroker:
         self._finished_synthetic = 0
         self.freshness = freshness or FreshnessLimits()
         self.stale_books_ignored = 0
+        self._subs: list[Any] = []
+
+    # -- as the executor's update stream (VenueUpdates) ---------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        return True  # in-process: every change arrives as a frame, nothing to poll
+
+    async def start(self, bus: Bus, on_frame: FrameCallback, resting: Sequence[Order]) -> None:
+        """Follow the market data it fills against, deliver frames to `on_frame`, re-rest `resting`."""
+        self.listen(on_frame)
+        self._subs.append(await bus.follow("md.market.>", MarketDefinition, self.on_market, replay_last=True))
+        # Books: live on core NATS, the last one per market once from JetStream (older ones are ignored).
+        self._subs.append(await bus.follow("md.book.>", BookUpdate, self.on_book, replay_last=False))
+        self._subs.append(await bus.follow("md.trade.>", PublicTrade, self.on_trade, replay_last=False))
+        await bus.replay_last("md.book.>", BookUpdate, self.on_book)
+        for order in resting:
+            await self.adopt(order)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the paper venue holds no connection of its own."""
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as e:  # the connection may be closing already
+                log.info("paper_unsubscribe_failed", error=str(e))
+        self._subs.clear()
 
     # -- updates ------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from libs.common.logs import get_logger
 from services.executor.broker import Broker
 from services.executor.ledger import Ledger
 from services.executor.markets import Markets
-from services.executor.orders import OrderManager
+from services.executor.orders import OrderLifecycle
 
 log = get_logger(__name__)
 
@@ -50,7 +50,7 @@ class Report:
 class Reconciler:
     """Brings the ledger in line with the exchange and says when it cannot."""
 
-    def __init__(self, broker: Broker, ledger: Ledger, orders: OrderManager, markets: Markets, *, mode: Mode,
+    def __init__(self, broker: Broker, ledger: Ledger, orders: OrderLifecycle, markets: Markets, *, mode: Mode,
                  cancel_unknown: bool, tolerance: int, compare_positions: bool = True,
                  alert: Callable[[Alert], Awaitable[None]],
                  pause: Callable[[str], Awaitable[None]], clock: Callable[[], datetime],
@@ -98,7 +98,7 @@ class Reconciler:
                 continue
             if now - (row.sent_at or row.created_at) < self.unanswered_after:
                 continue  # possibly still in flight on another replica
-            found = await self.broker.find_order(row.ticker, row.client_order_id)
+            found = await self.orders.find(row.ticker, row.client_order_id)
             if found is None:
                 await self.ledger.finish(row.client_order_id, "canceled", "never_reached_exchange")
                 rep.never_sent.append(row.client_order_id)
@@ -109,7 +109,7 @@ class Reconciler:
             rep.adopted.append(row.client_order_id)
 
     async def _resting(self, rep: Report) -> None:
-        resting = await self.broker.orders(status="resting")
+        resting = await self.orders.venue_resting()
         ours = {o.client_order_id: o for o in await self.ledger.open_orders()}
         seen: set[str] = set()
         for o in resting:
@@ -129,9 +129,8 @@ class Reconciler:
         for coid, row in ours.items():
             if coid in seen or row.order_id is None or row.status != "resting":
                 continue
-            try:
-                o = await self.broker.order(row.order_id)
-            except E.NotFound:
+            o = await self.orders.read(row.order_id)
+            if o is None:
                 await self.ledger.finish(coid, "canceled", "not_on_exchange")
                 continue
             await self.orders.sync_order(o, coid)
@@ -139,12 +138,8 @@ class Reconciler:
     async def _unknown(self, o: Any, rep: Report) -> None:
         rep.unknown.append(o.order_id)
         ours = (o.client_order_id or "").startswith(OUR_PREFIX)
-        if self.cancel_unknown:
-            try:
-                await self.broker.cancel_order(o.order_id, ticker=o.ticker)
-                rep.unknown_canceled.append(o.order_id)
-            except E.KalshiError as e:
-                log.warning("unknown_order_cancel_failed", order_id=o.order_id, error=str(e))
+        if self.cancel_unknown and await self.orders.cancel_foreign(o):
+            rep.unknown_canceled.append(o.order_id)
         action = "canceled" if o.order_id in rep.unknown_canceled else "left resting"
         await self.alert(Alert(
             ts_event=self.clock(), mode=self.mode, family="reconcile", severity="warning",

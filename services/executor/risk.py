@@ -15,45 +15,53 @@ the order's remaining size, once in the position) — too cautious for a moment,
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from libs.common.config import RiskLimits
+from libs.common.config import Mode, RiskLimits
 from libs.common.db import Order, OrderEvent, Position, RiskReservation
 from libs.common.db.executor import OPEN_ORDER_STATUSES
 from libs.common.db.upsert import insert_if_new, insert_many_if_new
+from libs.common.events import OrderEvent as OrderEventMsg
+from libs.common.market_view import DEFAULT_FEE_MULTIPLIER, DEFAULT_FEE_TYPE
 from libs.common.money import cost, leg_price
 from services.executor.exposure import Holding, Strike, event_exposure, gross
+from services.executor.ledger import write_event
 from services.executor.sizing import order_cost
 
 RESERVATION_TTL = timedelta(hours=6)
 
+Leg = Literal["yes", "no", "exit", "arb_yes", "arb_no"]
+BookSide = Literal["bid", "ask"]  # bid buys YES, ask buys NO (V2 orders are in YES terms)
+TimeInForce = Literal["good_till_canceled", "immediate_or_cancel", "fill_or_kill"]
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Intent:
     """An order the desk wants to send; `client_order_id` is derived from the signal, leg and attempt."""
 
     client_order_id: str
     signal_id: str | None
-    leg: str  # yes | no | exit | arb_yes | arb_no
-    attempt: int
+    leg: Leg
+    attempt: int = 0
     family: str | None
     series_ticker: str | None
     event_ticker: str
     ticker: str
-    book_side: str  # bid buys YES, ask buys NO
+    book_side: BookSide
     yes_price: int
     count: int
-    time_in_force: str = "good_till_canceled"
+    time_in_force: TimeInForce = "good_till_canceled"
     post_only: bool = False
     reduce_only: bool = False
-    fee_type: str = "quadratic"
-    fee_multiplier: Decimal = Decimal(1)
+    fee_type: str = DEFAULT_FEE_TYPE
+    fee_multiplier: Decimal = DEFAULT_FEE_MULTIPLIER
 
     @property
     def outcome_side(self) -> str:
@@ -84,11 +92,12 @@ class RiskGate:
     """Reserves cap budget for intents; strikes come from the executor's market definitions."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], mode: str, limits: RiskLimits,
-                 strikes: dict[str, Strike | None]) -> None:
+                 strikes: dict[str, Strike | None], *, on_event: Callable[[], None] = lambda: None) -> None:
         self.sessions = sessions
         self.mode = mode
         self.limits = limits
         self.strikes = strikes
+        self.on_event = on_event  # an `intent` event was committed to the outbox
 
     async def reserve(self, intent: Intent, *, now: datetime, reduces_only: bool = False) -> Verdict:
         """Insert the order as `intent` if every cap holds, else as `blocked`; idempotent per client_order_id."""
@@ -102,7 +111,9 @@ class RiskGate:
             usage = await self._usage(s, intent)
             reason = None if reduces_only else self._check(intent, usage)
             await self._insert(s, intent, now, reason)
-            return Verdict(reason is None, reason, usage=usage)
+        if reason is None:
+            self.on_event()
+        return Verdict(reason is None, reason, usage=usage)
 
     async def allows_reprice(self, intent: Intent, *, exclude_coid: str) -> str | None:
         """Would the caps still hold with this working order at a new price? None if so, else the cap's name.
@@ -201,11 +212,19 @@ class RiskGate:
             "status": status, "reason": reason}, key=["mode", "client_order_id"])
         if not new:
             return False
-        await insert_if_new(s, OrderEvent, {
-            "event_id": f"{intent.client_order_id}:{status}", "mode": self.mode,
-            "client_order_id": intent.client_order_id, "ticker": intent.ticker, "kind": status,
-            "yes_price": intent.yes_price, "count": intent.count, "reason": reason, "ts_event": now},
-            key=["event_id"])
+        if reason is not None:  # a decision not to trade: recorded, not announced on ord.*
+            await insert_if_new(s, OrderEvent, {
+                "event_id": f"ord:{intent.client_order_id}:blocked", "mode": self.mode,
+                "client_order_id": intent.client_order_id, "ticker": intent.ticker, "kind": status,
+                "yes_price": intent.yes_price, "count": intent.count, "reason": reason, "ts_event": now},
+                key=["mode", "event_id"])
+            return True
+        # The intent is on the outbox before any byte goes to the venue: the bus learns of it even if
+        # this process dies between here and the create.
+        await write_event(s, self.mode, OrderEventMsg(
+            id=f"ord:{intent.client_order_id}:intent", ts_event=now, mode=Mode(self.mode), kind="intent",
+            client_order_id=intent.client_order_id, ticker=intent.ticker, event_ticker=intent.event_ticker,
+            book_side=intent.book_side, price=intent.yes_price, count=intent.count, remaining_count=intent.count))
         if reason is None:
             amount = intent.worst_cost()
             scopes = [("order", intent.ticker), ("market", intent.ticker), ("event", intent.event_ticker),

@@ -1,1 +1,1 @@
-"""The notifier service (not implemented yet: no __main__, so the supervisor does not start it)."""
+"""Placeholder: the notifier service is not built yet (issue 11); with no `__main__`, `kdesk up` skips it."""

@@ -1,1 +1,1 @@
-"""The resolver service (not implemented yet: no __main__, so the supervisor does not start it)."""
+"""Placeholder: the resolver service is not built yet (issue 10); with no `__main__`, `kdesk up` skips it."""

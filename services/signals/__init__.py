@@ -1,1 +1,4 @@
-"""The signals service (not implemented yet: no __main__, so the supervisor does not start it)."""
+"""The signals service: weather-ensemble and BTC models against the books, fee-aware signals on `sig.*`.
+
+`pipeline` holds market state and decides when to signal; `service` wires it to NATS and PostgreSQL.
+"""

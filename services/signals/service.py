@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import subjects
-from libs.common.bus import Bus
+from libs.common.bus import Bus, CommandError
 from libs.common.db import create_engine, session_factory
 from libs.common.db import signals as tables
-from libs.common.db.executor import Position
 from libs.common.db.upsert import insert_if_new, insert_many_if_new
 from libs.common.events import (
     Alert,
@@ -26,6 +23,7 @@ from libs.common.events import (
     WxObservation,
     utcnow,
 )
+from libs.common.jobs import Jobs
 from libs.common.logs import get_logger
 from libs.common.runtime import ServiceRuntime
 from services.signals.pipeline import EdgeDecayMonitor, SignalPipeline, input_limits
@@ -74,6 +72,26 @@ class SignalStore:
                 r["climate_date"] = date.fromisoformat(r["climate_date"])
             async with self.sessions() as session, session.begin():
                 await insert_many_if_new(session, tables.WeatherBracketProb, rows, key=["run_id", "model", "ticker"])
+
+
+async def check_edge_decay(bus: Bus, monitor: EdgeDecayMonitor) -> int:
+    """Alert on held positions whose edge turned; the number of new alerts.
+
+    Positions belong to the executor: ask it (`cmd.executor.positions`, this mode's instance) rather
+    than read its table. With no executor running there is nothing held to watch.
+    """
+    try:
+        held = await bus.request("executor", "positions", timeout=5.0)
+    except CommandError as e:
+        log.info("edge_decay_skipped", reason=e.code, detail=str(e))
+        return 0
+    alerts = monitor.check({p["ticker"]: int(p["position"]) for p in held})
+    for a in alerts:
+        await bus.publish_js(subjects.ops_alert("edge_decay"), Alert(
+            ts_event=utcnow(), mode=bus.mode, family="edge_decay", severity="warning",
+            dedupe_key=a["dedupe_key"], title=f"edge turned against our {a['side'].upper()} in "
+            f"{a['ticker']}: exit {a['exit_value']:.2f} vs model {a['model_value']:.2f}", data=a))
+    return len(alerts)
 
 
 async def attach(bus: Bus, pipeline: SignalPipeline, store: SignalStore | None) -> None:
@@ -126,25 +144,10 @@ async def run_signals(rt: ServiceRuntime) -> None:
             await asyncio.sleep(min(5.0, s.health_interval_s))
 
     monitor = EdgeDecayMonitor(pipeline)
+    jobs = Jobs()
+    jobs.add("edge_decay", 30, lambda: check_edge_decay(rt.bus, monitor))
 
-    async def decay() -> None:
-        # Positions belong to the executor; read them (this mode only) and alert on decayed edges.
-        while not rt.stopping.is_set() and store is not None:
-            try:
-                async with store.sessions() as session:
-                    rows = (await session.execute(select(Position.ticker, Position.position).where(
-                        Position.mode == s.mode.value, Position.position != 0))).all()
-                for a in monitor.check({t: n for t, n in rows}):
-                    await rt.bus.publish_js(subjects.ops_alert("edge_decay"), Alert(
-                        ts_event=utcnow(), mode=s.mode, family="edge_decay", severity="warning",
-                        dedupe_key=a["dedupe_key"], title=f"edge turned against our {a['side'].upper()} in "
-                        f"{a['ticker']}: exit {a['exit_value']:.2f} vs model {a['model_value']:.2f}", data=a))
-            except Exception:
-                log.exception("edge_decay_check_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rt.stopping.wait(), 30)
-
-    tasks = [asyncio.create_task(report()), asyncio.create_task(decay())]
+    tasks = [asyncio.create_task(report()), *jobs.start(rt.stopping)]
     await rt.stopping.wait()
     for task in tasks:
         task.cancel()

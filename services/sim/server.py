@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -329,6 +329,7 @@ class SimExchange:
         self._listed_events = set(self.catalog.events)
         self.engine.listen(self._on_event)
         self._runner: web.AppRunner | None = None
+        self.requests: Counter[str] = Counter()  # "POST /trade-api/v2/portfolio/events/orders" → calls
         self._bg_task: asyncio.Task[None] | None = None
         self.host = "127.0.0.1"
         self.port = 0
@@ -561,6 +562,8 @@ class SimExchange:
                     return _json(e.body(), 401)
             if user is not None:
                 request[_USER] = user
+            # What the exchange was asked, by route (tests count creates, cancels ... through it).
+            self.requests[f"{request.method} {request.match_info.route.resource.canonical}"] += 1
             if user is not None and self.rate_limiter is not None and path != WS_PATH:
                 items = 0
                 if path == _BATCHED:

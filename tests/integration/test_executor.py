@@ -15,7 +15,15 @@ from libs.common.money import fee
 from services.executor.exposure import Holding, Strike, event_exposure
 from services.executor.sizing import size_order
 from tests.integration.test_kalshi_client import until
-from tests.kit.desk import desk_settings, executor, publish_book, publish_definitions, send_signal, signal
+from tests.kit.desk import (
+    desk_settings,
+    executor,
+    paper_executor,
+    publish_book,
+    publish_definitions,
+    send_signal,
+    signal,
+)
 from tests.kit.sim import EVENT, SERIES, TICKERS, sim_rig
 
 T = TICKERS[2]  # KXHIGHNY-26NOV23-B52.5
@@ -324,7 +332,8 @@ async def test_paper_mode_rests_against_the_live_book_and_fills_when_trades_cons
         price_ranges=(PriceRange(start=0, end=10_000, step=100),), fee_type="quadratic", fee_multiplier=1))
     paper = PaperBroker(lambda: datetime.now(UTC), 1_000 * 10_000)
     engine = create_engine(db_url)
-    ex = Executor(desk_settings(mode=Mode.PAPER), bus, session_factory(engine), paper, loop_interval_s=0.2)
+    ex = Executor(desk_settings(mode=Mode.PAPER), bus, session_factory(engine), paper, updates=paper,
+                  loop_interval_s=0.2)
     try:
         await ex.start()
         await bus.publish(subjects.md_book(SERIES, T), BookUpdate(
@@ -359,18 +368,14 @@ async def test_paper_mode_rests_against_the_live_book_and_fills_when_trades_cons
 
 
 async def test_paper_mode_refuses_a_second_replica(nats_url: str, db_url: str) -> None:
-    from datetime import UTC, datetime
-
     from libs.common.config import ConfigError
-    from services.executor.paper import PaperBroker
-    from services.executor.service import Executor
 
     bus = await Bus.connect(nats_url, service="executor", mode=Mode.PAPER)
     await bus.provision()
     engine = create_engine(db_url)
     settings = desk_settings(mode=Mode.PAPER)
-    first = Executor(settings, bus, session_factory(engine), PaperBroker(lambda: datetime.now(UTC), 10**7))
-    second = Executor(settings, bus, session_factory(engine), PaperBroker(lambda: datetime.now(UTC), 10**7))
+    first = paper_executor(settings, bus, engine)
+    second = paper_executor(settings, bus, engine)
     try:
         await first.start()
         try:
@@ -379,7 +384,7 @@ async def test_paper_mode_refuses_a_second_replica(nats_url: str, db_url: str) -
         except ConfigError as e:
             assert "one executor replica" in str(e)
         await first.stop()
-        third = Executor(settings, bus, session_factory(engine), PaperBroker(lambda: datetime.now(UTC), 10**7))
+        third = paper_executor(settings, bus, engine)
         await third.start()  # the lock went with the first replica
         await third.stop()
     finally:

@@ -18,6 +18,7 @@ from libs.common.config import Mode
 from libs.common.db import Fill, Order, Position, create_engine, session_factory
 from libs.common.events import Signal, WxForecast
 from libs.common.kalshi import KalshiWS
+from services.executor.broker import KalshiUpdates
 from services.executor.service import Executor
 from services.feeds.books import BookFanout
 from services.signals.pipeline import SignalPipeline
@@ -75,7 +76,8 @@ async def test_mispriced_brackets_are_bought_as_maker_filled_by_the_crowd_and_bo
         await feed.subscribe_books(tickers)
         engine = create_engine(db_url)
         ex = Executor(settings, bus, session_factory(engine), rig.client("desk"),
-                      ws=KalshiWS(rig.env, rig.signer("desk")), clock=lambda: NOW, loop_interval_s=0.5)
+                      updates=KalshiUpdates(KalshiWS(rig.env, rig.signer("desk"))), clock=lambda: NOW,
+                      loop_interval_s=0.5)
         try:
             await ex.start()
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from libs.common.config import Mode
-from libs.common.db import Fill, Order, Position, create_engine, session_factory
+from libs.common.db import Fill, Order, OrderEvent, Position, create_engine, session_factory
 from libs.common.money import format_count, format_dollars
 from services.executor.ledger import Ledger
 from services.executor.markets import Markets
-from services.executor.orders import OrderManager
+from services.executor.orders import OrderLifecycle
 from services.executor.paper import PaperBroker
 from services.executor.risk import Intent, RiskGate
 from tests.integration.test_executor import rows
@@ -50,17 +50,15 @@ async def test_frames_in_any_order_and_repeated_give_the_same_books(db_url: str)
     engine = create_engine(db_url)
     sessions = session_factory(engine)
 
-    async def publish(subject: str, ev: object) -> None:
-        return None
-
     try:
         for mode, order in RUNS:
             ledger = Ledger(sessions, mode)
-            om = OrderManager(PaperBroker(lambda: NOW, 10**8), ledger, Markets(), publish, mode=Mode(mode),
-                              clock=lambda: NOW)
+            om = OrderLifecycle(PaperBroker(lambda: NOW, 10**8), ledger, Markets(), mode=Mode(mode), clock=lambda: NOW)
             gate = RiskGate(sessions, mode, desk_settings().risk, {})
-            await gate.reserve(Intent("kd-x", "sig", "yes", 0, "weather", "KXHIGHNY", "KXHIGHNY-26NOV23", T, "bid",
-                                      3100, 1000, post_only=True, fee_multiplier=Decimal(1)), now=NOW)
+            await gate.reserve(Intent(client_order_id="kd-x", signal_id="sig", leg="yes", family="weather",
+                                      series_ticker="KXHIGHNY", event_ticker="KXHIGHNY-26NOV23", ticker=T,
+                                      book_side="bid", yes_price=3100, count=1000, post_only=True,
+                                      fee_multiplier=Decimal(1)), now=NOW)
             for i in order:
                 await om.on_frame(FRAMES[i])
             [o] = await rows(db_url, Order, Order.mode == mode)
@@ -69,5 +67,10 @@ async def test_frames_in_any_order_and_repeated_give_the_same_books(db_url: str)
             assert (o.status, o.fill_count, o.remaining_count, o.fees_ticks) == ("executed", 1000, 0, 27), mode
             assert (p.position, p.fees_paid_ticks, p.cost_ticks) == (1000, 27, 31_000), mode
             assert sorted(f.trade_id for f in fills) == ["t1", "t2"]
+            # The outbox holds each fill once and ends with the order filled, whatever the frame order.
+            events = await rows(db_url, OrderEvent, OrderEvent.mode == mode)
+            assert sorted(e.event_id for e in events if e.kind == "fill") == ["ord:fill:t1:ex-1", "ord:fill:t2:ex-1"]
+            assert [e.kind for e in events if e.kind == "filled"] == ["filled"], mode
+            assert all(e.message is not None and e.published_at is None for e in events), mode
     finally:
         await engine.dispose()

@@ -13,14 +13,14 @@ from libs.common.bus import Bus
 from libs.common.config import Mode, load_settings
 from libs.common.db import create_engine, session_factory
 from libs.common.db import signals as tables
-from libs.common.events import ANY_EVENT, BookUpdate, MarketDefinition, PriceRange, Signal, WxForecast
+from libs.common.events import ANY_EVENT, PriceRange, Signal, WxForecast
 from services.signals.pipeline import SignalPipeline
 from services.signals.service import SignalStore, attach
 from services.sim.liquidity import BackgroundTraders
 from services.sim.scenarios import weather_event
 from services.sim.world import World
 from tests.integration.test_kalshi_client import until
-from tests.kit.factories import ensemble_members
+from tests.kit.factories import book_update, ensemble_members, market_definition
 
 
 async def test_mispriced_weather_markets_signal_and_fair_ones_do_not(nats_url: str, db_url: str) -> None:
@@ -55,11 +55,10 @@ async def test_mispriced_weather_markets_signal_and_fair_ones_do_not(nats_url: s
     try:
         await attach(bus, pipeline, store)
         for m in markets:  # what feeds would publish: definitions, a forecast, books
-            d = MarketDefinition(ts_event=now, mode=Mode.SIM, ticker=m.ticker, event_ticker=event,
-                                 series_ticker=m.series_ticker, status="active", strike_type=m.strike_type,
-                                 floor_strike=m.floor_strike, cap_strike=m.cap_strike, close_time=m.close_time,
-                                 price_ranges=tuple(PriceRange(start=a, end=b, step=c) for a, b, c in m.grid.ranges),
-                                 fee_type="quadratic", fee_multiplier=1)
+            d = market_definition(m.ticker, ts_event=now, event_ticker=event, series_ticker=m.series_ticker,
+                                  strike_type=m.strike_type, floor_strike=m.floor_strike, cap_strike=m.cap_strike,
+                                  close_time=m.close_time,
+                                  price_ranges=tuple(PriceRange(start=a, end=b, step=c) for a, b, c in m.grid.ranges))
             await bus.publish_js(subjects.md_market(m.series_ticker, m.ticker), d)
         facts = world.facts[event]
         members = ensemble_members(facts)
@@ -69,9 +68,8 @@ async def test_mispriced_weather_markets_signal_and_fair_ones_do_not(nats_url: s
         await until(lambda: len(pipeline.weather_p) == len(markets), what="weather ladder")
         for seq, m in enumerate(markets, start=1):
             yes, no = world.engine.book(m.ticker)
-            await bus.publish(subjects.md_book(m.series_ticker, m.ticker), BookUpdate(
-                ts_event=now, mode=Mode.SIM, ticker=m.ticker, series_ticker=m.series_ticker, seq=seq,
-                yes_bids=tuple(yes), no_bids=tuple(no)))
+            await bus.publish(subjects.md_book(m.series_ticker, m.ticker), book_update(
+                m.ticker, tuple(yes), tuple(no), ts_event=now, series_ticker=m.series_ticker, seq=seq))
         await until(lambda: sum(st.book is not None for st in pipeline.markets.values()) == len(markets), what="books")
         await until(lambda: {s.ticker for s in got} >= set(mispriced),
                     what=f"signals for the mispriced markets (suppressed: {pipeline.suppressed})")

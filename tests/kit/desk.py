@@ -14,6 +14,7 @@ from libs.common.config import Mode, Settings, load_settings
 from libs.common.db import create_engine, session_factory
 from libs.common.events import BookUpdate, MarketDefinition, PriceRange, Signal
 from libs.common.kalshi import KalshiWS
+from services.executor.broker import KalshiUpdates
 from services.executor.service import Executor
 from tests.kit.sim import SimRig
 
@@ -68,15 +69,16 @@ async def send_signal(bus: Bus, s: Signal) -> None:
 
 @asynccontextmanager
 async def executor(rig: SimRig, nats_url: str, db_url: str, *, user: str = "desk", settings: Settings | None = None,
-                   private_ws: bool = True, **kw: Any) -> AsyncIterator[Executor]:
-    """One started executor replica trading as `user` on the sim (REST + private WS unless told not to)."""
+                   private_ws: bool = True, broker: Any = None, **kw: Any) -> AsyncIterator[Executor]:
+    """One started executor replica trading as `user` on the sim (REST + private WS unless told not to);
+    `broker` replaces the user's REST client (a fake at the venue seam)."""
     settings = settings or desk_settings()
-    client = rig.client(user)
+    client = rig.client(user) if broker is None else broker
     bus = await Bus.connect(nats_url, service="executor", mode=settings.mode)
     await bus.provision()
     engine = create_engine(db_url)
-    ws = KalshiWS(rig.env, rig.signer(user)) if private_ws else None
-    ex = Executor(settings, bus, session_factory(engine), client, ws=ws, loop_interval_s=0.2, **kw)
+    updates = KalshiUpdates(KalshiWS(rig.env, rig.signer(user))) if private_ws else None
+    ex = Executor(settings, bus, session_factory(engine), client, updates=updates, loop_interval_s=0.2, **kw)
     try:
         await ex.start()
         yield ex
@@ -86,5 +88,13 @@ async def executor(rig: SimRig, nats_url: str, db_url: str, *, user: str = "desk
         await engine.dispose()
 
 
-__all__ = ["desk_settings", "executor", "publish_book", "publish_definitions",
+def paper_executor(settings: Settings, bus: Bus, engine: Any) -> Executor:
+    """An executor replica whose venue is its own paper broker (unstarted)."""
+    from services.executor.paper import PaperBroker
+
+    paper = PaperBroker(lambda: datetime.now(UTC), 10**7, freshness=settings.freshness)
+    return Executor(settings, bus, session_factory(engine), paper, updates=paper, loop_interval_s=0.2)
+
+
+__all__ = ["desk_settings", "executor", "paper_executor", "publish_book", "publish_definitions",
            "send_signal", "signal"]

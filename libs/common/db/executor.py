@@ -83,13 +83,18 @@ class Order(Base):
 
 
 class OrderEvent(Base):
-    """One order lifecycle event (intent, accepted, resting, amended, canceled ...); owner executor, key `event_id`."""
+    """One order lifecycle event (intent, accepted, resting, amended, canceled ...); owner executor.
+
+    Key (`mode`, `event_id`); the row is also the outbox entry its `ord.*` message is published from.
+    """
 
     __tablename__ = "order_events"
     __table_args__ = (
         mode_check(),
-        UniqueConstraint("event_id"),
+        UniqueConstraint("mode", "event_id"),
         Index("ix_order_events_mode_client_order_id", "mode", "client_order_id"),
+        Index("ix_order_events_unpublished", "id",
+              postgresql_where=text("published_at IS NULL AND message IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
@@ -106,6 +111,11 @@ class OrderEvent(Base):
     reason: Mapped[str | None]
     ts_event: Mapped[datetime]
     payload: Mapped[dict[str, Any] | None]  # raw exchange or paper-broker payload
+    # The outbox (DESIGN §6): the row is the event; a drain publishes `message` on `subject` (logical,
+    # unscoped `ord.<event>.<ticker>`) with Nats-Msg-Id = event_id and stamps `published_at` once acked.
+    subject: Mapped[str | None]
+    message: Mapped[dict[str, Any] | None]
+    published_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at_column()
 
 

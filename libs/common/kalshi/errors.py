@@ -56,3 +56,13 @@ class MalformedResponse(KalshiError):
 
 class ConfigurationError(KalshiError):
     """The client was set up wrongly (no credentials for an authenticated call, unreadable key)."""
+
+
+def is_post_only_cross(e: KalshiError) -> bool:
+    """A post-only order (or an amend of one) refused because it would have taken liquidity.
+
+    Kalshi answers `invalid_order` (`invalid order` in batch results) with details `post only cross`;
+    the code alone covers many other refusals, so both fields decide — never the message text.
+    """
+    code, details = (e.code or "").replace(" ", "_"), (e.details or "").strip().lower()
+    return code == "invalid_order" and details == "post only cross"

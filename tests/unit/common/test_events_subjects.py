@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from libs.common import subjects
 from libs.common.config import Mode
 from libs.common.events import BookUpdate, Heartbeat, MarketDefinition, Signal, decode_event
-from tests.kit.factories import signal_event
+from tests.kit.factories import book_update, market_definition, signal_event
 
 BTC = "KXBTCD-26AUG2517-T78499.99"
 
@@ -20,8 +20,7 @@ def test_ticker_with_dot_is_encoded_in_subjects_and_exact_in_payload() -> None:
     assert subjects.md_book("KXBTCD", BTC) == "md.book.kxbtcd.kxbtcd-26aug2517-t78499_99"
     assert subjects.ord_("KXBTCD-26AUG2517", BTC) == "ord.kxbtcd-26aug2517.kxbtcd-26aug2517-t78499_99"
     assert subjects.sig("btc", "KXBTCD", BTC).count(".") == 3  # the dot never splits a token
-    ev = BookUpdate(ts_event=datetime.now(UTC), mode=Mode.SIM, ticker=BTC, series_ticker="KXBTCD", seq=7,
-                    yes_bids=((4_200, 1_300),), no_bids=((5_600, 1_700),))
+    ev = book_update(BTC, ((4_200, 1_300),), ((5_600, 1_700),))
     back = decode_event(ev.to_json())
     assert isinstance(back, BookUpdate) and back.ticker == BTC and back.yes_bids == ((4_200, 1_300),)
 
@@ -68,9 +67,8 @@ def test_timestamps_must_be_timezone_aware() -> None:
 
 def test_decode_dispatches_on_type_and_keeps_decimals_exact() -> None:
     now = datetime.now(UTC)
-    m = MarketDefinition(ts_event=now, mode=Mode.PAPER, ticker=BTC, event_ticker="KXBTCD-26AUG2517",
-                         series_ticker="KXBTCD", status="active", strike_type="greater",
-                         floor_strike=Decimal("78499.99"), fee_multiplier=Decimal("0.5"))
+    m = market_definition(BTC, ts_event=now, mode=Mode.PAPER, strike_type="greater",
+                          floor_strike=Decimal("78499.99"), fee_multiplier=Decimal("0.5"))
     back = decode_event(m.to_json())
     assert isinstance(back, MarketDefinition)
     assert back.floor_strike == Decimal("78499.99") and back.fee_multiplier == Decimal("0.5")

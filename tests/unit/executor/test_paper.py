@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from libs.common.config import Mode
-from libs.common.events import BookUpdate, MarketDefinition, PriceRange, PublicTrade
+from libs.common.events import PriceRange, PublicTrade
 from libs.common.kalshi import errors as E
 from libs.common.kalshi.models import Order, WsFill, WsUserOrder
 from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, fee
 from services.executor.paper import PaperBroker
+from tests.kit.factories import book_update, market_definition
 
 T = "KXFED-26DEC-T4.00"
 T2 = "KXFED-26DEC-T4.25"
@@ -50,16 +51,15 @@ class Rig:
 
     async def market(self, status: str = "active", *, ticker: str = T, result: str | None = None,
                      fee_type: str = MAKER_FEES, step: int = 100) -> None:
-        await self.broker.on_market(MarketDefinition(
-            ts_event=self.now, mode=Mode.PAPER, ticker=ticker, event_ticker=EVENT, series_ticker="KXFED",
-            status=status, price_ranges=(PriceRange(start=0, end=ONE_DOLLAR, step=step),), fee_type=fee_type,
-            fee_multiplier=Decimal(1), result=result))
+        await self.broker.on_market(market_definition(
+            ticker, ts_event=self.now, mode=Mode.PAPER, event_ticker=EVENT, status=status,
+            price_ranges=(PriceRange(start=0, end=ONE_DOLLAR, step=step),), fee_type=fee_type, result=result))
 
     async def book(self, yes: tuple[tuple[int, int], ...] = (), no: tuple[tuple[int, int], ...] = (), *,
                    depth: str = "full", ticker: str = T, ts: datetime | None = None) -> None:
-        await self.broker.on_book(BookUpdate(
-            ts_event=ts or self.now, mode=Mode.PAPER, ticker=ticker, series_ticker="KXFED", seq=next(self._seq),
-            yes_bids=tuple(sorted(yes)), no_bids=tuple(sorted(no)), depth=depth))  # type: ignore[arg-type]
+        await self.broker.on_book(book_update(
+            ticker, tuple(sorted(yes)), tuple(sorted(no)), ts_event=ts or self.now, mode=Mode.PAPER,
+            seq=next(self._seq), depth=depth))
 
     async def trade(self, yes_price: int, count: int, *, taker: str, ticker: str = T,
                     ts: datetime | None = None) -> None:
@@ -431,8 +431,7 @@ async def test_a_book_seen_before_its_market_is_mirrored_when_it_arrives_and_old
     await rig.book(yes=((5_000, 2 * C),), ts=NOW - timedelta(seconds=5))  # a stale replay
     assert await rig.ahead(oid) == 10 * C
     rig.tick()
-    update = BookUpdate(id="book:1", ts_event=rig.now, mode=Mode.PAPER, ticker=T, series_ticker="KXFED", seq=9,
-                        yes_bids=((5_000, 12 * C),))
+    update = book_update(T, ((5_000, 12 * C),), (), id="book:1", ts_event=rig.now, mode=Mode.PAPER, seq=9)
     await rig.broker.on_book(update)
     rig.tick()
     await rig.trade(5_000, 5 * C, taker="no")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from libs.common.config import Mode, load_settings
-from libs.common.events import BookUpdate, MarketDefinition
 from services.signals.pipeline import EdgeDecayMonitor, ModelP, SignalPipeline
+from tests.kit.factories import book_update, market_definition
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
@@ -17,8 +18,7 @@ def pipeline() -> SignalPipeline:
 
     p = SignalPipeline(emit, mode=Mode.SIM, risk=load_settings().risk, clock=lambda: NOW)
     for t in ("E-A", "E-B", "F-A"):
-        p.view.on_market(MarketDefinition(ts_event=NOW, mode=Mode.SIM, ticker=t, event_ticker=t.split("-")[0],
-                                          series_ticker="KXHIGHNY", status="active"))
+        p.view.on_market(market_definition(t, ts_event=NOW, event_ticker=t.split("-")[0], series_ticker="KXHIGHNY"))
         p.weather_p[t] = ModelP(0.40, 0.9, "wx_ens", {}, NOW)
     return p
 
@@ -26,8 +26,8 @@ def pipeline() -> SignalPipeline:
 def book(p: SignalPipeline, ticker: str, yes_bid: int, no_bid: int, age_s: float = 0.0) -> None:
     """A book whose source timestamp is `age_s` old; it replaces the held one (a stale one by a fresh one too)."""
     p.view.by_ticker[ticker].book = None
-    p.view.on_book(BookUpdate(ts_event=NOW - timedelta(seconds=age_s), mode=Mode.SIM, ticker=ticker,
-                              series_ticker="KXHIGHNY", seq=1, yes_bids=((yes_bid, 100),), no_bids=((no_bid, 100),)))
+    p.view.on_book(book_update(ticker, ((yes_bid, 100),), ((no_bid, 100),), ts_event=NOW - timedelta(seconds=age_s),
+                               series_ticker="KXHIGHNY", seq=1))
 
 
 def test_alert_once_when_the_bid_beats_the_model_then_rearm() -> None:
@@ -68,22 +68,19 @@ async def test_signal_ids_are_the_same_for_the_same_book_and_new_after_a_feed_re
 
     p = SignalPipeline(emit, mode=Mode.SIM, risk=load_settings(min_edge=0.02).risk, clock=lambda: clock[0],
                        cooldown_s=0.0)
-    await p.on_market(MarketDefinition(ts_event=NOW, mode=Mode.SIM, ticker="F-A", event_ticker="F",
-                                       series_ticker="KXHIGHNY", status="active"))
+    await p.on_market(market_definition("F-A", ts_event=NOW, event_ticker="F", series_ticker="KXHIGHNY"))
     p.weather_p["F-A"] = ModelP(0.60, 0.9, "wx_ens", {}, NOW)
 
-    def update(seq: int, ts: datetime) -> BookUpdate:
-        return BookUpdate(ts_event=ts, mode=Mode.SIM, ticker="F-A", series_ticker="KXHIGHNY", seq=seq,
-                          yes_bids=((3_000, 100),), no_bids=((6_500, 100),))
+    update = partial(book_update, "F-A", ((3_000, 100),), ((6_500, 100),), series_ticker="KXHIGHNY", seq=7)
 
-    first = await p.on_book(update(7, NOW))
+    first = await p.on_book(update(ts_event=NOW))
     replica = SignalPipeline(emit, mode=Mode.SIM, risk=load_settings(min_edge=0.02).risk, clock=lambda: NOW,
                              cooldown_s=0.0)
     await replica.on_market(p.markets["F-A"].defn)
     replica.weather_p = p.weather_p
-    same = await replica.on_book(update(7, NOW))
+    same = await replica.on_book(update(ts_event=NOW))
     assert first is not None and same is not None and first.id == same.id  # replicas dedupe
     p.last.clear()
     clock[0] = NOW + timedelta(minutes=3)
-    restarted = await p.on_book(update(7, NOW + timedelta(minutes=3)))  # feeds reconnected: seq 7 again
+    restarted = await p.on_book(update(ts_event=NOW + timedelta(minutes=3)))  # feeds reconnected: seq 7 again
     assert restarted is not None and restarted.id != first.id

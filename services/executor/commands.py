@@ -1,0 +1,91 @@
+"""The executor's `cmd.executor.*` answers: status, positions, orders, fills, balance, pause, resume,
+flatten, reconcile. Plain data in integer money (ticks, 1/100 contract); the CLI and Telegram render it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from libs.common.bus import Bus
+from services.executor.ledger import fill_summary, order_summary, position_summary
+from services.executor.risk import reserved_total
+
+if TYPE_CHECKING:
+    from services.executor.service import Executor
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class ExecutorCommands:
+    """Answers for one executor replica (one replica of the queue group answers each request)."""
+
+    def __init__(self, ex: Executor) -> None:
+        self.ex = ex
+
+    async def serve(self, bus: Bus) -> list[Any]:
+        handlers: dict[str, Handler] = {
+            "status": self.status, "positions": self.positions, "orders": self.orders, "fills": self.fills,
+            "balance": self.balance, "pause": self.pause, "resume": self.resume, "flatten": self.flatten,
+            "reconcile": self.reconcile,
+        }
+        return [await bus.serve("executor", verb, fn) for verb, fn in handlers.items()]
+
+    async def status(self, _: dict[str, Any]) -> dict[str, Any]:
+        ex = self.ex
+        assert ex.desk is not None and ex.control is not None
+        st = ex.control.state
+        return {"mode": ex.mode.value, "instance": ex.settings.instance, "paused": st.paused,
+                "pause_reason": st.pause_reason, "blocked": st.blocks(ex.mode, None, ex.clock()),
+                "daily_loss_tripped": ex.desk.daily_loss_tripped, "bankroll_ticks": ex.desk.bankroll,
+                "decisions": dict(ex.desk.decisions), "orders_sent": ex.orders.sent,
+                "open_orders": len(await ex.ledger.open_orders()), "limits": ex.settings.risk.as_dict(),
+                "reserved": await reserved_total(ex.ledger.sessions, ex.mode.value),
+                "last_reconcile": ex.reconciler.last.as_dict() if ex.reconciler and ex.reconciler.last else None,
+                "jobs": ex.jobs.snapshot(), "outbox": await ex.outbox.backlog(), **self.freshness()}
+
+    def freshness(self) -> dict[str, Any]:
+        ex = self.ex
+        age = ex.markets.freshest_book_age_s()
+        fresh = age is not None and age <= ex.settings.max_book_age_s
+        return {"freshest_book_age_s": None if age is None or math.isinf(age) else round(age, 3),
+                "fresh_books": sum(ex.markets.book_fresh(st) for st in ex.markets.by_ticker.values()),
+                "waiting_for_fresh_data": not fresh, "freshness_limits": ex.settings.freshness.as_dict()}
+
+    async def positions(self, _: dict[str, Any]) -> list[dict[str, Any]]:
+        return [position_summary(p) for p in await self.ex.ledger.positions()]
+
+    async def orders(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        if req.get("open"):
+            return [order_summary(o) for o in await self.ex.ledger.open_orders()]
+        return [order_summary(o) for o in await self.ex.ledger.recent_orders(int(req.get("limit", 50)))]
+
+    async def fills(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        return [fill_summary(f) for f in await self.ex.ledger.fills(int(req.get("limit", 50)))]
+
+    async def balance(self, _: dict[str, Any]) -> dict[str, Any]:
+        bal = await self.ex.refresh_balance()
+        return {"balance_ticks": bal, "balance_usd": f"{bal / 10_000:.4f}"}
+
+    async def pause(self, req: dict[str, Any]) -> dict[str, Any]:
+        await self.ex.pause(str(req.get("reason") or "operator"))
+        return {"paused": True}
+
+    async def resume(self, _: dict[str, Any]) -> dict[str, Any]:
+        ex = self.ex
+        assert ex.control is not None and ex.desk is not None
+        await ex.control.set_paused(False)
+        ex.desk.daily_loss_tripped = False
+        return {"paused": False}
+
+    async def flatten(self, _: dict[str, Any]) -> dict[str, Any]:
+        # Allowed while paused: cancels and reduce-only exits only take risk off.
+        assert self.ex.desk is not None
+        return await self.ex.desk.flatten()
+
+    async def reconcile(self, _: dict[str, Any]) -> dict[str, Any]:
+        return await self.ex.reconcile()
+
+
+__all__ = ["ExecutorCommands"]
