@@ -201,11 +201,10 @@ class BalanceSnapshot(Base):
 class RiskReservation(Base):
     """Cap budget held by one order in one scope; owner executor, key (mode, client_order_id, scope_kind, scope_key).
 
-    Reserving is atomic across executor replicas: in one transaction take
-    `pg_advisory_xact_lock(hashtextextended(mode || ':' || scope_kind || ':' || scope_key, 0))` for every scope
-    the order touches (in sorted order, so two replicas never deadlock), sum `amount_ticks` of the scope's
-    live rows (status `reserved`, `expires_at > now()`; plus `consumed` for cumulative caps), and insert only
-    if the cap still holds. `ix_risk_reservations_live` serves the sum.
+    A record of what each live order holds (its worst-case cost with the taker fee), released or
+    consumed when the order ends. The cap check itself is `services/executor/risk.py`: one
+    `pg_advisory_xact_lock` per mode, the mode's open orders and positions read under it, the new order
+    counted as if filled — so two replicas can never exceed a cap together. `expires_at` is informative.
     """
 
     __tablename__ = "risk_reservations"
