@@ -32,6 +32,7 @@ from libs.common.events import MarketDefinition, PriceRange, Signal, WxForecast,
 from libs.common.kalshi import KalshiWS
 from libs.common.matching.types import OrderRequest, OrderUpdate
 from libs.common.stations import BY_SERIES
+from services.executor.broker import KalshiUpdates
 from services.executor.service import Executor
 from services.feeds.books import BookFanout
 from services.signals.pipeline import SignalPipeline
@@ -100,7 +101,8 @@ async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, flo
         eng.listen(on_engine)
         engine = create_engine(db_url)
         ex = Executor(settings, bus, session_factory(engine), rig.client("desk"),
-                      ws=KalshiWS(rig.env, rig.signer("desk")), clock=lambda: NOW, loop_interval_s=3600)
+                      updates=KalshiUpdates(KalshiWS(rig.env, rig.signer("desk"))), clock=lambda: NOW,
+                      loop_interval_s=3600)
         await ex.start()
         try:
             def fair() -> str:

@@ -1,1 +1,3 @@
-"""The executor service (not implemented yet: no __main__, so the supervisor does not start it)."""
+"""The executor service: signals become reserved, sent orders; the ledger is kept in line with the venue.
+
+See service.py for the layout (decide, orders, order_status, market view, risk, ledger, outbox, commands)."""

@@ -249,7 +249,10 @@ class Desk:
                           count=count, time_in_force="immediate_or_cancel", fee_type=st.fee_type,
                           fee_multiplier=st.fee_multiplier)
 
-        first = leg("arb_yes", "bid", arb.yes_price, arb.count)
+        count = self._fit_order(arb.count, max(arb.yes_price, arb.no_price), st)
+        if count <= 0:
+            return
+        first = leg("arb_yes", "bid", arb.yes_price, count)
         verdict = await self.risk.reserve(first, now=now)
         if verdict.existing:
             return  # this book's opportunity was already decided (the same update seen again)
@@ -261,7 +264,7 @@ class Desk:
         if row is None or row.status in order_status.NOT_YET_ON_EXCHANGE:
             await self._one_legged(st, base, now, f"leg one's answer was lost (status "
                                    f"{row.status if row else 'unknown'}); reconciliation will show its fills",
-                                   [got, 0], arb.count)
+                                   [got, 0], count)
             return
         if got <= 0:
             log.info("arbitrage_missed", ticker=st.defn.ticker, status=row.status)  # nothing filled: nothing to pair
@@ -278,7 +281,15 @@ class Desk:
         # The excess of leg one is an open position; say so rather than chase leg two at a worse price
         # (exits and caps apply to it like to any position).
         why = f"leg two declined ({verdict.reason})" if not verdict.ok else f"leg two filled {got2} of {got}"
-        await self._one_legged(st, base, now, why, [got, got2], arb.count)
+        await self._one_legged(st, base, now, why, [got, got2], count)
+
+    def _fit_order(self, count: int, price: int, st: MarketState) -> int:
+        """The largest whole-contract count up to `count` whose worst cost at `price` fits one order's cap."""
+        n = min(count, self.limits.max_order * ONE_CONTRACT // max(price, 1)) // ONE_CONTRACT * ONE_CONTRACT
+        while n > 0 and order_cost(n, price, taker=True, fee_type=st.fee_type,
+                                   fee_multiplier=st.fee_multiplier) > self.limits.max_order:
+            n -= ONE_CONTRACT
+        return n
 
     async def _one_legged(self, st: MarketState, base: str, now: datetime, why: str, fills: list[int],
                           wanted: int) -> None:

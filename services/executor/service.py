@@ -82,8 +82,9 @@ class Executor:
                              clock=clock)
         self.ledger = Ledger(sessions, self.mode.value, clock=clock, on_event=self.outbox.wake)
         self.orders = OrderLifecycle(broker, self.ledger, self.markets, mode=self.mode, clock=clock)
-        self.risk = RiskGate(sessions, self.mode.value, settings.risk, self.markets.strikes,
-                             on_event=self.outbox.wake)
+        # No wake on the reservation's `intent` event: the drain would compete with the create for the
+        # loop and the pool; the venue's answer wakes it a moment later (or the drain's idle sweep does).
+        self.risk = RiskGate(sessions, self.mode.value, settings.risk, self.markets.strikes)
         self.jobs = Jobs(self._job_failing)
         self.commands = ExecutorCommands(self)
         self.control: ControlWatcher | None = None

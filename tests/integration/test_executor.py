@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
+from libs.common import subjects
 from libs.common.bus import Bus
 from libs.common.config import Mode
 from libs.common.db import Fill, Order, Position, create_engine, session_factory
@@ -23,6 +24,7 @@ from tests.kit.desk import (
     publish_definitions,
     send_signal,
     signal,
+    signals_settled,
 )
 from tests.kit.sim import EVENT, SERIES, TICKERS, sim_rig
 
@@ -171,7 +173,8 @@ async def test_two_replicas_never_exceed_the_event_cap_and_act_on_each_signal_on
             await until(lambda: sum(x.desk.decisions.get("sent", 0) + sum(
                 v for k, v in x.desk.decisions.items() if k != "sent") for x in (a, b)) >= len(sigs),
                 what="every signal decided", timeout=20)
-            await asyncio.sleep(0.5)
+            # Nothing else is coming: every delivery (the repeats too) is acknowledged.
+            await eventually(lambda: signals_settled(bus), what="signal consumer drained")
         orders = await rows(db_url, Order, Order.event_ticker == EVENT)
         assert len(orders) == len(sigs)  # one decision per signal, none twice
         assert {o.signal_id for o in orders} == {s.id for s in sigs}
@@ -274,7 +277,11 @@ async def test_killed_between_send_and_answer_restart_leaves_one_order_and_a_tru
         await publish_definitions(bus, rig, TICKERS)
         proc = await executor_process(rig, bus, nats_url, db_url, tmp_path, private_ws=False)
         await publish_book(bus, rig, T)
-        await asyncio.sleep(0.3)
+
+        async def book_seen() -> bool:
+            return (await bus.request("executor", "status"))["fresh_books"] >= 1
+
+        await eventually(book_seen, what="the process holds the book")
         rig.exchange.faults.response_delay_s = 30  # the exchange does the work, the answer never comes back
         await send_signal(bus, signal(T, EVENT, SERIES, 0.50, sid="the-one"))
         try:
@@ -290,8 +297,11 @@ async def test_killed_between_send_and_answer_restart_leaves_one_order_and_a_tru
 
         async with executor(rig, nats_url, db_url, unanswered_after_s=0.0) as ex:
             assert ex.reconciler.last.adopted == [pending.client_order_id]
-            await send_signal(bus, signal(T, EVENT, SERIES, 0.50, sid="the-one"))  # redelivered: no second order
-            await asyncio.sleep(0.5)
+            # Published again: JetStream drops it as a duplicate (the unacked first delivery is redelivered
+            # after ack_wait and finds its order; see test_executor_core for a resumed intent).
+            again = signal(T, EVENT, SERIES, 0.50, sid="the-one")
+            ack = await bus.publish_js(subjects.sig(again.family, again.series_ticker, again.ticker), again)
+            assert ack.duplicate
         on_exchange = rig.exchange.engine.orders("desk", ticker=T)
         assert len(on_exchange) == 1 and on_exchange[0].client_order_id == pending.client_order_id
         [row] = await rows(db_url, Order, Order.signal_id == "the-one")

@@ -35,11 +35,11 @@ async def feeds_bus(nats_url: str) -> Bus:
     return bus
 
 
-async def crossed_book(bus: Bus, yes_bid: int, no_bid: int, seq: int) -> None:
+async def crossed_book(bus: Bus, yes_bid: int, no_bid: int, seq: int, size: int = 2_000) -> None:
     """A book as feeds would publish it, crossed (YES ask + NO ask < $1): what arbitrage looks for."""
     await bus.publish(subjects.md_book(SERIES, T), BookUpdate(
         ts_event=datetime.now(UTC), mode=Mode.SIM, ticker=T, series_ticker=SERIES, seq=seq,
-        yes_bids=((yes_bid, 2_000),), no_bids=((no_bid, 2_000),)))
+        yes_bids=((yes_bid, size),), no_bids=((no_bid, size),)))
 
 
 async def test_a_book_is_handled_once_and_an_arbitrage_leg_that_fills_nothing_sends_no_second_leg(
@@ -93,6 +93,21 @@ async def test_arbitrage_leg_two_is_sized_to_what_leg_one_filled_and_the_excess_
                 f"arb:{T}:{2 * 10**6}", "arb_no", 0))
             assert second.initial_count == 300  # leg two for exactly what leg one got
             assert rig.exchange.requests[CREATE] == 2
+        await bus.close()
+
+
+async def test_an_arbitrage_larger_than_one_order_may_be_is_cut_to_the_order_cap(nats_url: str, db_url: str) -> None:
+    async with sim_rig() as rig:
+        bus = await feeds_bus(nats_url)
+        await publish_definitions(bus, rig, TICKERS)
+        async with executor(rig, nats_url, db_url) as ex:
+            await crossed_book(bus, 6_000, 5_000, seq=3 * 10**6, size=100_000)  # 1,000 contracts shown
+            await until(lambda: rig.exchange.requests[CREATE] >= 1, what="leg one")
+            [leg] = await eventually(lambda: rows(db_url, Order, Order.client_order_id == client_order_id(
+                f"arb:{T}:{3 * 10**6}", "arb_yes", 0)), what="leg one row")
+            cap = ex.settings.risk.max_order
+            assert leg.status != "blocked" and 0 < leg.initial_count <= cap * 100 // 5_000
+            assert leg.initial_count % 100 == 0  # whole contracts
         await bus.close()
 
 

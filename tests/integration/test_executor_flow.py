@@ -97,7 +97,12 @@ async def test_mispriced_brackets_are_bought_as_maker_filled_by_the_crowd_and_bo
         # The market is still moving; pause the desk so the books we compare stop changing under us.
         rig.exchange.background = False
         await bus.request("executor", "pause", {"reason": "test"})
-        await asyncio.sleep(0.5)
+
+        async def quiet() -> bool:  # paused, and the pause's cancels are through
+            st = await bus.request("executor", "status")
+            return st["blocked"] == "paused" and st["open_orders"] == 0
+
+        await eventually(quiet, what="paused with nothing working")
         report = await bus.request("executor", "reconcile")
         try:
             assert report["disagreements"] == [] and report["positions_repaired"] == []

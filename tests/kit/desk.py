@@ -88,6 +88,12 @@ async def executor(rig: SimRig, nats_url: str, db_url: str, *, user: str = "desk
         await engine.dispose()
 
 
+async def signals_settled(bus: Bus) -> bool:
+    """The executors' signal consumer has nothing left to deliver and nothing unacknowledged."""
+    info = await bus.js.consumer_info(bus.stream("SIGNALS"), "executor")
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
 def paper_executor(settings: Settings, bus: Bus, engine: Any) -> Executor:
     """An executor replica whose venue is its own paper broker (unstarted)."""
     from services.executor.paper import PaperBroker
@@ -96,5 +102,13 @@ def paper_executor(settings: Settings, bus: Bus, engine: Any) -> Executor:
     return Executor(settings, bus, session_factory(engine), paper, updates=paper, loop_interval_s=0.2)
 
 
-__all__ = ["desk_settings", "executor", "paper_executor", "publish_book", "publish_definitions",
-           "send_signal", "signal"]
+__all__ = [
+    "desk_settings",
+    "executor",
+    "paper_executor",
+    "publish_book",
+    "publish_definitions",
+    "send_signal",
+    "signal",
+    "signals_settled",
+]
