@@ -3,6 +3,8 @@ periodic jobs that fail alone — against the sim over real NATS and PostgreSQL.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -20,6 +22,7 @@ from libs.common.kalshi.models import QueuePosition
 from libs.common.matching.types import OrderRequest
 from services.executor.decide import client_order_id
 from services.executor.risk import Intent
+from services.executor.service import Executor
 from tests.integration.test_executor import eventually, mm_quotes, rows
 from tests.integration.test_kalshi_client import until
 from tests.kit.desk import executor, publish_book, publish_definitions, send_signal, signal
@@ -33,6 +36,25 @@ async def feeds_bus(nats_url: str) -> Bus:
     bus = await Bus.connect(nats_url, service="feeds-test", mode=Mode.SIM)
     await bus.provision()
     return bus
+
+
+@asynccontextmanager
+async def quoted_desk(rig: Any, nats_url: str, db_url: str, **kw: Any) -> AsyncIterator[tuple[Bus, Executor]]:
+    """A market maker quotes T at 30/34c; one executor runs and holds T's book (per its status answer)."""
+    mm_quotes(rig, T, 3000, 3400)
+    bus = await feeds_bus(nats_url)
+    await publish_definitions(bus, rig, TICKERS)
+    try:
+        async with executor(rig, nats_url, db_url, **kw) as ex:
+            await publish_book(bus, rig, T)
+            await eventually(lambda: _holds_books(bus), what="book")
+            yield bus, ex
+    finally:
+        await bus.close()
+
+
+async def _holds_books(bus: Bus) -> bool:
+    return (await bus.request("executor", "status"))["fresh_books"] >= 1
 
 
 async def crossed_book(bus: Bus, yes_bid: int, no_bid: int, seq: int, size: int = 2_000) -> None:
@@ -113,38 +135,31 @@ async def test_an_arbitrage_larger_than_one_order_may_be_is_cut_to_the_order_cap
 
 async def test_orders_are_sent_while_jetstream_cannot_take_ord_events_and_every_event_follows_once(
         nats_url: str, db_url: str) -> None:
-    async with sim_rig() as rig:
-        mm_quotes(rig, T, 3000, 3400)
-        bus = await feeds_bus(nats_url)
-        await publish_definitions(bus, rig, TICKERS)
-        async with executor(rig, nats_url, db_url) as ex:
-            await publish_book(bus, rig, T)
-            await until(lambda: ex.markets.get(T).book is not None, what="book")
-            await bus.js.delete_stream(bus.stream("ORDERS"))  # JetStream cannot store ord.* now
-            sig = signal(T, EVENT, SERIES, 0.50)
-            await send_signal(bus, sig)
-            await until(lambda: rig.exchange.engine.resting_ids("desk", T), what="order on the exchange")
-            coid = client_order_id(sig.id, "yes", 0)
+    async with sim_rig() as rig, quoted_desk(rig, nats_url, db_url) as (bus, _):
+        await bus.js.delete_stream(bus.stream("ORDERS"))  # JetStream cannot store ord.* now
+        sig = signal(T, EVENT, SERIES, 0.50)
+        await send_signal(bus, sig)
+        await until(lambda: rig.exchange.engine.resting_ids("desk", T), what="order on the exchange")
+        coid = client_order_id(sig.id, "yes", 0)
 
-            async def held_back() -> Any:
-                backlog = (await bus.request("executor", "status"))["outbox"]
-                return backlog if backlog["unpublished"] >= 3 and backlog["failing_in_a_row"] else None
+        async def held_back() -> Any:
+            backlog = (await bus.request("executor", "status"))["outbox"]
+            return backlog if backlog["unpublished"] >= 3 and backlog["failing_in_a_row"] else None
 
-            backlog = await eventually(held_back, timeout=10, what="events held in the outbox")
-            assert backlog["last_error"]
-            await bus.provision()  # ORDERS is back
-            await eventually(lambda: _all_published(db_url), timeout=15, what="outbox drained")
-            got = await bus.js.subscribe(bus.wire("ord.>"), ordered_consumer=True)
-            ids = []
-            while True:
-                try:
-                    ids.append(orjson.loads((await got.next_msg(timeout=0.5)).data)["id"])
-                except TimeoutError:
-                    break
-            events = await rows(db_url, OrderEvent, OrderEvent.client_order_id == coid, OrderEvent.mode == "sim")
-            assert sorted(ids) == sorted(e.event_id for e in events) and len(set(ids)) == len(ids)
-            assert [e.kind for e in sorted(events, key=lambda e: e.id)] == ["intent", "accepted", "resting"]
-        await bus.close()
+        backlog = await eventually(held_back, timeout=10, what="events held in the outbox")
+        assert backlog["last_error"]
+        await bus.provision()  # ORDERS is back
+        await eventually(lambda: _all_published(db_url), timeout=15, what="outbox drained")
+        got = await bus.js.subscribe(bus.wire("ord.>"), ordered_consumer=True)
+        ids = []
+        while True:
+            try:
+                ids.append(orjson.loads((await got.next_msg(timeout=0.5)).data)["id"])
+            except TimeoutError:
+                break
+        events = await rows(db_url, OrderEvent, OrderEvent.client_order_id == coid, OrderEvent.mode == "sim")
+        assert sorted(ids) == sorted(e.event_id for e in events) and len(set(ids)) == len(ids)
+        assert [e.kind for e in sorted(events, key=lambda e: e.id)] == ["intent", "accepted", "resting"]
 
 
 async def _all_published(db_url: str) -> bool:
@@ -153,28 +168,21 @@ async def _all_published(db_url: str) -> bool:
 
 
 async def test_a_redelivered_signal_whose_intent_never_left_is_sent_once(nats_url: str, db_url: str) -> None:
-    async with sim_rig() as rig:
-        mm_quotes(rig, T, 3000, 3400)
-        bus = await feeds_bus(nats_url)
-        await publish_definitions(bus, rig, TICKERS)
-        async with executor(rig, nats_url, db_url) as ex:
-            await publish_book(bus, rig, T)
-            await until(lambda: ex.markets.get(T).book is not None, what="book")
-            sig = signal(T, EVENT, SERIES, 0.50)
-            coid = client_order_id(sig.id, "yes", 0)
-            # A first attempt reserved the intent and died before the create (its row says `intent`).
-            await ex.risk.reserve(Intent(client_order_id=coid, signal_id=sig.id, leg="yes", family="weather",
-                                         series_ticker=SERIES, event_ticker=EVENT, ticker=T, book_side="bid",
-                                         yes_price=3100, count=500, post_only=True,
-                                         fee_multiplier=Decimal(1)), now=datetime.now(UTC))
-            await send_signal(bus, sig)  # the redelivery
-            await until(lambda: rig.exchange.engine.resting_ids("desk", T), what="the intent sent")
-            [oid] = rig.exchange.engine.resting_ids("desk", T)
-            o = rig.exchange.engine.get_order("desk", oid)
-            assert (o.client_order_id, o.price, o.initial_count) == (coid, 3100, 500)
-            await eventually(lambda: _decided(bus, "resumed"), what="the resume counted")
-            assert rig.exchange.requests[CREATE] == 1
-        await bus.close()
+    async with sim_rig() as rig, quoted_desk(rig, nats_url, db_url) as (bus, ex):
+        sig = signal(T, EVENT, SERIES, 0.50)
+        coid = client_order_id(sig.id, "yes", 0)
+        # A first attempt reserved the intent and died before the create (its row says `intent`).
+        await ex.risk.reserve(Intent(client_order_id=coid, signal_id=sig.id, leg="yes", family="weather",
+                                     series_ticker=SERIES, event_ticker=EVENT, ticker=T, book_side="bid",
+                                     yes_price=3100, count=500, post_only=True,
+                                     fee_multiplier=Decimal(1)), now=datetime.now(UTC))
+        await send_signal(bus, sig)  # the redelivery
+        await until(lambda: rig.exchange.engine.resting_ids("desk", T), what="the intent sent")
+        [oid] = rig.exchange.engine.resting_ids("desk", T)
+        o = rig.exchange.engine.get_order("desk", oid)
+        assert (o.client_order_id, o.price, o.initial_count) == (coid, 3100, 500)
+        await eventually(lambda: _decided(bus, "resumed"), what="the resume counted")
+        assert rig.exchange.requests[CREATE] == 1
 
 
 async def _decided(bus: Bus, reason: str) -> bool:
@@ -191,16 +199,11 @@ class QueueContractChanged(KalshiRest):
 async def test_a_job_that_keeps_failing_is_counted_and_alerted_and_the_others_keep_running(
         nats_url: str, db_url: str) -> None:
     async with sim_rig() as rig:
-        mm_quotes(rig, T, 3000, 3400)
-        bus = await feeds_bus(nats_url)
-        await publish_definitions(bus, rig, TICKERS)
-        alerts = await bus.js.subscribe(bus.wire("ops.alert.executor"), ordered_consumer=True)
         rig.client("desk")
         broker = QueueContractChanged(rig.env, rig.signer("desk"))
         try:
-            async with executor(rig, nats_url, db_url, broker=broker, balance_every_s=0.3) as ex:
-                await publish_book(bus, rig, T)
-                await until(lambda: ex.markets.get(T).book is not None, what="book")
+            async with quoted_desk(rig, nats_url, db_url, broker=broker, balance_every_s=0.3) as (bus, _):
+                alerts = await bus.js.subscribe(bus.wire("ops.alert.executor"), ordered_consumer=True)
                 await send_signal(bus, signal(T, EVENT, SERIES, 0.50))
                 await until(lambda: rig.exchange.engine.resting_ids("desk", T), what="resting order")
                 # Someone outbids us: the review wants to move the order and asks for its queue position.
@@ -221,4 +224,3 @@ async def test_a_job_that_keeps_failing_is_counted_and_alerted_and_the_others_ke
                 await eventually(others_ran, what="the daily-loss check and exits still running")
         finally:
             await broker.aclose()
-        await bus.close()
