@@ -311,6 +311,16 @@ class Settings(BaseSettings):
         return FreshnessLimits(book_s=self.max_book_age_s, spot_s=self.max_spot_age_s,
                                forecast_s=self.max_forecast_age_s, obs_s=self.max_obs_age_s, skew_s=self.clock_skew_s)
 
+    def weather_root(self) -> str | None:
+        """One root for Open-Meteo and NWS: explicit, else the simulator's fake in sim mode, else None (real hosts)."""
+        if self.weather_api_url:
+            return self.weather_api_url
+        if self.mode is Mode.SIM and self.sim_base_port:
+            from libs.common.simnet import SimEndpoints
+
+            return SimEndpoints(self.sim_host, self.sim_base_port).weather_url
+        return None
+
     def series_list(self) -> list[str]:
         """KDESK_FEEDS_SERIES as a list of upper-case series tickers."""
         return [t.strip().upper() for t in self.feeds_series.split(",") if t.strip()]

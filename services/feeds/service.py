@@ -64,15 +64,6 @@ def trade_event(frame: dict[str, Any], mode: Mode) -> PublicTrade | None:
                        taker_outcome_side=m.get("taker_outcome_side") or m.get("taker_side") or "yes")
 
 
-def weather_url(settings: Settings) -> str | None:
-    """One root for Open-Meteo and NWS: explicit, else the simulator's fake in sim mode, else None (real hosts)."""
-    if settings.weather_api_url:
-        return settings.weather_api_url
-    if settings.mode is Mode.SIM and settings.sim_base_port:
-        return SimEndpoints(settings.sim_host, settings.sim_base_port).weather_url
-    return None
-
-
 def venue_urls(settings: Settings) -> dict[str, str | None]:
     """Crypto venue URLs: explicit settings, else the simulator's fakes in sim mode, else the real venues."""
     sim = SimEndpoints(settings.sim_host, settings.sim_base_port) \
@@ -173,7 +164,7 @@ async def run_feeds(rt: ServiceRuntime) -> None:
     tasks.append(asyncio.create_task(bars.run(stop), name="spot-bars"))
 
     # Weather: ensembles and observations for the settlement stations of the configured weather series.
-    wx_root = weather_url(s)
+    wx_root = s.weather_root()
     http = httpx.AsyncClient(timeout=30, headers={"User-Agent": s.nws_user_agent})
     for series in s.series_list():
         station = BY_SERIES.get(series)

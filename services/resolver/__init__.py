@@ -1,1 +1,1 @@
-"""Placeholder: the resolver service is not built yet (issue 10); with no `__main__`, `kdesk up` skips it."""
+"""The resolver service: how markets settled, the official climate reports, and how good the desk's predictions were."""

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Identity, Index, Integer, SmallInteger, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Identity, Index, Integer, SmallInteger, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db.base import Base, created_at_column, in_check, mode_check, mode_column, updated_at_column
@@ -16,11 +16,12 @@ CLIMATE_REPORT_KINDS: tuple[str, ...] = ("intermediate", "final", "correction")
 
 
 class MarketResolution(Base):
-    """The official outcome of one market (amendments update it); owner resolver, key `ticker`."""
+    """The official outcome of one market (amendments update it); owner resolver, key (`mode`, `ticker`)."""
 
     __tablename__ = "market_resolutions"
-    __table_args__ = (in_check("result", MARKET_RESULTS, "result"),)
+    __table_args__ = (in_check("result", MARKET_RESULTS, "result"), mode_check())
 
+    mode: Mapped[str] = mapped_column(String(8), primary_key=True)
     ticker: Mapped[str] = mapped_column(primary_key=True)
     event_ticker: Mapped[str] = mapped_column(index=True)
     series_ticker: Mapped[str | None]
@@ -32,18 +33,25 @@ class MarketResolution(Base):
     determined_at: Mapped[datetime | None]
     settled_at: Mapped[datetime | None] = mapped_column(index=True)
     source: Mapped[str | None]  # kalshi-rest | kalshi-ws | sim
+    revision: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # changes of result or value
+    climate_report_id: Mapped[int | None] = mapped_column(BigInteger)  # the official report a weather result rests on
+    report_max_f: Mapped[int | None] = mapped_column(Integer)  # that report's maximum
     raw: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
 
 class ClimateReport(Base):
-    """One climate report issuance; owner resolver, key (`source`, `station`, `climate_date`, `kind`, `issued_at`)."""
+    """One climate report issuance; owner resolver, key (`source`, `product_id`).
+
+    A product that does not parse is kept with `parse_error` (and no date or kind), never guessed.
+    """
 
     __tablename__ = "climate_reports"
     __table_args__ = (
         in_check("kind", CLIMATE_REPORT_KINDS, "kind"),
         UniqueConstraint("source", "station", "climate_date", "kind", "issued_at", name="uq_climate_reports_issuance"),
+        UniqueConstraint("source", "product_id", name="uq_climate_reports_product"),
         Index("ix_climate_reports_station_climate_date", "station", "climate_date"),
     )
 
@@ -51,8 +59,8 @@ class ClimateReport(Base):
     source: Mapped[str]  # nws-cli | twc | sim
     station: Mapped[str]  # ICAO, e.g. KNYC
     cli_code: Mapped[str | None]  # AFOS id, e.g. CLINYC
-    climate_date: Mapped[date]  # the day in the report headline (local standard time)
-    kind: Mapped[str]  # intermediate (TODAY, valid as of) | final (YESTERDAY) | correction
+    climate_date: Mapped[date | None]  # the day in the report headline (local standard time)
+    kind: Mapped[str | None]  # intermediate (TODAY, valid as of) | final (YESTERDAY) | correction
     issued_at: Mapped[datetime]
     valid_as_of: Mapped[datetime | None]  # intermediate reports cover the day only up to this time
     product_id: Mapped[str | None]  # api.weather.gov product id
@@ -60,6 +68,7 @@ class ClimateReport(Base):
     max_temp_at: Mapped[datetime | None]
     min_temp_f: Mapped[int | None] = mapped_column(Integer)
     raw_text: Mapped[str | None] = mapped_column(Text)
+    parse_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
 
 
@@ -90,5 +99,7 @@ class PredictionAccuracy(Base):
     horizon_s: Mapped[int | None]  # close_time - predicted_at, seconds
     traded: Mapped[bool | None]
     pnl_ticks: Mapped[int | None]  # realised P&L of orders from this prediction, if any
+    fees_ticks: Mapped[int | None]
+    revision: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # the resolution revision scored
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()

@@ -119,6 +119,9 @@ class Market(KalshiModel):
     exchange_index: int | None = None
     can_close_early: bool = False
     expiration_value: str = ""
+    # Set once the market is determined / paid (null before).
+    settlement_value: Dollars | None = Field(default=None, alias="settlement_value_dollars")
+    settlement_ts: AwareDatetime | None = None
 
     @field_validator("floor_strike", "cap_strike", mode="before")
     @classmethod
