@@ -225,6 +225,19 @@ class AccuracyUpdate(Event):
     log_loss: float | None = None
 
 
+class ModelParamUpdate(Event):
+    """`res.param.<family>.<name>.<scope>`: a model parameter fitted from resolved outcomes (e.g. a
+    weather station's forecast bias); the last one per subject is the current value."""
+
+    type: Literal["res.param"] = "res.param"
+    family: str
+    name: str  # e.g. station_bias_f
+    scope: str  # what it applies to, e.g. "KNYC"
+    value: float
+    n_samples: int
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 # --- operations --------------------------------------------------------------------------------
 
 class Alert(Event):
@@ -262,7 +275,7 @@ class Heartbeat(Event):
 
 AnyEvent = Annotated[
     MarketDefinition | BookUpdate | PublicTrade | SpotTick | WxForecast | WxObservation | Signal | OrderEvent
-    | Resolution | AccuracyUpdate | Alert | Heartbeat,
+    | Resolution | AccuracyUpdate | ModelParamUpdate | Alert | Heartbeat,
     Field(discriminator="type"),
 ]
 ANY_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

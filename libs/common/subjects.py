@@ -97,6 +97,11 @@ def res_accuracy() -> str:
     return "res.accuracy"
 
 
+def res_param(family: str, name: str, scope: str) -> str:
+    """A fitted model parameter (last value per subject is current)."""
+    return f"res.param.{token(family)}.{token(name)}.{ticker_token(scope)}"
+
+
 # --- operations --------------------------------------------------------------------------------
 
 def ops_alert(family: str) -> str:

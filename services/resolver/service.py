@@ -26,13 +26,14 @@ from libs.common import subjects
 from libs.common.bus import Bus, CommandError
 from libs.common.config import ConfigError, Settings
 from libs.common.db import MarketResolution, create_engine, session_factory
-from libs.common.events import AccuracyUpdate, Alert, MarketDefinition, Resolution
+from libs.common.events import AccuracyUpdate, Alert, MarketDefinition, ModelParamUpdate, Resolution
 from libs.common.jobs import Job, Jobs
 from libs.common.kalshi import KalshiRest
 from libs.common.kalshi.factory import environment
 from libs.common.kalshi.models import Market
 from libs.common.logs import get_logger
 from libs.common.runtime import ServiceRuntime
+from libs.common.station_bias import fit_station_bias
 from libs.common.stations import BY_SERIES, Station
 from services.resolver.reports import ClimateReports
 from services.resolver.scoring import summary
@@ -86,6 +87,8 @@ class Resolver:
         self.jobs.add("score", score_every_s, self.score)
         if reports is not None:
             self.jobs.add("climate_reports", reports_every_s, reports.poll)
+            self.jobs.add("station_bias", reports_every_s, self.fit_station_biases)
+        self.biases: dict[str, tuple[float, int]] = {}  # station -> (bias °F, days) last published
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -210,6 +213,28 @@ class Resolver:
                     ts_event=datetime.now(UTC), mode=self.mode, model="all", family=family, n=s["n"],
                     brier=s["brier"], log_loss=s["log_loss"]))
 
+    # -- feedback into the models ---------------------------------------------------------------
+
+    async def fit_station_biases(self) -> None:
+        """Each weather station's forecast bias from its resolved days, published on `res.param.*`
+        (signals applies it to the next ladder and keeps it in model_params)."""
+        if self.reports is None:
+            return
+        for st in self.reports.stations:
+            days = await self.store.station_days(self.reports.source, st.icao, st.series)
+            if not days:
+                continue
+            value = round(fit_station_bias([f for _, f, _ in days], [float(o) for _, _, o in days]), 3)
+            if self.biases.get(st.icao) == (value, len(days)):
+                continue
+            await self.bus.publish_js(subjects.res_param("weather", "station_bias_f", st.icao), ModelParamUpdate(
+                id=f"param:{self.mode.value}:weather:station_bias_f:{st.icao}:{len(days)}:{value}",
+                ts_event=datetime.now(UTC), mode=self.mode, family="weather", name="station_bias_f",
+                scope=st.icao, value=value, n_samples=len(days),
+                params={"first_day": days[0][0].isoformat(), "last_day": days[-1][0].isoformat(), "prior_n": 10}))
+            self.biases[st.icao] = (value, len(days))
+            log.info("station_bias_fitted", station=st.icao, bias_f=value, days=len(days))
+
     # -- commands ---------------------------------------------------------------------------------
 
     @staticmethod
@@ -246,6 +271,7 @@ class Resolver:
 
     async def cmd_status(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"mode": self.mode.value, "counts": dict(self.counts), "pending": len(self.pending),
+                "station_bias_f": {k: v for k, (v, _) in self.biases.items()},
                 "unpublished": len(self.unpublished), "jobs": self.jobs.snapshot()}
 
 

@@ -191,6 +191,34 @@ class ResolverStore:
             out[sid] = (pnl + (payout - leg_price) * f.count // ONE_CONTRACT - f.fee_ticks, fees + f.fee_ticks)
         return out
 
+    async def station_days(self, source: str, station: str, series: str, *,
+                           days: float = 90) -> list[tuple[date, float, int]]:
+        """(climate day, the desk's raw forecast mean °F, official maximum °F) per resolved day of a station.
+
+        The forecast mean is that of the day's forecast-only signals (no observation conditioned on yet),
+        with the bias they applied added back: the bias is fitted on raw forecasts.
+        """
+        since = self.clock() - timedelta(days=days)
+        S = sig_tables.Signal
+        async with self.sessions() as s:
+            sigs = (await s.execute(select(S.inputs).where(S.mode == self.mode, S.series_ticker == series,
+                                                           S.family == "weather", S.created_at >= since))).all()
+            reports = (await s.execute(select(ClimateReport.climate_date, ClimateReport.max_temp_f,
+                                              ClimateReport.issued_at).where(
+                ClimateReport.source == source, ClimateReport.station == station,
+                ClimateReport.kind.in_(("final", "correction")), ClimateReport.max_temp_f.is_not(None))
+                .order_by(ClimateReport.issued_at))).all()
+        official = {r.climate_date: r.max_temp_f for r in reports}  # the newest issuance wins
+        means: dict[date, list[float]] = {}
+        for (inputs,) in sigs:
+            if not inputs or inputs.get("station") != station or inputs.get("observed_max_f") is not None:
+                continue
+            if inputs.get("mean_f") is None or not inputs.get("climate_date"):
+                continue
+            day = date.fromisoformat(inputs["climate_date"])
+            means.setdefault(day, []).append(float(inputs["mean_f"]) + float(inputs.get("bias_f") or 0.0))
+        return [(d, sum(v) / len(v), official[d]) for d, v in sorted(means.items()) if d in official]
+
     async def scored(self, *, days: float, family: str | None = None) -> list[PredictionAccuracy]:
         since = self.clock() - timedelta(days=days)
         q = select(PredictionAccuracy).where(PredictionAccuracy.mode == self.mode,

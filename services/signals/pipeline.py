@@ -21,7 +21,16 @@ from libs.common import subjects
 from libs.common.climate import climate_day, climate_day_bounds
 from libs.common.config import Mode, RiskLimits
 from libs.common.edge import best_action, edges
-from libs.common.events import BookUpdate, MarketDefinition, Signal, SpotTick, WxForecast, WxObservation, utcnow
+from libs.common.events import (
+    BookUpdate,
+    MarketDefinition,
+    ModelParamUpdate,
+    Signal,
+    SpotTick,
+    WxForecast,
+    WxObservation,
+    utcnow,
+)
 from libs.common.families import family_of
 from libs.common.freshness import FreshnessLimits
 from libs.common.market_view import MarketState, MarketView
@@ -86,6 +95,7 @@ class SignalPipeline:
         self.spot: dict[str, tuple[int, datetime]] = {}  # venue -> (price ticks, venue's timestamp)
         self.spot_path: deque[tuple[float, float]] = deque(maxlen=3600)  # (monotonic s, composite USD)
         self.weather_p: dict[str, ModelP] = {}
+        self.station_bias: dict[str, float] = {}  # station -> forecast bias °F (the resolver fits it)
         self.last: dict[str, Emitted] = {}
         self.suppressed: Counter[str] = Counter()
         self.emitted = 0
@@ -123,6 +133,15 @@ class SignalPipeline:
         if prev is not None and prev.climate_date == o.climate_date and prev.running_max_f == o.running_max_f:
             return []
         return await self._refresh_weather(o.station)
+
+    async def on_param(self, p: ModelParamUpdate) -> list[Signal]:
+        """A fitted parameter from the resolver; a station's bias re-prices its ladders at once."""
+        if p.family != "weather" or p.name != "station_bias_f" or not math.isfinite(p.value):
+            return []
+        if self.station_bias.get(p.scope) == p.value:
+            return []
+        self.station_bias[p.scope] = p.value
+        return await self._refresh_weather(p.scope)
 
     async def on_spot(self, t: SpotTick) -> None:
         """A venue tick: update the composite path used for volatility."""
@@ -183,6 +202,7 @@ class SignalPipeline:
                             else None, float(d.cap_strike) if d.cap_strike is not None else None) for d in defs]
         try:
             res = bracket_probabilities({k: np.array(v) for k, v in members.items()}, brackets,
+                                        bias_f=self.station_bias.get(st.icao, 0.0),
                                         lead_hours=max((end - f.run_time).total_seconds() / 3600, 0.0),
                                         observed_max_f=observed,
                                         hours_left_in_day=max((end - now).total_seconds() / 3600, 0.0),
@@ -194,7 +214,8 @@ class SignalPipeline:
             self.suppressed["ladder_incomplete"] += len(defs)
             return
         inputs = {"run_id": f.id, "station": st.icao, "climate_date": day.isoformat(), "members": res.n_members,
-                  "observed_max_f": observed, "mean_f": round(res.mean_f, 2), "sd_f": round(res.sd_f, 2)}
+                  "observed_max_f": observed, "mean_f": round(res.mean_f, 2), "sd_f": round(res.sd_f, 2),
+                  "bias_f": self.station_bias.get(st.icao, 0.0)}
         for d in defs:
             self.weather_p[d.ticker] = ModelP(res.probabilities[d.ticker], res.confidence, "wx_ens", inputs, now)
         self.ladders.append((event, defs, self.weather_p[defs[0].ticker], dict(res.probabilities)))

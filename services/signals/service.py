@@ -17,6 +17,7 @@ from libs.common.events import (
     Alert,
     BookUpdate,
     MarketDefinition,
+    ModelParamUpdate,
     Signal,
     SpotTick,
     WxForecast,
@@ -53,6 +54,14 @@ class SignalStore:
                 "inputs": {"ref": s.inputs_ref, **(pipeline.weather_p[s.ticker].inputs
                                                    if s.ticker in pipeline.weather_p else {})},
                 "ts_event": s.ts_event}, key=["signal_id"])
+
+    async def param(self, p: ModelParamUpdate) -> None:
+        """Keep a fitted parameter the resolver published (model_params is ours; the resolver only publishes)."""
+        async with self.sessions() as session, session.begin():
+            await insert_if_new(session, tables.ModelParam, {
+                "family": p.family, "name": p.name, "scope": p.scope, "value": p.value, "params": p.params,
+                "n_samples": p.n_samples, "valid_from": p.ts_event, "fitted_at": p.ts_event},
+                key=["family", "name", "scope", "valid_from"])
 
     async def ladders(self, pipeline: SignalPipeline) -> None:
         """Store the weather bracket probabilities computed since the last call."""
@@ -110,6 +119,14 @@ async def attach(bus: Bus, pipeline: SignalPipeline, store: SignalStore | None) 
                                ("md.book.>", BookUpdate, pipeline.on_book)):
         await bus.follow(subject, model, then_store(fn), replay_last=True)
     await bus.follow("md.spot.>", SpotTick, then_store(pipeline.on_spot), replay_last=False)
+
+    async def on_param(p: ModelParamUpdate) -> None:
+        await pipeline.on_param(p)
+        if store is not None:
+            await store.param(p)
+
+    # The last fitted value per parameter, then each new fit (station biases from the resolver).
+    await bus.follow("res.param.>", ModelParamUpdate, then_store(on_param), replay_last=True)
 
 
 async def run_signals(rt: ServiceRuntime) -> None:

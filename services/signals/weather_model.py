@@ -330,23 +330,6 @@ def bracket_probabilities(
     )
 
 
-def fit_station_bias(forecast_means: np.ndarray, observed: np.ndarray, prior_n: float = 10) -> float:
-    """Return the station bias (forecast - observed, °F), the mean residual shrunk towards 0 by prior_n days."""
-    # E1.5: per-station bias; shrinkage (a zero-mean prior worth prior_n observations) keeps a few days from
-    # swinging it. Pass the result as bias_f; fit per season/lead on walk-forward data only.
-    f = np.asarray(forecast_means, dtype=float).ravel()
-    o = np.asarray(observed, dtype=float).ravel()
-    if f.shape != o.shape:
-        raise WeatherModelError(f"forecast_means and observed differ in length: {f.size} vs {o.size}")
-    if not math.isfinite(prior_n) or prior_n < 0:
-        raise WeatherModelError(f"prior_n must be a finite number >= 0, got {prior_n!r}")
-    ok = np.isfinite(f) & np.isfinite(o)
-    n = int(ok.sum())
-    if n == 0:
-        return 0.0
-    return float((f[ok] - o[ok]).sum() / (n + prior_n))
-
-
 __all__ = [
     "TIGHTEN_HOURS",
     "Bracket",
@@ -355,5 +338,4 @@ __all__ = [
     "WeatherForecastResult",
     "WeatherModelError",
     "bracket_probabilities",
-    "fit_station_bias",
 ]

@@ -9,12 +9,12 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
+from libs.common.station_bias import fit_station_bias
 from services.signals.weather_model import (
     Bracket,
     LadderError,
     WeatherModelError,
     bracket_probabilities,
-    fit_station_bias,
 )
 
 
