@@ -1,4 +1,4 @@
-"""`kdesk`: the operator CLI (up, migrate, health, provision, desk)."""
+"""`kdesk`: the operator CLI (up, migrate, health, provision, desk, resolver)."""
 
 from __future__ import annotations
 
@@ -102,24 +102,38 @@ def cmd_health(args: argparse.Namespace) -> int:
 DESK_VERBS = ("status", "positions", "orders", "fills", "balance", "pause", "resume", "flatten", "reconcile")
 
 
-async def _desk(url: str, s: Settings, verb: str, payload: dict[str, object]) -> object:
+async def _ask(url: str, s: Settings, service: str, verb: str, payload: dict[str, object]) -> object:
     from libs.common.bus import Bus
 
     bus = await Bus.connect(url, service="ctl", mode=s.mode, initial_attempts=1, max_reconnect_attempts=0)
     try:
-        return await bus.request("executor", verb, payload, timeout=15.0)
+        return await bus.request(service, verb, payload, timeout=60.0 if verb == "backfill" else 15.0)
     finally:
         await bus.close()
 
 
-def cmd_desk(args: argparse.Namespace) -> int:
-    """Ask the executor (any replica) and print its answer as JSON."""
+def _command(service: str, label: str, verb: str, payload: dict[str, object]) -> int:
+    """Ask `service` (any instance of this mode) and print its answer as JSON."""
     import json
 
     from libs.common.bus import CommandError
 
     s = _settings()
     url = _need(s.nats_url, "KDESK_NATS_URL")
+    try:
+        data = asyncio.run(_ask(url, s, service, verb, payload))
+    except CommandError as e:
+        print(f"kdesk {label} {verb}: {e.code}: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except Exception as e:
+        print(f"kdesk {label} {verb}: cannot reach NATS: {redact_text(str(e))}", file=sys.stderr)
+        return EXIT_FAIL
+    print(json.dumps(data, indent=2, default=str))
+    return EXIT_OK
+
+
+def cmd_desk(args: argparse.Namespace) -> int:
+    """Ask the executor."""
     payload: dict[str, object] = {}
     if args.reason:
         payload["reason"] = args.reason
@@ -127,16 +141,20 @@ def cmd_desk(args: argparse.Namespace) -> int:
         payload["open"] = True
     if args.limit:
         payload["limit"] = args.limit
-    try:
-        data = asyncio.run(_desk(url, s, args.verb, payload))
-    except CommandError as e:
-        print(f"kdesk desk {args.verb}: {e.code}: {e}", file=sys.stderr)
-        return EXIT_FAIL
-    except Exception as e:
-        print(f"kdesk desk {args.verb}: cannot reach NATS: {redact_text(str(e))}", file=sys.stderr)
-        return EXIT_FAIL
-    print(json.dumps(data, indent=2, default=str))
-    return EXIT_OK
+    return _command("executor", "desk", args.verb, payload)
+
+
+RESOLVER_VERBS = ("status", "accuracy", "calibration", "backfill")
+
+
+def cmd_resolver(args: argparse.Namespace) -> int:
+    """Ask the resolver: scores by family, calibration bins, or a backfill of a window."""
+    payload: dict[str, object] = {"days": args.days}
+    if args.family:
+        payload["family"] = args.family
+    if args.bins:
+        payload["bins"] = args.bins
+    return _command("resolver", "resolver", args.verb, payload)
 
 
 # --- up ----------------------------------------------------------------------------------------
@@ -286,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--open", action="store_true", help="only open orders (orders)")
     d.add_argument("--limit", type=int, help="how many rows (orders, fills)")
     d.set_defaults(func=cmd_desk)
+    r = sub.add_parser("resolver", help="ask the resolver: status, accuracy, calibration, backfill")
+    r.add_argument("verb", choices=RESOLVER_VERBS)
+    r.add_argument("--days", type=float, default=30, help="the window in days (default 30)")
+    r.add_argument("--family", help="only this family (weather, btc ...)")
+    r.add_argument("--bins", type=int, help="calibration bins (default 10)")
+    r.set_defaults(func=cmd_resolver)
     return p
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -95,7 +95,7 @@ class Resolver:
     async def start(self) -> None:
         await self.bus.follow("md.market.>", MarketDefinition, self.on_market, replay_last=True)
         for verb, fn in (("accuracy", self.cmd_accuracy), ("calibration", self.cmd_calibration),
-                         ("status", self.cmd_status)):
+                         ("status", self.cmd_status), ("backfill", self.cmd_backfill)):
             await self.bus.serve("resolver", verb, fn)
         for job in self.jobs.jobs.values():  # one pass at start, then on each job's timer
             await self.jobs.run_once(job)
@@ -134,11 +134,15 @@ class Resolver:
                 await self.resolve(m, "kalshi-rest")
             self.pending.difference_update(chunk)
 
-    async def sweep(self) -> None:
-        """Every settled market of the configured series (catches what was missed while down)."""
+    async def sweep(self, since: datetime | None = None) -> int:
+        """Every settled market of the configured series (catches what was missed while down), or only
+        those settled since `since`; the number of new or changed resolutions."""
+        before = self.counts["new"] + self.counts["changed"]
         for series in self.settings.series_list():
             for m in await self.rest.markets(series_ticker=series, status="settled"):
-                await self.resolve(m, "kalshi-rest", series=series)
+                if since is None or m.settlement_ts is None or m.settlement_ts >= since:
+                    await self.resolve(m, "kalshi-rest", series=series)
+        return self.counts["new"] + self.counts["changed"] - before
 
     async def resolve(self, m: Market, source: str, *, series: str | None = None) -> None:
         o = outcome_of(m, series, source)
@@ -201,11 +205,14 @@ class Resolver:
 
     # -- scoring ----------------------------------------------------------------------------------
 
-    async def score(self) -> None:
+    async def score(self) -> int:
+        """Score everything pending, batch by batch; the number scored."""
+        total = 0
         while True:
             rows = await self.store.score_pending()
             if not rows:
-                return
+                return total
+            total += len(rows)
             self.counts["scored"] += len(rows)
             for family in sorted({r.family for r in rows}):
                 s = summary([as_scored(a) for a in await self.store.scored(days=30, family=family)])
@@ -268,6 +275,14 @@ class Resolver:
         rows = [as_scored(a) for a in await self.store.scored(days=days, family=family)]
         return {"mode": self.mode.value, "days": days, "family": family, "n": len(rows),
                 "bins": summary(rows, n_bins=n_bins)["bins"]}
+
+    async def cmd_backfill(self, req: dict[str, Any]) -> dict[str, Any]:
+        """{days}: resolve every market settled in the window and score what has no score yet (idempotent)."""
+        days, _ = self._window(req)
+        since = datetime.now(UTC) - timedelta(days=days)
+        resolutions = await self.sweep(since)
+        scored = await self.score()
+        return {"mode": self.mode.value, "days": days, "resolutions_new_or_changed": resolutions, "scored": scored}
 
     async def cmd_status(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"mode": self.mode.value, "counts": dict(self.counts), "pending": len(self.pending),

@@ -142,7 +142,9 @@ async def test_markets_settle_once_each_scores_recompute_and_a_reversal_rescores
             first = [Resolution.model_validate_json((await res_sub.next_msg(timeout=2)).data) for _ in results]
             assert sorted(r.ticker for r in first) == sorted(results) and len({r.id for r in first}) == len(results)
 
-            # A redelivered settlement and a second sweep change nothing.
+            # A backfill of the window finds nothing new; a redelivered settlement and a sweep change nothing.
+            bf = await bus.request("resolver", "backfill", {"days": 30})
+            assert (bf["resolutions_new_or_changed"], bf["scored"]) == (0, 0)
             await bus.publish_js(subjects.md_market(SERIES, TICKERS[1]), MarketDefinition(
                 id=f"mkt:{TICKERS[1]}:again", ts_event=NOW, mode=Mode.SIM, ticker=TICKERS[1], event_ticker=EVENT,
                 series_ticker=SERIES, status="finalized", result=results[TICKERS[1]]))
