@@ -15,7 +15,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SUITES = ("benchmarks.bus", "benchmarks.book", "benchmarks.feeds", "benchmarks.signals", "benchmarks.executor")
+SUITES = ("benchmarks.bus", "benchmarks.book", "benchmarks.feeds", "benchmarks.signals", "benchmarks.executor",
+          "benchmarks.resolver")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 

@@ -166,11 +166,12 @@ class ResolverStore:
                     "log_loss": log_loss(sig.model_prob, outcome), "predicted_at": sig.created_at,
                     "resolved_at": settled_at or determined_at or self.clock(), "horizon_s": None,
                     "traded": sig.signal_id in traded, "pnl_ticks": pnl, "fees_ticks": fees, "revision": revision}
-                stmt = insert(A).values(**values)
-                await s.execute(stmt.on_conflict_do_update(index_elements=[A.prediction_id], set_={
-                    k: stmt.excluded[k] for k in values if k != "prediction_id"} | {"updated_at": self.clock()}))
-                out.append(PredictionAccuracy(**values))
-            return out
+                out.append(values)
+            # One statement for the batch; a re-score (a newer revision) overwrites the row in place.
+            stmt = insert(A).values(out)
+            await s.execute(stmt.on_conflict_do_update(index_elements=[A.prediction_id], set_={
+                k: stmt.excluded[k] for k in out[0] if k != "prediction_id"} | {"updated_at": self.clock()}))
+            return [PredictionAccuracy(**v) for v in out]
 
     async def _traded(self, s: AsyncSession, signal_ids: Sequence[str],
                       result_of: dict[str, str]) -> dict[str, tuple[int, int]]:
