@@ -3,7 +3,8 @@
 Every write is idempotent. A resolution is inserted once and updated in place when its result or
 settlement value changes (a reversal or amendment), which bumps its `revision`; a score records the
 revision it was computed from, so exactly the scores of a changed market are computed again. Each
-scoring batch is one transaction: a resolver killed mid-batch leaves the batch undone, not half done.
+scoring batch is one transaction under a per-mode lock: a resolver killed mid-batch leaves the batch
+undone, not half done, and two replicas never score the same signal twice.
 
 Reads of `signals`, `orders` and `fills` are history, read only (their owners write them).
 """
@@ -16,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -142,13 +143,18 @@ class ResolverStore:
         """Score signals of resolved markets that have no score, or one from an older revision."""
         S, R, A = sig_tables.Signal, MarketResolution, PredictionAccuracy
         async with self.sessions() as s, s.begin():
+            # One scorer per mode at a time: a second replica waits, then its query (a new snapshot) sees
+            # what the first committed. Row locks alone would not do: the first replica changes score
+            # rows, not the signal rows it locked, so a waiting query would take them again.
+            await s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                            {"k": f"kdesk:resolver:score:{self.mode}"})
             todo = (await s.execute(
                 select(S, R.result, R.revision, R.settled_at, R.determined_at)
                 .join(R, and_(R.mode == S.mode, R.ticker == S.ticker))
                 .outerjoin(A, A.prediction_id == S.signal_id)
                 .where(S.mode == self.mode, R.result.in_(("yes", "no")),
                        or_(A.prediction_id.is_(None), A.revision < R.revision))
-                .order_by(S.created_at).limit(batch).with_for_update(of=S, skip_locked=True))).all()
+                .order_by(S.created_at).limit(batch))).all()
             if not todo:
                 return []
             traded = await self._traded(s, [t[0].signal_id for t in todo], {t[0].ticker: t[1] for t in todo})
