@@ -228,6 +228,15 @@ class SignalPipeline:
                             max_age_s=self.freshness.spot_s)
         return None if cs.price_ticks is None else (cs.price_ticks, cs.confidence)
 
+    def model_p(self, ticker: str) -> ModelP | None:
+        """The model's current probability for a market (weather: the last ladder; BTC: computed now)."""
+        st = self.markets.get(ticker)
+        if st is None:
+            return None
+        if family_of(st.defn.series_ticker) == "weather":
+            return self.weather_p.get(ticker)
+        return self._btc_p(st.defn)
+
     def _btc_p(self, d: MarketDefinition) -> ModelP | None:
         cs = self._composite()
         if cs is None or d.close_time is None:
@@ -377,7 +386,7 @@ class EdgeDecayMonitor:
             if top is None or not p.view.book_fresh(st):
                 self.skipped["stale_book"] += 1
                 continue
-            mp = p.weather_p.get(ticker) if family_of(d.series_ticker) == "weather" else p._btc_p(d)
+            mp = p.model_p(ticker)
             if mp is None:
                 self.skipped["no_model"] += 1
                 continue

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from libs.common.climate import climate_day, climate_day_bounds
+from libs.common.events import WxMember
 from libs.common.money import PriceGrid
 from services.sim.catalog import EventInfo, MarketInfo, SeriesInfo
 from services.sim.world import World
@@ -107,6 +108,16 @@ def weather_event(world: World, *, series: str = "KXHIGHNY", city: str = "New Yo
             created_time=open_time),
             truth=min(max(p, 0.0), 1.0), outcome="yes" if wins else "no")
     return event
+
+
+def ensemble_around(facts: dict[str, Any], *, seed: int = 3, per_model: int = 50) -> tuple[WxMember, ...]:
+    """Ensemble members (3 models) drawn around a weather event's forecast centre and spread — what an
+    honest forecast of the day looks like, unlike the fake API's members (drawn around the realised max)."""
+    rng = random.Random(seed)
+    return tuple(WxMember(model=model, member=k, target_date=facts["date"],
+                          tmax_f=rng.gauss(facts["mean_f"], facts["spread_f"]))
+                 for model in ("ncep_gefs025", "ecmwf_ifs025_ensemble", "gem_global_ensemble")
+                 for k in range(per_model))
 
 
 def _btc_window(world: World, close: datetime, spot: float, vol: float, horizon_s: float) -> dict[str, Any]:

@@ -71,12 +71,6 @@ def alert_event(**overrides: Any) -> Alert:
 
 def ensemble_members(facts: dict[str, Any], *, seed: int = 3, per_model: int = 50) -> tuple[Any, ...]:
     """150 ensemble members (3 models) scattered around a sim weather event's true mean and spread."""
-    import random
+    from services.sim.scenarios import ensemble_around
 
-    from libs.common.events import WxMember
-
-    rng = random.Random(seed)
-    return tuple(WxMember(model=model, member=k, target_date=facts["date"],
-                          tmax_f=rng.gauss(facts["mean_f"], facts["spread_f"]))
-                 for model in ("ncep_gefs025", "ecmwf_ifs025_ensemble", "gem_global_ensemble")
-                 for k in range(per_model))
+    return ensemble_around(facts, seed=seed, per_model=per_model)
