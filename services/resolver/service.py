@@ -27,6 +27,7 @@ from libs.common.bus import Bus, CommandError
 from libs.common.config import ConfigError, Settings
 from libs.common.db import MarketResolution, create_engine, session_factory
 from libs.common.events import AccuracyUpdate, Alert, MarketDefinition, ModelParamUpdate, Resolution
+from libs.common.families import family_of
 from libs.common.jobs import Job, Jobs
 from libs.common.kalshi import KalshiRest
 from libs.common.kalshi.factory import environment
@@ -155,6 +156,7 @@ class Resolver:
             self.counts[change] += 1
             log.info("market_resolved", ticker=o.ticker, result=o.result, change=change, revision=row.revision)
             await self._check_report(row, o)
+            await self._btc_basis(o, m)
         if change is not None or o.ticker in self.unpublished:
             self.unpublished.add(o.ticker)
             await self._publish(row)
@@ -165,6 +167,13 @@ class Resolver:
             id=f"res:{self.mode.value}:{row.ticker}:{row.revision}", ts_event=datetime.now(UTC), mode=self.mode,
             ticker=row.ticker, event_ticker=row.event_ticker, result=row.result,  # type: ignore[arg-type]
             settlement_value=row.settlement_value_price, settled_time=row.settled_at))
+
+    async def _btc_basis(self, o: Outcome, m: Market) -> None:
+        if family_of(o.series_ticker or "") != "btc" or not o.expiration_value:
+            return
+        basis = await self.store.record_basis(o.ticker, o.event_ticker, m.close_time)
+        if basis is not None:
+            log.info("btc_basis", ticker=o.ticker, basis=str(basis), settlement=o.expiration_value)
 
     async def _check_report(self, row: MarketResolution, o: Outcome | None = None) -> None:
         """Weather: attach the official report and alert when its maximum implies another result."""

@@ -108,6 +108,22 @@ class ResolverStore:
             if row is not None:
                 row.climate_report_id, row.report_max_f = report_id, max_f
 
+    async def record_basis(self, ticker: str, event_ticker: str, close: datetime) -> Decimal | None:
+        """BTC: our composite at the event's last signal before `close` vs the settlement value; the basis."""
+        S = sig_tables.Signal
+        async with self.sessions() as s, s.begin():
+            row = await s.get(MarketResolution, (self.mode, ticker))
+            if row is None or row.expiration_numeric is None:
+                return None
+            inputs = await s.scalar(select(S.inputs).where(
+                S.mode == self.mode, S.event_ticker == event_ticker, S.family == "btc", S.created_at <= close)
+                .order_by(S.created_at.desc()).limit(1))
+            if not inputs or inputs.get("spot") is None:
+                return None
+            row.model_underlying = Decimal(int(inputs["spot"])) / ONE_DOLLAR
+            row.basis = row.expiration_numeric - row.model_underlying
+            return row.basis
+
     async def resolutions_of(self, series: str, event_ticker: str) -> list[MarketResolution]:
         async with self.sessions() as s:
             return list((await s.scalars(select(MarketResolution).where(

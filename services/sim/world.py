@@ -98,10 +98,21 @@ class World:
                 continue
             due = info.expected_expiration_time or info.close_time
             if spec.status in ("closed", "determined") and now >= due:
+                info.expiration_value = self.expiration_value(info.event_ticker)
                 self.engine.settle(ticker, self.outcomes[ticker])
                 del self._unsettled[ticker]
                 done.append(ticker)
         return done
+
+    def expiration_value(self, event_ticker: str) -> str:
+        """The underlying value a market settles on, as Kalshi reports it (`expiration_value`): the day's
+        official max (°F) for weather, the settlement index price for BTC; "" when the sim has none."""
+        facts = self.facts.get(event_ticker) or {}
+        if facts.get("kind") == "weather":
+            return str(facts["true_max_f"])
+        if facts.get("kind") == "btc_event":
+            return f"{facts['settle_price']:.2f}"
+        return ""
 
     def active_markets(self) -> list[str]:
         """Markets trading now, in listing order."""

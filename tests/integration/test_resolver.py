@@ -44,7 +44,8 @@ def p_of(ticker: str, k: int) -> float:
     return round(0.05 + 0.9 * ((hash((ticker, k)) % 1000) / 1000), 4)  # any spread of forecasts
 
 
-async def add_signals(db_url: str, tickers: list[str], family: str, series: str, event: str) -> dict[str, Any]:
+async def add_signals(db_url: str, tickers: list[str], family: str, series: str, event: str,
+                      inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Three signals per market as the signals service stores them (model p, book seen)."""
     engine = create_engine(db_url)
     made = {}
@@ -58,6 +59,7 @@ async def add_signals(db_url: str, tickers: list[str], family: str, series: str,
                     "signal_id": sid, "mode": "sim", "family": family, "series_ticker": series,
                     "event_ticker": event, "ticker": t, "model": "test:1", "model_prob": p, "market_prob": 0.5,
                     "action": "buy_yes", "yes_bid_price": bid, "yes_ask_price": ask, "decision": "trade",
+                    "inputs": inputs,
                     "ts_event": NOW - timedelta(days=1)}, key=["signal_id"])
                 made[sid] = (t, p, (bid + ask) / 2 / 10_000)
     await engine.dispose()
@@ -76,11 +78,14 @@ async def test_markets_settle_once_each_scores_recompute_and_a_reversal_rescores
             results[t] = ("no" if truth == "yes" else "yes") if t == WRONG else truth
         for i, t in enumerate(BTC_TICKERS):
             results[t] = "yes" if i == 0 else "no"
+        for t in BTC_TICKERS:  # what the simulator's world reports as the settlement index value
+            cat.markets[t].expiration_value = "78612.34"
         for t, r in results.items():
             eng.set_status(t, "closed")
             eng.settle(t, r)
         made = await add_signals(db_url, TICKERS, "weather", SERIES, EVENT)
-        made |= await add_signals(db_url, BTC_TICKERS, "btc", "KXBTCD", BTC_TICKERS[0].rsplit("-", 1)[0])
+        made |= await add_signals(db_url, BTC_TICKERS, "btc", "KXBTCD", BTC_TICKERS[0].rsplit("-", 1)[0],
+                                  {"spot": 786_000_000, "vol": 0.5})  # our composite: $78,600.00
 
         bus = await Bus.connect(nats_url, service="resolver", mode=Mode.SIM)
         await bus.provision()
@@ -113,6 +118,8 @@ async def test_markets_settle_once_each_scores_recompute_and_a_reversal_rescores
             final = [r for r in reports if r.climate_date == DAY]
             assert final and final[0].kind == "final" and final[0].max_temp_f == TRUE_MAX
             weather = {r.ticker: r for r in resolutions if r.series_ticker == SERIES}
+            btc = [r for r in resolutions if r.series_ticker == "KXBTCD"]
+            assert all(r.basis == Decimal("12.34") and r.model_underlying == Decimal("78600") for r in btc), btc
             assert all(r.report_max_f == TRUE_MAX for r in weather.values())
             alert = Alert.model_validate_json((await alert_sub.next_msg(timeout=5)).data)
             assert alert.data["ticker"] == WRONG and alert.data["report_max_f"] == TRUE_MAX

@@ -6,7 +6,18 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Identity, Index, Integer, SmallInteger, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Identity,
+    Index,
+    Integer,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db.base import Base, created_at_column, in_check, mode_check, mode_column, updated_at_column
@@ -36,6 +47,9 @@ class MarketResolution(Base):
     revision: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # changes of result or value
     climate_report_id: Mapped[int | None] = mapped_column(BigInteger)  # the official report a weather result rests on
     report_max_f: Mapped[int | None] = mapped_column(Integer)  # that report's maximum
+    # BTC: the desk's composite spot at its last signal before the close, and settlement value − that.
+    model_underlying: Mapped[Decimal | None] = mapped_column(Numeric(18, 4))
+    basis: Mapped[Decimal | None] = mapped_column(Numeric(18, 4))
     raw: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()

@@ -193,3 +193,17 @@ def test_world_advance_opens_closes_and_settles_on_the_clock() -> None:
     [row] = w.engine.settlements("alice")
     assert row.revenue == ONE_DOLLAR and w.settle_due() == [] and w.active_markets() == []
 
+
+
+def test_settled_markets_report_the_underlying_value_they_settled_on() -> None:
+    now = [datetime(2026, 11, 22, 20, tzinfo=UTC)]
+    world = World(5, lambda: now[0])
+    wx = weather_event(world, day=date(2026, 11, 23))
+    btc = btc_ladder(world, close=datetime(2026, 11, 23, 22, tzinfo=UTC), spot=90_000.0, n_strikes=4)
+    now[0] = datetime(2026, 11, 25, tzinfo=UTC)  # past both expirations
+    world.advance()
+    for event in (wx, btc):
+        for m in world.catalog.markets_of(event):
+            assert world.engine.market(m.ticker).status == "finalized"
+    assert {m.expiration_value for m in world.catalog.markets_of(wx)} == {str(world.facts[wx]["true_max_f"])}
+    assert {m.expiration_value for m in world.catalog.markets_of(btc)} == {f"{world.facts[btc]['settle_price']:.2f}"}

@@ -2,7 +2,9 @@
 
 `market_resolutions` gains `mode` (sim and live list the same tickers) in its key, a `revision` that
 counts changes of result or settlement value, and the official climate report it rests on.
-`climate_reports` keeps unparsed products (`parse_error`, no date or kind) and is unique per product.
+BTC markets record the desk's composite at its last signal before the close and the basis
+(settlement value − composite). `climate_reports` keeps unparsed products (`parse_error`, no date
+or kind) and is unique per product.
 `prediction_accuracy` records the resolution revision it scored and the fees of what traded.
 
 Revision ID: 0003
@@ -34,6 +36,8 @@ def upgrade() -> None:
     op.add_column("market_resolutions", sa.Column("revision", sa.Integer(), nullable=False, server_default="0"))
     op.add_column("market_resolutions", sa.Column("climate_report_id", sa.BigInteger(), nullable=True))
     op.add_column("market_resolutions", sa.Column("report_max_f", sa.Integer(), nullable=True))
+    op.add_column("market_resolutions", sa.Column("model_underlying", sa.Numeric(18, 4), nullable=True))
+    op.add_column("market_resolutions", sa.Column("basis", sa.Numeric(18, 4), nullable=True))
 
     op.add_column("climate_reports", sa.Column("parse_error", sa.Text(), nullable=True))
     op.alter_column("climate_reports", "climate_date", nullable=True)
@@ -52,6 +56,8 @@ def downgrade() -> None:
     op.alter_column("climate_reports", "kind", nullable=False)
     op.alter_column("climate_reports", "climate_date", nullable=False)
     op.drop_column("climate_reports", "parse_error")
+    op.drop_column("market_resolutions", "basis")
+    op.drop_column("market_resolutions", "model_underlying")
     op.drop_column("market_resolutions", "report_max_f")
     op.drop_column("market_resolutions", "climate_report_id")
     op.drop_column("market_resolutions", "revision")
