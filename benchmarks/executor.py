@@ -14,20 +14,16 @@ import asyncio
 import contextlib
 import random
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import private_nats
+from benchmarks.harness import private_nats, private_postgres
 from libs.common import subjects
 from libs.common.bus import Bus
 from libs.common.climate import climate_day
 from libs.common.config import Mode, load_settings
 from libs.common.db import create_engine, session_factory
-from libs.common.db.migrate import upgrade_to_head
-from libs.common.embedded import EmbeddedPostgres
 from libs.common.events import MarketDefinition, PriceRange, Signal, WxForecast, WxMember
 from libs.common.kalshi import KalshiWS
 from libs.common.matching.types import OrderRequest, OrderUpdate
@@ -145,13 +141,7 @@ async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, flo
 
 async def run() -> dict[str, float | int]:
     """Wire-to-wire latency on a private nats-server and an embedded PostgreSQL."""
-    with tempfile.TemporaryDirectory() as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg", fast_unsafe=True).start()
-        try:
-            url = pg.url("postgres")
-            upgrade_to_head(url)
-            async with private_nats() as nats_url:
-                p50, p99, samples = await _latency(nats_url, url)
-        finally:
-            pg.stop()
+    with private_postgres() as url:
+        async with private_nats() as nats_url:
+            p50, p99, samples = await _latency(nats_url, url)
     return {"wire_to_wire_p50_ms": p50, "wire_to_wire_p99_ms": p99, "wire_to_wire_samples": samples}

@@ -7,17 +7,14 @@ the production `ResolverStore.score_pending` in its 500-row batches on an embedd
 from __future__ import annotations
 
 import random
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from benchmarks.harness import private_postgres
 from libs.common.db import Fill, MarketResolution, Order, create_engine, session_factory
 from libs.common.db import signals as sig_tables
-from libs.common.db.migrate import upgrade_to_head
 from libs.common.db.upsert import insert_many_if_new
-from libs.common.embedded import EmbeddedPostgres
 from services.resolver.store import ResolverStore
 
 MARKETS, PER_MARKET = 300, 10
@@ -73,12 +70,6 @@ async def _scored_per_s(url: str) -> tuple[float, int]:
 
 
 async def run() -> dict[str, float | int]:
-    with tempfile.TemporaryDirectory() as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg", fast_unsafe=True).start()
-        try:
-            url = pg.url("postgres")
-            upgrade_to_head(url)
-            rate, n = await _scored_per_s(url)
-        finally:
-            pg.stop()
+    with private_postgres() as url:
+        rate, n = await _scored_per_s(url)
     return {"resolver_scored_per_s": round(rate, 1), "resolver_scored_n": n}
