@@ -24,13 +24,13 @@ import httpx
 
 from libs.common import subjects
 from libs.common.bus import Bus, CommandError
-from libs.common.config import ConfigError, Settings
+from libs.common.config import ConfigError, Mode, Settings
 from libs.common.db import MarketResolution, create_engine, session_factory
 from libs.common.events import AccuracyUpdate, Alert, MarketDefinition, ModelParamUpdate, Resolution
 from libs.common.families import family_of
 from libs.common.jobs import Job, Jobs
 from libs.common.kalshi import KalshiRest
-from libs.common.kalshi.factory import environment
+from libs.common.kalshi.factory import environment, rest_client, signer
 from libs.common.kalshi.models import Market
 from libs.common.logs import get_logger
 from libs.common.runtime import ServiceRuntime
@@ -68,9 +68,11 @@ class Resolver:
     """One resolver replica (the work is idempotent, so two replicas only repeat each other harmlessly)."""
 
     def __init__(self, settings: Settings, bus: Bus, store: ResolverStore, rest: KalshiRest,
-                 nws: httpx.AsyncClient | None, *, sweep_every_s: float = 600, reports_every_s: float = 600,
-                 score_every_s: float = 5, fetch_every_s: float = 2) -> None:
-        """`nws`: an HTTP client on the NWS API root (User-Agent set); None reads no climate reports."""
+                 nws: httpx.AsyncClient | None, *, account: KalshiRest | None = None, sweep_every_s: float = 600,
+                 reports_every_s: float = 600, score_every_s: float = 5, fetch_every_s: float = 2) -> None:
+        """`nws`: an HTTP client on the NWS API root (User-Agent set); None reads no climate reports.
+        `account`: a signed client of the desk's account (sim, demo, live): its settlements name markets
+        the desk held, whatever series they belong to."""
         self.settings = settings
         self.bus = bus
         self.store = store
@@ -85,6 +87,9 @@ class Resolver:
         self.jobs = Jobs(self._job_failing)
         self.jobs.add("fetch", fetch_every_s, self.fetch_pending, when=lambda: bool(self.pending or self.unpublished))
         self.jobs.add("sweep", sweep_every_s, self.sweep)
+        self.account = account
+        if account is not None:
+            self.jobs.add("settlements", sweep_every_s, self.from_settlements)
         self.jobs.add("score", score_every_s, self.score)
         if reports is not None:
             self.jobs.add("climate_reports", reports_every_s, reports.poll)
@@ -144,6 +149,14 @@ class Resolver:
                 if since is None or m.settlement_ts is None or m.settlement_ts >= since:
                     await self.resolve(m, "kalshi-rest", series=series)
         return self.counts["new"] + self.counts["changed"] - before
+
+    async def from_settlements(self) -> int:
+        """Markets the account was paid on that have no resolution yet: read them (next fetch)."""
+        assert self.account is not None
+        rows = await self.account.settlements()
+        new = {r.ticker for r in rows} - await self.store.resolved({r.ticker for r in rows})
+        self.pending |= new
+        return len(new)
 
     async def resolve(self, m: Market, source: str, *, series: str | None = None) -> None:
         o = outcome_of(m, series, source)
@@ -313,7 +326,9 @@ async def run_resolver(rt: ServiceRuntime) -> None:
     rest = KalshiRest(environment(s))  # public market data: no key needed
     http = httpx.AsyncClient(base_url=s.weather_root() or NWS_URL, timeout=30,
                              headers={"User-Agent": s.nws_user_agent})
-    resolver = Resolver(s, rt.bus, store, rest, http)
+    # The account's settlements (not in paper: its positions live in the paper broker, not on Kalshi).
+    account = rest_client(s) if s.mode is not Mode.PAPER and signer(s) is not None else None
+    resolver = Resolver(s, rt.bus, store, rest, http, account=account)
     try:
         await resolver.start()
         while not rt.stopping.is_set():
@@ -326,6 +341,8 @@ async def run_resolver(rt: ServiceRuntime) -> None:
     finally:
         await resolver.stop()
         await rest.aclose()
+        if account is not None:
+            await account.aclose()
         await http.aclose()
         await engine.dispose()
 

@@ -102,6 +102,14 @@ class ResolverStore:
             row.revision += 1
             return "changed", row
 
+    async def resolved(self, tickers: set[str]) -> set[str]:
+        """Which of `tickers` already have a resolution in this mode."""
+        if not tickers:
+            return set()
+        async with self.sessions() as s:
+            return set((await s.scalars(select(MarketResolution.ticker).where(
+                MarketResolution.mode == self.mode, MarketResolution.ticker.in_(tickers)))).all())
+
     async def attach_report(self, ticker: str, report_id: int, max_f: int) -> None:
         async with self.sessions() as s, s.begin():
             row = await s.get(MarketResolution, (self.mode, ticker))

@@ -188,3 +188,37 @@ async def test_markets_settle_once_each_scores_recompute_and_a_reversal_rescores
 async def _nothing_pending(bus: Bus) -> bool:
     st = await bus.request("resolver", "status")
     return st["pending"] == 0 and st["unpublished"] == 0
+
+
+async def test_a_market_the_account_was_paid_on_is_resolved_even_outside_the_swept_series(
+        nats_url: str, db_url: str) -> None:
+    from libs.common.matching.types import OrderRequest
+    from tests.integration.test_executor import mm_quotes
+
+    held = BTC_TICKERS[1]
+    async with sim_rig() as rig:
+        mm_quotes(rig, held, 4000, 4200)
+        desk = rig.client("desk")
+        rig.exchange.engine.place("desk", OrderRequest(held, "bid", 4200, 500, "immediate_or_cancel", "taker_at_cross"))
+        rig.exchange.engine.set_status(held, "closed")
+        rig.exchange.engine.settle(held, "yes")
+        bus = await Bus.connect(nats_url, service="resolver", mode=Mode.SIM)
+        await bus.provision()
+        engine = create_engine(db_url)
+        store = ResolverStore(session_factory(engine), "sim")
+        rest = KalshiRest(rig.env)
+        # Only weather is swept and no lifecycle event names the BTC market: the settlement does.
+        resolver = Resolver(desk_settings(feeds_series="KXHIGHNY"), bus, store, rest, None, account=desk,
+                            fetch_every_s=0.1)
+        try:
+            await resolver.start()
+            await eventually(lambda: store.resolved({held}), what="resolved from the settlement")
+            assert await resolver.from_settlements() == 0  # known now: nothing more to read
+            async with session_factory(engine)() as s:
+                [row] = (await s.scalars(select(MarketResolution).where(MarketResolution.ticker == held))).all()
+            assert (row.result, row.settlement_value_price, row.series_ticker) == ("yes", 10_000, "KXBTCD")
+        finally:
+            await resolver.stop()
+            await rest.aclose()
+            await engine.dispose()
+            await bus.close()
