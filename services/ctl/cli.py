@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from libs.common.config import ConfigError, Settings, load_settings
 from libs.common.logs import configure_logging, redact_text
@@ -17,6 +19,32 @@ EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 def _settings() -> Settings:
     try:
         return load_settings()
+    except ConfigError as e:
+        print(f"kdesk: {e}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+def _client_settings() -> Settings:
+    """Settings of a client command: the environment, else the desk `kdesk up` runs (its `var/run.json`)."""
+    import os
+
+    from services.ctl import runfile
+
+    s = _settings()
+    if s.nats_url:
+        return s
+    info = runfile.read(s.var_dir)
+    if info is None:
+        print(f"kdesk: no desk is running here (no live {s.var_dir / runfile.NAME}); start one with `make run`, "
+              "or set KDESK_NATS_URL", file=sys.stderr)
+        sys.exit(EXIT_FAIL)
+    over: dict[str, object] = {"nats_url": info.nats_url}
+    if "KDESK_MODE" not in os.environ:
+        over["mode"] = info.mode
+    if info.database_url and not s.database_url_value():
+        over["database_url"] = info.database_url
+    try:
+        return load_settings(**over)
     except ConfigError as e:
         print(f"kdesk: {e}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
@@ -86,7 +114,7 @@ async def _health(url: str, s: Settings, service: str, instance: str | None, wai
 
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 0 when the service's heartbeat says healthy, 1 otherwise (compose healthchecks)."""
-    s = _settings()
+    s = _client_settings()
     url = _need(s.nats_url, "KDESK_NATS_URL")
     try:
         ok, text = asyncio.run(_health(url, s, args.service, args.instance, args.wait))
@@ -112,24 +140,86 @@ async def _ask(url: str, s: Settings, service: str, verb: str, payload: dict[str
         await bus.close()
 
 
-def _command(service: str, label: str, verb: str, payload: dict[str, object]) -> int:
-    """Ask `service` (any instance of this mode) and print its answer as JSON."""
+def _command(service: str, label: str, verb: str, payload: dict[str, object],
+             show: Callable[[str, Any], None] | None = None) -> int:
+    """Ask `service` (any instance of this mode); print the answer with `show`, or as JSON."""
     import json
 
     from libs.common.bus import CommandError
 
-    s = _settings()
+    s = _client_settings()
     url = _need(s.nats_url, "KDESK_NATS_URL")
     try:
         data = asyncio.run(_ask(url, s, service, verb, payload))
     except CommandError as e:
-        print(f"kdesk {label} {verb}: {e.code}: {e}", file=sys.stderr)
+        print(f"kdesk {label}: {e.code}: {e}", file=sys.stderr)
         return EXIT_FAIL
     except Exception as e:
-        print(f"kdesk {label} {verb}: cannot reach NATS: {redact_text(str(e))}", file=sys.stderr)
+        print(f"kdesk {label}: cannot reach NATS: {redact_text(str(e))}", file=sys.stderr)
         return EXIT_FAIL
-    print(json.dumps(data, indent=2, default=str))
+    if show is None:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        show(s.mode.value, data)
     return EXIT_OK
+
+
+# --- top-level views (rendered; --json for scripts) ----------------------------------------------
+
+def cmd_view(args: argparse.Namespace) -> int:
+    """`kdesk status|positions|orders|fills|balance|accuracy`: the answer rendered, or JSON with --json."""
+    from services.ctl import render
+
+    if args.view == "status":
+        return _status(args.json)
+    payload: dict[str, object] = {}
+    if args.view in ("orders", "fills"):
+        payload["limit"] = args.limit
+        if args.view == "orders" and args.open:
+            payload["open"] = True
+    if args.view == "accuracy":
+        payload["days"] = args.days
+        if args.family:
+            payload["family"] = args.family
+    service, show = {"positions": ("executor", render.positions), "orders": ("executor", render.orders),
+                     "fills": ("executor", render.fills), "balance": ("executor", render.balance),
+                     "accuracy": ("resolver", render.accuracy)}[args.view]
+    return _command(service, args.view, args.view, payload, None if args.json else show)
+
+
+def _status(as_json: bool) -> int:
+    import json
+
+    from libs.common.bus import Bus
+    from services.ctl import render
+
+    s = _client_settings()
+    url = _need(s.nats_url, "KDESK_NATS_URL")
+
+    async def ask() -> tuple[dict[str, Any], dict[str, str]]:
+        bus = await Bus.connect(url, service="ctl", mode=s.mode, initial_attempts=1, max_reconnect_attempts=0)
+        answers: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        try:
+            for service in ("executor", "resolver"):
+                try:
+                    answers[service] = await bus.request(service, "status", timeout=5.0)
+                except Exception as e:
+                    errors[service] = str(e)
+        finally:
+            await bus.close()
+        return answers, errors
+
+    try:
+        answers, errors = asyncio.run(ask())
+    except Exception as e:
+        print(f"kdesk status: cannot reach NATS: {redact_text(str(e))}", file=sys.stderr)
+        return EXIT_FAIL
+    if as_json:
+        print(json.dumps({"mode": s.mode.value, **answers, "errors": errors}, indent=2, default=str))
+    else:
+        render.status(s.mode.value, answers.get("executor"), answers.get("resolver"), errors)
+    return EXIT_OK if "executor" in answers else EXIT_FAIL
 
 
 def cmd_desk(args: argparse.Namespace) -> int:
@@ -172,6 +262,7 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
     nats_srv: EmbeddedNats | None = None
     pg_srv: EmbeddedPostgres | None = None
     sup: Supervisor | None = None
+    wrote_run = False
     say = lambda line: print(line, flush=True)  # noqa: E731
     try:
         nats_url = s.nats_url
@@ -194,6 +285,10 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
         say("[kdesk] migrations at head")
         await _provision(nats_url, s)
         say("[kdesk] streams and control bucket ready")
+        from services.ctl import runfile
+
+        runfile.write(var, nats_url=nats_url, database_url=db_url, mode=s.mode.value)
+        wrote_run = True
 
         specs, missing = discover(mode=s.mode.value)
         if missing:
@@ -222,6 +317,10 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
         return EXIT_OK
     finally:
         say("[kdesk] stopping")
+        if wrote_run:
+            from services.ctl import runfile
+
+            runfile.remove(var)
         if sup is not None:
             await sup.stop()
         if nats_srv is not None:
@@ -304,6 +403,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--open", action="store_true", help="only open orders (orders)")
     d.add_argument("--limit", type=int, help="how many rows (orders, fills)")
     d.set_defaults(func=cmd_desk)
+    views = {"status": "mode, trading state, books, jobs, outbox, resolver, decisions by reason",
+             "positions": "open positions in contracts and dollars", "orders": "recent orders and decisions",
+             "fills": "recent fills", "balance": "cash available", "accuracy": "scores and calibration by family"}
+    for view, text in views.items():
+        v = sub.add_parser(view, help=text)
+        v.add_argument("--json", action="store_true", help="the answer as JSON (exact integer money)")
+        if view in ("orders", "fills"):
+            v.add_argument("--limit", type=int, default=30, help="how many rows (default 30)")
+        if view == "orders":
+            v.add_argument("--open", action="store_true", help="only open orders")
+        if view == "accuracy":
+            v.add_argument("--days", type=float, default=30, help="the window in days (default 30)")
+            v.add_argument("--family", help="only this family")
+        v.set_defaults(func=cmd_view, view=view)
     r = sub.add_parser("resolver", help="ask the resolver: status, accuracy, calibration, backfill")
     r.add_argument("verb", choices=RESOLVER_VERBS)
     r.add_argument("--days", type=float, default=30, help="the window in days (default 30)")

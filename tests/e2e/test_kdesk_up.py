@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,3 +51,46 @@ def test_kdesk_up_starts_infra_and_stops_cleanly_on_sigint(tmp_path: Path) -> No
     assert "[kdesk] stopped" in text
     time.sleep(0.2)
     assert _descendants_alive(children) == [], "processes left behind"
+
+
+def _kdesk(var: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A second terminal: no KDESK_/KALSHI_ variables but where the var directory is."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KDESK_", "KALSHI_"))}
+    env["KDESK_VAR_DIR"] = str(var)
+    return subprocess.run([sys.executable, "-m", "services.ctl", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.slow
+def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    proc, out = start_up(var)
+    drain = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    drain.start()
+    try:
+        run = json.loads((var / "run.json").read_text())
+        assert run["mode"] == "sim" and run["nats_url"].startswith("nats://") and "password" not in json.dumps(run)
+        deadline = time.monotonic() + 90
+        while True:  # until the executor has reconciled and answers
+            st = _kdesk(var, "status", "--json")
+            if st.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert st.returncode == 0, st.stderr + "".join(out[-30:])
+        status = json.loads(st.stdout)
+        assert status["mode"] == "sim" and isinstance(status["executor"]["open_orders"], int)
+        positions = json.loads(_kdesk(var, "positions", "--json").stdout)
+        assert isinstance(positions, list)
+        shown = _kdesk(var, "status")
+        assert shown.returncode == 0 and "mode SIM" in shown.stdout and "bankroll" in shown.stdout
+        assert all(len(line) <= 80 for line in shown.stdout.splitlines())
+        assert "$" in _kdesk(var, "balance").stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        drain.join(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert not (var / "run.json").exists()
+    gone = _kdesk(var, "status")
+    assert gone.returncode == 1 and "no desk is running" in gone.stderr

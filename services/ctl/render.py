@@ -1,0 +1,166 @@
+"""What the CLI prints: command answers (integer money) as tables in dollars and contracts, with the mode.
+
+Rendering only — every number comes from a `cmd.<service>.*` answer. `rich` makes the tables; output
+fits 80 columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from libs.common.money import ONE_CONTRACT, ONE_DOLLAR
+
+WIDTH = 80
+
+
+def console() -> Console:
+    return Console(width=WIDTH, highlight=False, soft_wrap=False)
+
+
+def usd(ticks: int | None, *, sign: bool = False) -> str:
+    if ticks is None:
+        return "—"
+    value = ticks / ONE_DOLLAR
+    return f"{value:+,.2f}" if sign else f"${value:,.2f}"
+
+
+def price(ticks: int | None) -> str:
+    """A per-contract price: cents with the sub-cent digits Kalshi allows."""
+    return "—" if ticks is None else f"{ticks / 100:.2f}¢"
+
+
+def contracts(n: int | None) -> str:
+    if n is None:
+        return "—"
+    whole, part = divmod(abs(n), ONE_CONTRACT)
+    text = f"{whole:,}" if not part else f"{abs(n) / ONE_CONTRACT:,.2f}"
+    return f"-{text}" if n < 0 else text
+
+
+def banner(mode: str, what: str) -> str:
+    return f"[bold]kdesk[/bold] · mode [bold {'red' if mode == 'live' else 'cyan'}]{mode.upper()}[/] · {what}"
+
+
+def status(mode: str, ex: dict[str, Any] | None, res: dict[str, Any] | None, errors: dict[str, str]) -> None:
+    out = console()
+    out.print(banner(mode, "status"))
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="dim")
+    t.add_column()
+    if ex is None:
+        t.add_row("executor", f"[red]not answering[/]: {errors.get('executor', '')}")
+    else:
+        t.add_row("trading", "[red]PAUSED[/] " + (ex.get("pause_reason") or "") if ex["paused"]
+                  else ("[yellow]blocked[/] " + ex["blocked"] if ex.get("blocked") else "[green]on[/]"))
+        t.add_row("bankroll", usd(ex.get("bankroll_ticks")))
+        t.add_row("orders", f"{ex['open_orders']} open · {ex['orders_sent']} sent since start")
+        age = ex.get("freshest_book_age_s")
+        t.add_row("books", f"{ex.get('fresh_books', 0)} fresh · newest {'—' if age is None else f'{age:.1f} s'} old"
+                  + (" · [yellow]waiting for fresh data[/]" if ex.get("waiting_for_fresh_data") else ""))
+        failing = {k: v for k, v in (ex.get("jobs") or {}).items() if v.get("failing_in_a_row")}
+        t.add_row("jobs", ", ".join(f"[red]{k}[/] ({v['last_error']})" for k, v in failing.items()) or "all ok")
+        ob = ex.get("outbox") or {}
+        t.add_row("ord.* outbox", f"{ob.get('unpublished', 0)} unpublished"
+                  + (f" · [red]{ob['last_error']}[/]" if ob.get("failing_in_a_row") else ""))
+    if res is None:
+        t.add_row("resolver", f"[yellow]not answering[/]: {errors.get('resolver', '')}")
+    else:
+        c = res.get("counts") or {}
+        t.add_row("resolver", f"{c.get('new', 0)} resolved · {c.get('scored', 0)} scored since start")
+    out.print(t)
+    if ex is not None and ex.get("decisions"):
+        d = Table(title="decisions since start", title_justify="left")
+        d.add_column("reason")
+        d.add_column("count", justify="right")
+        for k, v in sorted(ex["decisions"].items(), key=lambda kv: -kv[1]):
+            d.add_row(k, str(v))
+        out.print(d)
+
+
+def positions(mode: str, rows: Sequence[dict[str, Any]]) -> None:
+    out = console()
+    out.print(banner(mode, f"{len(rows)} open position(s)"))
+    t = Table()
+    for col, just in (("market", "left"), ("side", "left"), ("contracts", "right"), ("cost", "right"),
+                      ("realized", "right"), ("fees", "right")):
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    for p in sorted(rows, key=lambda r: (r["event_ticker"], r["ticker"])):
+        t.add_row(p["ticker"], "YES" if p["position"] > 0 else "NO", contracts(abs(p["position"])),
+                  usd(p["cost_ticks"]), usd(p["realized_pnl_ticks"], sign=True), usd(p["fees_paid_ticks"]))
+    out.print(t)
+
+
+def orders(mode: str, rows: Sequence[dict[str, Any]]) -> None:
+    out = console()
+    out.print(banner(mode, f"{len(rows)} order(s)"))
+    t = Table()
+    for col, just in (("market", "left"), ("buy", "left"), ("price", "right"), ("filled", "right"),
+                      ("status", "left"), ("reason", "left")):
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    for o in rows:
+        leg_price = o["yes_price"] if o["book_side"] == "bid" else ONE_DOLLAR - o["yes_price"]
+        t.add_row(o["ticker"], o["outcome_side"].upper(), price(leg_price),
+                  f"{contracts(o['fill_count'])}/{contracts(o['initial_count'])}", o["status"], o.get("reason") or "")
+    out.print(t)
+
+
+def fills(mode: str, rows: Sequence[dict[str, Any]]) -> None:
+    out = console()
+    out.print(banner(mode, f"{len(rows)} fill(s)"))
+    t = Table()
+    for col, just in (("time (UTC)", "left"), ("market", "left"), ("buy", "left"), ("price", "right"),
+                      ("contracts", "right"), ("fee", "right"), ("", "left")):
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    for f in rows:
+        leg_price = f["yes_price"] if f["outcome_side"] == "yes" else ONE_DOLLAR - f["yes_price"]
+        t.add_row(str(f["filled_at"])[5:19].replace("T", " "), f["ticker"], f["outcome_side"].upper(),
+                  price(leg_price), contracts(f["count"]), usd(f["fee_ticks"]), "taker" if f["is_taker"] else "maker")
+    out.print(t)
+
+
+def balance(mode: str, data: dict[str, Any]) -> None:
+    console().print(banner(mode, f"balance {usd(data['balance_ticks'])} available"))
+
+
+def _num(x: float | None, fmt: str = ".4f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def accuracy(mode: str, data: dict[str, Any]) -> None:
+    out = console()
+    fams = data.get("families") or {}
+    out.print(banner(mode, f"accuracy over {data['days']:g} days"))
+    if not fams:
+        out.print("no resolved predictions in this window yet")
+        return
+    t = Table()
+    for col in ("family", "n", "Brier", "market", "skill", "log loss", "hit", "P&L"):
+        t.add_column(col, justify="left" if col == "family" else "right")
+    for f, s in fams.items():
+        t.add_row(f, str(s["n"]), _num(s["brier"]), _num(s["brier_market"]), _num(s["brier_skill"], "+.3f"),
+                  _num(s["log_loss"], ".3f"), _num(s["hit_rate"], ".0%") if s["hit_rate"] is not None else "—",
+                  usd(s["pnl_ticks"], sign=True))
+    out.print(t)
+    for f, s in fams.items():
+        calibration(out, f, s["bins"])
+
+
+def calibration(out: Console, family: str, bins: Sequence[dict[str, Any]]) -> None:
+    """Forecast vs observed per bin, with bars: a calibrated model's two bars match."""
+    t = Table(title=f"{family}: calibration", title_justify="left")
+    for col in ("forecast", "n", "mean p", "observed", ""):
+        t.add_column(col, justify="left" if col in ("forecast", "") else "right")
+    for b in bins:
+        if not b["count"]:
+            continue
+        obs = b["observed"] or 0.0
+        bar = "█" * round(obs * 20)
+        t.add_row(f"{b['lo']:.0%}–{b['hi']:.0%}", str(b["count"]), _num(b["mean_p"], ".2f"), _num(obs, ".2f"), bar)
+    out.print(t)
+
+
+__all__ = ["accuracy", "balance", "banner", "contracts", "fills", "orders", "positions", "price", "status", "usd"]
