@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Callable
@@ -187,38 +188,174 @@ def cmd_view(args: argparse.Namespace) -> int:
     return _command(service, args.view, args.view, payload, None if args.json else show)
 
 
-def _status(as_json: bool) -> int:
-    import json
-
+async def _bus_for(s: Settings) -> Any:
     from libs.common.bus import Bus
+
+    return await Bus.connect(_need(s.nats_url, "KDESK_NATS_URL"), service="ctl", mode=s.mode, initial_attempts=1,
+                             max_reconnect_attempts=0)
+
+
+async def _last_book(s: Settings, ticker: str) -> Any:
+    """The last `md.book` value of a market (JetStream keeps the last one per market)."""
+    import nats.js.errors
+
+    from libs.common import subjects
+    from libs.common.events import BookUpdate
+
+    bus = await _bus_for(s)
+    try:
+        msg = await bus.js.get_last_msg(bus.stream("MD_BOOKS"),
+                                        bus.wire(subjects.md_book(subjects.series_of(ticker), ticker)))
+        return BookUpdate.model_validate_json(msg.data)
+    except nats.js.errors.NotFoundError:
+        return None
+    finally:
+        await bus.close()
+
+
+async def _last_alerts(s: Settings, n: int) -> list[Any]:
+    """The last `n` alerts of this mode, oldest first."""
+    from nats.js import api
+
+    from libs.common.events import Alert
+
+    bus = await _bus_for(s)
+    try:
+        stream = bus.stream("OPS")
+        info = await bus.js.stream_info(stream)
+        if not info.state.messages:
+            return []
+        start = max(info.state.first_seq, info.state.last_seq - 20 * n)
+        sub = await bus.js.subscribe(bus.wire("ops.alert.>"), ordered_consumer=True, config=api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start))
+        out: list[Any] = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=0.5)
+                try:
+                    out.append(Alert.model_validate_json(msg.data))
+                except ValueError:
+                    continue  # dead letters share the stream
+        except TimeoutError:
+            pass
+        finally:
+            await sub.unsubscribe()
+        return out[-n:]
+    finally:
+        await bus.close()
+
+
+def cmd_orderbook(args: argparse.Namespace) -> int:
+    """Both sides of a market's last book as a ladder, with its age."""
     from services.ctl import render
 
     s = _client_settings()
-    url = _need(s.nats_url, "KDESK_NATS_URL")
+    try:
+        book = asyncio.run(_last_book(s, args.ticker.upper()))
+    except Exception as e:
+        print(f"kdesk orderbook: cannot reach NATS: {redact_text(str(e))}", file=sys.stderr)
+        return EXIT_FAIL
+    if book is None:
+        print(f"kdesk orderbook: no book of {args.ticker.upper()} in {s.mode.value} mode (is feeds following it?)",
+              file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        print(book.model_dump_json(indent=2))
+    else:
+        render.orderbook(s.mode.value, book, depth=args.depth)
+    return EXIT_OK
 
-    async def ask() -> tuple[dict[str, Any], dict[str, str]]:
-        bus = await Bus.connect(url, service="ctl", mode=s.mode, initial_attempts=1, max_reconnect_attempts=0)
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """The last alerts of this mode."""
+    import json
+
+    from services.ctl import render
+
+    s = _client_settings()
+    try:
+        alerts = asyncio.run(_last_alerts(s, args.last))
+    except Exception as e:
+        print(f"kdesk alerts: cannot reach NATS: {redact_text(str(e))}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        print(json.dumps([a.model_dump(mode="json") for a in alerts], indent=2))
+    else:
+        render.alerts(s.mode.value, alerts)
+    return EXIT_OK
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """pause / resume / flatten (flatten asks to confirm unless --yes)."""
+    if args.verb == "flatten" and not args.yes:
+        answer = input("flatten cancels every resting order and exits every position at the best bid. "
+                       "Type FLATTEN to go on: ")
+        if answer.strip() != "FLATTEN":
+            print("kdesk flatten: not confirmed; nothing done", file=sys.stderr)
+            return EXIT_FAIL
+    from services.ctl import render
+
+    payload: dict[str, object] = {"reason": args.reason} if getattr(args, "reason", None) else {}
+    return _command("executor", args.verb, args.verb, payload, None if args.json else render.control)
+
+
+def _status(as_json: bool) -> int:
+    import json
+    import time
+
+    from libs.common import subjects
+    from libs.common.events import Heartbeat
+    from services.ctl import render
+    from services.ctl.supervisor import discover
+
+    s = _client_settings()
+    # The simulator is the exchange's stand-in, not a desk service: it sends no heartbeat.
+    expected = {spec.name for spec in discover(mode=s.mode.value)[0]} - {"sim"}
+
+    async def ask() -> tuple[dict[str, Any], dict[str, str], dict[str, Heartbeat]]:
+        bus = await _bus_for(s)
+        beats: dict[str, Heartbeat] = {}
+        all_seen = asyncio.Event()
+
+        async def on_beat(hb: Heartbeat) -> None:
+            beats[f"{hb.service}/{hb.instance}"] = hb
+            if {b.service for b in beats.values()} >= expected:
+                all_seen.set()
+
+        sub = await bus.subscribe(subjects.ops_health_all(), Heartbeat, on_beat)
         answers: dict[str, Any] = {}
         errors: dict[str, str] = {}
+        started = time.monotonic()
         try:
             for service in ("executor", "resolver"):
                 try:
                     answers[service] = await bus.request(service, "status", timeout=5.0)
                 except Exception as e:
                     errors[service] = str(e)
+            # Heartbeats come every KDESK_HEALTH_INTERVAL_S: wait for one of each service, at most that long.
+            left = s.health_interval_s + 1 - (time.monotonic() - started)
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(all_seen.wait(), left)
         finally:
+            await sub.unsubscribe()
             await bus.close()
-        return answers, errors
+        return answers, errors, beats
 
     try:
-        answers, errors = asyncio.run(ask())
+        answers, errors, beats = asyncio.run(ask())
     except Exception as e:
         print(f"kdesk status: cannot reach NATS: {redact_text(str(e))}", file=sys.stderr)
         return EXIT_FAIL
+    for name in sorted(expected - {b.service for b in beats.values()}):
+        errors[f"health:{name}"] = f"no heartbeat within {s.health_interval_s + 1:.0f} s"
+    health = {k: b.model_dump(mode="json") for k, b in sorted(beats.items())}
     if as_json:
-        print(json.dumps({"mode": s.mode.value, **answers, "errors": errors}, indent=2, default=str))
+        print(json.dumps({"mode": s.mode.value, **answers, "health": health, "errors": errors}, indent=2,
+                         default=str))
     else:
         render.status(s.mode.value, answers.get("executor"), answers.get("resolver"), errors)
+        render.health(list(beats.values()), [k.split(":", 1)[1] for k in errors if k.startswith("health:")])
     return EXIT_OK if "executor" in answers else EXIT_FAIL
 
 
@@ -417,6 +554,25 @@ def build_parser() -> argparse.ArgumentParser:
             v.add_argument("--days", type=float, default=30, help="the window in days (default 30)")
             v.add_argument("--family", help="only this family")
         v.set_defaults(func=cmd_view, view=view)
+    ob = sub.add_parser("orderbook", help="a market's last book as a ladder, with its age")
+    ob.add_argument("ticker")
+    ob.add_argument("--depth", type=int, default=10, help="levels a side (default 10)")
+    ob.add_argument("--json", action="store_true", help="the book as JSON")
+    ob.set_defaults(func=cmd_orderbook)
+    al = sub.add_parser("alerts", help="the last alerts of this mode")
+    al.add_argument("--last", type=int, default=20, help="how many (default 20)")
+    al.add_argument("--json", action="store_true", help="as JSON")
+    al.set_defaults(func=cmd_alerts)
+    for verb, text in (("pause", "pause trading: cancels every resting order, blocks new ones"),
+                       ("resume", "resume trading"),
+                       ("flatten", "cancel everything and exit every position at the best bid (asks to confirm)")):
+        c = sub.add_parser(verb, help=text)
+        if verb == "pause":
+            c.add_argument("--reason", help="why (shown in status and alerts)")
+        if verb == "flatten":
+            c.add_argument("--yes", action="store_true", help="do not ask")
+        c.add_argument("--json", action="store_true", help="the answer as JSON")
+        c.set_defaults(func=cmd_control, verb=verb)
     r = sub.add_parser("resolver", help="ask the resolver: status, accuracy, calibration, backfill")
     r.add_argument("verb", choices=RESOLVER_VERBS)
     r.add_argument("--days", type=float, default=30, help="the window in days (default 30)")

@@ -163,4 +163,75 @@ def calibration(out: Console, family: str, bins: Sequence[dict[str, Any]]) -> No
     out.print(t)
 
 
-__all__ = ["accuracy", "balance", "banner", "contracts", "fills", "orders", "positions", "price", "status", "usd"]
+def orderbook(mode: str, book: Any, *, depth: int = 10) -> None:
+    """YES bids beside NO bids, best first (Kalshi books hold bids only: a NO bid at q is a YES ask at $1 − q)."""
+    from datetime import UTC, datetime
+
+    out = console()
+    age = (datetime.now(UTC) - book.ts_event).total_seconds()
+    out.print(banner(mode, f"{book.ticker} · book {age:.1f} s old · seq {book.seq}"))
+    t = Table()
+    for col in ("YES bid", "contracts", "NO bid", "contracts "):
+        t.add_column(col, justify="right")
+    yes, no = list(reversed(book.yes_bids))[:depth], list(reversed(book.no_bids))[:depth]
+    for i in range(max(len(yes), len(no))):
+        y = yes[i] if i < len(yes) else None
+        n = no[i] if i < len(no) else None
+        t.add_row(price(y[0]) if y else "", contracts(y[1]) if y else "", price(n[0]) if n else "",
+                  contracts(n[1]) if n else "")
+    out.print(t)
+    if yes and no:
+        out.print(f"YES {price(yes[0][0])} bid / {price(ONE_DOLLAR - no[0][0])} ask")
+
+
+def alerts(mode: str, rows: Sequence[Any]) -> None:
+    out = console()
+    out.print(banner(mode, f"last {len(rows)} alert(s)"))
+    t = Table()
+    for col in ("time (UTC)", "sev", "family", "what"):
+        t.add_column(col, overflow="fold")
+    colour = {"critical": "red", "warning": "yellow"}
+    for a in rows:
+        sev = f"[{colour.get(a.severity, 'dim')}]{a.severity}[/]"
+        what = a.title + (f" — {a.detail}" if a.detail else "")
+        t.add_row(a.ts_event.strftime("%m-%d %H:%M:%S"), sev, a.family, what)
+    out.print(t)
+
+
+def health(beats: Sequence[Any], silent: Sequence[str]) -> None:
+    """Per service instance: status, heartbeat age, and each input that is stale (with its age)."""
+    from datetime import UTC, datetime
+
+    out = console()
+    t = Table(title="services", title_justify="left")
+    for col in ("service", "state", "beat", "stale inputs / detail"):
+        t.add_column(col, overflow="fold")
+    colour = {"ok": "green", "degraded": "yellow", "down": "red"}
+    now = datetime.now(UTC)
+    for b in sorted(beats, key=lambda b: (b.service, b.instance)):
+        stale = [f"{k} {'never' if v.age_s is None else _age(v.age_s)} old" for k, v in sorted(b.inputs.items())
+                 if v.stale]
+        note = ", ".join(stale) or (b.detail[:60] if b.status != "ok" else "")
+        t.add_row(f"{b.service}/{b.instance}", f"[{colour.get(b.status, 'dim')}]{b.status}[/]",
+                  _age((now - b.ts_event).total_seconds()), note)
+    for name in silent:
+        t.add_row(name, "[red]silent[/]", "—", "no heartbeat: not running, or cannot reach NATS")
+    out.print(t)
+
+
+def _age(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def control(mode: str, data: dict[str, Any]) -> None:
+    """The answer to pause / resume / flatten in one line."""
+    if "canceled" in data:
+        exits = len(data["exit_orders"])
+        what = f"flattened: {data['canceled']} order(s) canceled, exit orders for {exits} position(s)"
+    else:
+        what = "PAUSED: no new orders, resting ones canceled" if data.get("paused") else "trading resumed"
+    console().print(banner(mode, what))
+
+
+__all__ = ["accuracy", "alerts", "balance", "banner", "contracts", "control", "fills", "health", "orderbook", "orders",
+           "positions", "price", "status", "usd"]

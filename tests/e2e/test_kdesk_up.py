@@ -85,6 +85,13 @@ def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_pa
         assert shown.returncode == 0 and "mode SIM" in shown.stdout and "bankroll" in shown.stdout
         assert all(len(line) <= 80 for line in shown.stdout.splitlines())
         assert "$" in _kdesk(var, "balance").stdout
+        paused = _kdesk(var, "pause", "--reason", "e2e")
+        assert paused.returncode == 0 and "PAUSED" in paused.stdout
+        assert json.loads(_kdesk(var, "status", "--json").stdout)["executor"]["paused"] is True
+        assert "trading resumed" in _kdesk(var, "resume").stdout
+        assert isinstance(json.loads(_kdesk(var, "alerts", "--json").stdout), list)
+        missing = _kdesk(var, "orderbook", "KXNOPE-26DEC01-T1")
+        assert missing.returncode == 1 and "no book of KXNOPE-26DEC01-T1" in missing.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
