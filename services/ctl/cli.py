@@ -245,6 +245,52 @@ async def _last_alerts(s: Settings, n: int) -> list[Any]:
         await bus.close()
 
 
+async def _signals(s: Settings, ticker: str | None, last: int) -> list[dict[str, Any]]:
+    """Recent signals of this mode with what the executor decided on each (history: read from PostgreSQL)."""
+    from sqlalchemy import select
+
+    from libs.common.db import Order, create_engine, session_factory
+    from libs.common.db import signals as tables
+
+    engine = create_engine(_need(s.database_url_value(), "KDESK_DATABASE_URL"))
+    try:
+        async with session_factory(engine)() as db:
+            q = select(tables.Signal).where(tables.Signal.mode == s.mode.value)
+            if ticker:
+                q = q.where(tables.Signal.ticker == ticker)
+            sigs = (await db.scalars(q.order_by(tables.Signal.created_at.desc()).limit(last))).all()
+            decided = {o.signal_id: o for o in (await db.scalars(select(Order).where(
+                Order.mode == s.mode.value, Order.signal_id.in_([x.signal_id for x in sigs])))).all()}
+    finally:
+        await engine.dispose()
+    out = []
+    for x in reversed(sigs):
+        o = decided.get(x.signal_id)
+        out.append({"signal_id": x.signal_id, "created_at": x.created_at, "ticker": x.ticker, "action": x.action,
+                    "model_prob": x.model_prob, "market_prob": x.market_prob, "edge_maker_ticks": x.edge_maker_ticks,
+                    "order_status": o.status if o else None, "reason": o.reason if o else None})
+    return out
+
+
+def cmd_signals(args: argparse.Namespace) -> int:
+    """The last signals and what became of each (sent, or the reason it was declined)."""
+    import json
+
+    from services.ctl import render
+
+    s = _client_settings()
+    try:
+        rows = asyncio.run(_signals(s, args.ticker.upper() if args.ticker else None, args.last))
+    except Exception as e:
+        print(f"kdesk signals: cannot read the database: {redact_text(str(e))}", file=sys.stderr)
+        return EXIT_FAIL
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        render.signals(s.mode.value, rows)
+    return EXIT_OK
+
+
 def cmd_orderbook(args: argparse.Namespace) -> int:
     """Both sides of a market's last book as a ladder, with its age."""
     from services.ctl import render
@@ -559,6 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
     ob.add_argument("--depth", type=int, default=10, help="levels a side (default 10)")
     ob.add_argument("--json", action="store_true", help="the book as JSON")
     ob.set_defaults(func=cmd_orderbook)
+    sg = sub.add_parser("signals", help="the last signals and what the executor decided on each")
+    sg.add_argument("--ticker", help="only this market")
+    sg.add_argument("--last", type=int, default=20, help="how many (default 20)")
+    sg.add_argument("--json", action="store_true", help="as JSON")
+    sg.set_defaults(func=cmd_signals)
     al = sub.add_parser("alerts", help="the last alerts of this mode")
     al.add_argument("--last", type=int, default=20, help="how many (default 20)")
     al.add_argument("--json", action="store_true", help="as JSON")

@@ -223,6 +223,23 @@ def _age(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
+def signals(mode: str, rows: Sequence[dict[str, Any]]) -> None:
+    out = console()
+    out.print(banner(mode, f"last {len(rows)} signal(s)"))
+    t = Table()
+    for col, just in (("time", "left"), ("market", "left"), ("buy", "left"), ("model", "right"),
+                      ("market", "right"), ("edge", "right"), ("what happened", "left")):
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    for r in rows:
+        side = {"buy_yes": "YES", "buy_no": "NO"}.get(r["action"] or "", r["action"] or "")
+        status, reason = r["order_status"], r["reason"]
+        what = "not decided yet" if status is None else f"declined: {reason}" if status == "blocked" \
+            else status + (f" ({reason})" if reason else "")
+        t.add_row(str(r["created_at"])[11:19], r["ticker"], side, _num(r["model_prob"], ".2f"),
+                  _num(r["market_prob"], ".2f"), price(r["edge_maker_ticks"]), what)
+    out.print(t)
+
+
 def control(mode: str, data: dict[str, Any]) -> None:
     """The answer to pause / resume / flatten in one line."""
     if "canceled" in data:
@@ -233,5 +250,20 @@ def control(mode: str, data: dict[str, Any]) -> None:
     console().print(banner(mode, what))
 
 
-__all__ = ["accuracy", "alerts", "balance", "banner", "contracts", "control", "fills", "health", "orderbook", "orders",
-           "positions", "price", "status", "usd"]
+__all__ = [
+    "accuracy",
+    "alerts",
+    "balance",
+    "banner",
+    "contracts",
+    "control",
+    "fills",
+    "health",
+    "orderbook",
+    "orders",
+    "positions",
+    "price",
+    "signals",
+    "status",
+    "usd",
+]

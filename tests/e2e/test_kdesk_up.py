@@ -90,6 +90,8 @@ def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_pa
         assert json.loads(_kdesk(var, "status", "--json").stdout)["executor"]["paused"] is True
         assert "trading resumed" in _kdesk(var, "resume").stdout
         assert isinstance(json.loads(_kdesk(var, "alerts", "--json").stdout), list)
+        sigs = _kdesk(var, "signals", "--json", "--last", "5")
+        assert sigs.returncode == 0 and isinstance(json.loads(sigs.stdout), list), sigs.stderr
         missing = _kdesk(var, "orderbook", "KXNOPE-26DEC01-T1")
         assert missing.returncode == 1 and "no book of KXNOPE-26DEC01-T1" in missing.stderr
     finally:
