@@ -41,6 +41,14 @@ def contracts(n: int | None) -> str:
     return f"-{text}" if n < 0 else text
 
 
+def _table(*cols: tuple[str, str], title: str | None = None) -> Table:
+    """A table with (name, "l" | "r") columns; long cells fold rather than vanish at 80 columns."""
+    t = Table(title=title, title_justify="left")
+    for name, just in cols:
+        t.add_column(name, justify="right" if just == "r" else "left", overflow="fold")
+    return t
+
+
 def banner(mode: str, what: str) -> str:
     return f"[bold]kdesk[/bold] · mode [bold {'red' if mode == 'live' else 'cyan'}]{mode.upper()}[/] · {what}"
 
@@ -84,10 +92,8 @@ def status(mode: str, ex: dict[str, Any] | None, res: dict[str, Any] | None, err
 def positions(mode: str, rows: Sequence[dict[str, Any]]) -> None:
     out = console()
     out.print(banner(mode, f"{len(rows)} open position(s)"))
-    t = Table()
-    for col, just in (("market", "left"), ("side", "left"), ("contracts", "right"), ("cost", "right"),
-                      ("realized", "right"), ("fees", "right")):
-        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    t = _table(("market", "l"), ("side", "l"), ("contracts", "r"), ("cost", "r"),
+                      ("realized", "r"), ("fees", "r"))
     for p in sorted(rows, key=lambda r: (r["event_ticker"], r["ticker"])):
         t.add_row(p["ticker"], "YES" if p["position"] > 0 else "NO", contracts(abs(p["position"])),
                   usd(p["cost_ticks"]), usd(p["realized_pnl_ticks"], sign=True), usd(p["fees_paid_ticks"]))
@@ -97,10 +103,8 @@ def positions(mode: str, rows: Sequence[dict[str, Any]]) -> None:
 def orders(mode: str, rows: Sequence[dict[str, Any]]) -> None:
     out = console()
     out.print(banner(mode, f"{len(rows)} order(s)"))
-    t = Table()
-    for col, just in (("market", "left"), ("buy", "left"), ("price", "right"), ("filled", "right"),
-                      ("status", "left"), ("reason", "left")):
-        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    t = _table(("market", "l"), ("buy", "l"), ("price", "r"), ("filled", "r"),
+                      ("status", "l"), ("reason", "l"))
     for o in rows:
         leg_price = o["yes_price"] if o["book_side"] == "bid" else ONE_DOLLAR - o["yes_price"]
         t.add_row(o["ticker"], o["outcome_side"].upper(), price(leg_price),
@@ -111,10 +115,8 @@ def orders(mode: str, rows: Sequence[dict[str, Any]]) -> None:
 def fills(mode: str, rows: Sequence[dict[str, Any]]) -> None:
     out = console()
     out.print(banner(mode, f"{len(rows)} fill(s)"))
-    t = Table()
-    for col, just in (("time (UTC)", "left"), ("market", "left"), ("buy", "left"), ("price", "right"),
-                      ("contracts", "right"), ("fee", "right"), ("", "left")):
-        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    t = _table(("time (UTC)", "l"), ("market", "l"), ("buy", "l"), ("price", "r"),
+                      ("contracts", "r"), ("fee", "r"), ("", "l"))
     for f in rows:
         leg_price = f["yes_price"] if f["outcome_side"] == "yes" else ONE_DOLLAR - f["yes_price"]
         t.add_row(str(f["filled_at"])[5:19].replace("T", " "), f["ticker"], f["outcome_side"].upper(),
@@ -226,10 +228,8 @@ def _age(s: float) -> str:
 def signals(mode: str, rows: Sequence[dict[str, Any]]) -> None:
     out = console()
     out.print(banner(mode, f"last {len(rows)} signal(s)"))
-    t = Table()
-    for col, just in (("time", "left"), ("market", "left"), ("buy", "left"), ("model", "right"),
-                      ("market", "right"), ("edge", "right"), ("what happened", "left")):
-        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    t = _table(("time", "l"), ("market", "l"), ("buy", "l"), ("model", "r"),
+                      ("market", "r"), ("edge", "r"), ("what happened", "l"))
     for r in rows:
         side = {"buy_yes": "YES", "buy_no": "NO"}.get(r["action"] or "", r["action"] or "")
         status, reason = r["order_status"], r["reason"]
