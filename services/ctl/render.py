@@ -90,13 +90,25 @@ def status(mode: str, ex: dict[str, Any] | None, res: dict[str, Any] | None, err
 
 
 def positions(mode: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Open positions grouped by event: contracts, cost, the mark (best bid of the leg), unrealized and
+    realized P&L, fees; a total line."""
     out = console()
     out.print(banner(mode, f"{len(rows)} open position(s)"))
-    t = _table(("market", "l"), ("side", "l"), ("contracts", "r"), ("cost", "r"),
-                      ("realized", "r"), ("fees", "r"))
+    t = _table(("market", "l"), ("side", "l"), ("contracts", "r"), ("cost", "r"), ("mark", "r"), ("unreal.", "r"),
+               ("real.", "r"))
+    event = None
     for p in sorted(rows, key=lambda r: (r["event_ticker"], r["ticker"])):
-        t.add_row(p["ticker"], "YES" if p["position"] > 0 else "NO", contracts(abs(p["position"])),
-                  usd(p["cost_ticks"]), usd(p["realized_pnl_ticks"], sign=True), usd(p["fees_paid_ticks"]))
+        if p["event_ticker"] != event:
+            event = p["event_ticker"]
+            t.add_row(f"[bold]{event}[/]", "", "", "", "", "", "")
+        t.add_row("  " + p["ticker"].removeprefix(event + "-"), "YES" if p["position"] > 0 else "NO",
+                  contracts(abs(p["position"])), usd(p["cost_ticks"]), price(p.get("mark_ticks")),
+                  usd(p.get("unrealized_pnl_ticks"), sign=True), usd(p["realized_pnl_ticks"], sign=True))
+    if rows:
+        unreal = [r.get("unrealized_pnl_ticks") for r in rows]
+        t.add_row("[bold]total[/]", "", "", usd(sum(r["cost_ticks"] for r in rows)), "",
+                  usd(sum(u for u in unreal if u is not None), sign=True),
+                  usd(sum(r["realized_pnl_ticks"] for r in rows), sign=True))
     out.print(t)
 
 

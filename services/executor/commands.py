@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from libs.common.bus import Bus
+from libs.common.money import ONE_CONTRACT
 from services.executor.ledger import fill_summary, order_summary, position_summary
 from services.executor.risk import reserved_total
 
@@ -54,7 +55,17 @@ class ExecutorCommands:
                 "waiting_for_fresh_data": not fresh, "freshness_limits": ex.settings.freshness.as_dict()}
 
     async def positions(self, _: dict[str, Any]) -> list[dict[str, Any]]:
-        return [position_summary(p) for p in await self.ex.ledger.positions()]
+        """Open positions with their mark (best bid of the held leg) and unrealized P&L at that mark."""
+        out = []
+        for p in await self.ex.ledger.positions():
+            row = position_summary(p)
+            st = self.ex.markets.get(p.ticker)
+            bid = st.bid("yes" if p.position > 0 else "no") if st is not None else None
+            held = abs(p.position)
+            row["mark_ticks"] = bid
+            row["unrealized_pnl_ticks"] = None if bid is None else held * bid // ONE_CONTRACT - p.cost_ticks
+            out.append(row)
+        return out
 
     async def orders(self, req: dict[str, Any]) -> list[dict[str, Any]]:
         if req.get("open"):

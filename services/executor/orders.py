@@ -140,11 +140,10 @@ class OrderLifecycle:
         o = await self.read(row.order_id) if row.order_id is not None else None
         if o is None:
             return row
-        before = row.fill_count
-        new = await self.sync_order(o, row.client_order_id)
-        if o.fill_count != before:
+        if o.fill_count != row.fill_count:
+            # Fills first: a reader that sees the order's new fill count then finds its fills too.
             await self.sync_fills(order_id=row.order_id)
-        return new
+        return await self.sync_order(o, row.client_order_id)
 
     # -- following ------------------------------------------------------------------------------
 

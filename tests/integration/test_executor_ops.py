@@ -173,6 +173,10 @@ async def test_commands_answer_with_data_on_the_bus_and_through_kdesk(nats_url: 
             assert sum(f["count"] for f in fills) == count // 2
             positions = await bus.request("executor", "positions")
             assert [(p["ticker"], p["position"]) for p in positions] == [(T, count // 2)]
+            [held] = positions  # marked at the YES leg's best bid in the book the executor holds
+            bid = ex.markets.get(T).bid("yes")
+            assert held["mark_ticks"] == bid and bid is not None
+            assert held["unrealized_pnl_ticks"] == held["position"] * bid // 100 - held["cost_ticks"]
             [open_order] = await bus.request("executor", "orders", {"open": True})
             assert open_order["order_id"] == oid and open_order["remaining_count"] == count - count // 2
             balance = await bus.request("executor", "balance")
