@@ -340,6 +340,13 @@ class Settings(BaseSettings):
         """The database URL (secret: never log it)."""
         return self.database_url.get_secret_value() if self.database_url else None
 
+    def require_database_url(self, why: str) -> str:
+        """The database URL of a service that cannot run without one, or `ConfigError` saying `why` it needs it."""
+        url = self.database_url_value()
+        if not url:
+            raise ConfigError(f"KDESK_DATABASE_URL is not set: {why}")
+        return url
+
 
 def _describe(err: dict[str, Any]) -> str:
     loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]

@@ -102,11 +102,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 # --- health ------------------------------------------------------------------------------------
 
-async def _health(url: str, s: Settings, service: str, instance: str | None, wait_s: float) -> tuple[bool, str]:
-    from libs.common.bus import Bus
+async def _health(s: Settings, service: str, instance: str | None, wait_s: float) -> tuple[bool, str]:
     from libs.common.health import check
 
-    bus = await Bus.connect(url, service="ctl", mode=s.mode, initial_attempts=1, max_reconnect_attempts=0)
+    bus = await _bus_for(s)
     try:
         return await check(bus, service, instance, wait_s=wait_s)
     finally:
@@ -116,9 +115,8 @@ async def _health(url: str, s: Settings, service: str, instance: str | None, wai
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 0 when the service's heartbeat says healthy, 1 otherwise (compose healthchecks)."""
     s = _client_settings()
-    url = _need(s.nats_url, "KDESK_NATS_URL")
     try:
-        ok, text = asyncio.run(_health(url, s, args.service, args.instance, args.wait))
+        ok, text = asyncio.run(_health(s, args.service, args.instance, args.wait))
     except Exception as e:
         print(f"{args.service}: unhealthy: cannot reach NATS: {redact_text(str(e))}")
         return EXIT_FAIL
@@ -131,10 +129,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 DESK_VERBS = ("status", "positions", "orders", "fills", "balance", "pause", "resume", "flatten", "reconcile")
 
 
-async def _ask(url: str, s: Settings, service: str, verb: str, payload: dict[str, object]) -> object:
-    from libs.common.bus import Bus
-
-    bus = await Bus.connect(url, service="ctl", mode=s.mode, initial_attempts=1, max_reconnect_attempts=0)
+async def _ask(s: Settings, service: str, verb: str, payload: dict[str, object]) -> object:
+    bus = await _bus_for(s)
     try:
         return await bus.request(service, verb, payload, timeout=60.0 if verb == "backfill" else 15.0)
     finally:
@@ -149,9 +145,8 @@ def _command(service: str, label: str, verb: str, payload: dict[str, object],
     from libs.common.bus import CommandError
 
     s = _client_settings()
-    url = _need(s.nats_url, "KDESK_NATS_URL")
     try:
-        data = asyncio.run(_ask(url, s, service, verb, payload))
+        data = asyncio.run(_ask(s, service, verb, payload))
     except CommandError as e:
         print(f"kdesk {label}: {e.code}: {e}", file=sys.stderr)
         return EXIT_FAIL

@@ -219,15 +219,12 @@ class Ledger:
     async def _order_event(self, s: AsyncSession, row: Order, kind: str, *, reason: str | None = None) -> None:
         """The outbox row announcing `row` as it now is (idempotent by its id, which names the totals)."""
         event_id = f"ord:{row.client_order_id}:{kind}:{row.fill_count}:{row.remaining_count}:{row.yes_price}"
-        await self.write_event(s, OrderEventMsg(
+        await write_event(s, self.mode, OrderEventMsg(
             id=event_id, ts_event=self.clock(), mode=Mode(self.mode), kind=kind,  # type: ignore[arg-type]
             client_order_id=row.client_order_id, order_id=row.order_id, ticker=row.ticker,
             event_ticker=row.event_ticker, book_side=row.book_side,  # type: ignore[arg-type]
             price=row.yes_price, count=row.initial_count, filled_count=row.fill_count,
             remaining_count=row.remaining_count, reason=reason or row.reason))
-
-    async def write_event(self, s: AsyncSession, ev: OrderEventMsg) -> bool:
-        return await write_event(s, self.mode, ev)
 
     # -- fills and positions --------------------------------------------------------------------
 
@@ -245,7 +242,7 @@ class Ledger:
                 return False
             coid = f.client_order_id or await s.scalar(select(Order.client_order_id).where(
                 Order.mode == self.mode, Order.order_id == f.order_id))
-            await self.write_event(s, OrderEventMsg(
+            await write_event(s, self.mode, OrderEventMsg(
                 id=f"ord:fill:{f.fill_id}", ts_event=f.filled_at, mode=Mode(self.mode), kind="fill",
                 client_order_id=coid or "", order_id=f.order_id, ticker=f.ticker, event_ticker=event_ticker,
                 book_side=f.book_side, price=f.yes_price, count=f.count,  # type: ignore[arg-type]

@@ -15,7 +15,6 @@ the order's remaining size, once in the position) — too cautious for a moment,
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -92,12 +91,11 @@ class RiskGate:
     """Reserves cap budget for intents; strikes come from the executor's market definitions."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], mode: str, limits: RiskLimits,
-                 strikes: dict[str, Strike | None], *, on_event: Callable[[], None] = lambda: None) -> None:
+                 strikes: dict[str, Strike | None]) -> None:
         self.sessions = sessions
         self.mode = mode
         self.limits = limits
         self.strikes = strikes
-        self.on_event = on_event  # an `intent` event was committed to the outbox
 
     async def reserve(self, intent: Intent, *, now: datetime, reduces_only: bool = False) -> Verdict:
         """Insert the order as `intent` if every cap holds, else as `blocked`; idempotent per client_order_id."""
@@ -111,8 +109,6 @@ class RiskGate:
             usage = await self._usage(s, intent)
             reason = None if reduces_only else self._check(intent, usage)
             await self._insert(s, intent, now, reason)
-        if reason is None:
-            self.on_event()
         return Verdict(reason is None, reason, usage=usage)
 
     async def allows_reprice(self, intent: Intent, *, exclude_coid: str) -> str | None:

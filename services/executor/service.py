@@ -233,7 +233,7 @@ class Executor:
         assert self.desk is not None
         try:
             await self.desk.on_signal(sig)
-        except (E.TransportError, E.ServerError, E.RateLimited, OSError) as e:
+        except (*VENUE_UNAVAILABLE, OSError) as e:
             raise TransientError(f"venue unavailable: {e}") from e
 
     async def _on_control(self, state: Any) -> None:
@@ -301,10 +301,7 @@ def make_broker(settings: Settings) -> tuple[Broker, VenueUpdates]:
 async def run_executor(rt: ServiceRuntime) -> None:
     """Wire and run until stopped."""
     s = rt.settings
-    db_url = s.database_url_value()
-    if not db_url:
-        raise ConfigError("KDESK_DATABASE_URL is not set: the executor keeps its ledger in PostgreSQL")
-    engine = create_engine(db_url)
+    engine = create_engine(s.require_database_url("the executor keeps its ledger in PostgreSQL"))
     broker, updates = make_broker(s)
     ex = Executor(s, rt.bus, session_factory(engine), broker, updates=updates)
     # "exchange" is fresh while reconciliations succeed; "md_book" while some book is fresh by its own timestamp.

@@ -24,7 +24,7 @@ import httpx
 
 from libs.common import subjects
 from libs.common.bus import Bus, CommandError
-from libs.common.config import ConfigError, Mode, Settings
+from libs.common.config import Mode, Settings
 from libs.common.db import MarketResolution, create_engine, session_factory
 from libs.common.events import AccuracyUpdate, Alert, MarketDefinition, ModelParamUpdate, Resolution
 from libs.common.families import family_of
@@ -318,10 +318,7 @@ def _dec(v: Any) -> Decimal | None:
 
 async def run_resolver(rt: ServiceRuntime) -> None:
     s = rt.settings
-    db_url = s.database_url_value()
-    if not db_url:
-        raise ConfigError("KDESK_DATABASE_URL is not set: the resolver keeps its records in PostgreSQL")
-    engine = create_engine(db_url)
+    engine = create_engine(s.require_database_url("the resolver keeps its records in PostgreSQL"))
     store = ResolverStore(session_factory(engine), s.mode.value)
     rest = KalshiRest(environment(s))  # public market data: no key needed
     http = httpx.AsyncClient(base_url=s.weather_root() or NWS_URL, timeout=30,
