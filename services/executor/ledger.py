@@ -149,7 +149,9 @@ class Ledger:
     async def set_state(self, coid: str, state: OrderState, *, accepted: bool = False) -> tuple[Order | None, bool]:
         """Record the venue's view of an order and its events; (the row, whether anything changed).
 
-        `accepted`: this is the create's answer, announced as `accepted` before the status it reports.
+        The first word from the venue about an order — the create's answer (`accepted`) or a frame that
+        brings its exchange id, whichever comes first — is announced once as `accepted`, before the status
+        it reports, so `ord.*` reads intent → accepted → resting whatever the order of arrival.
         """
         async with self.sessions() as s, s.begin():
             row = await s.scalar(self._by_coid(coid).with_for_update())
@@ -164,6 +166,7 @@ class Ledger:
             if state.fill_count < row.fill_count:
                 return row, False
             prev_status, prev_price = row.status, row.yes_price
+            acknowledged = accepted or (row.order_id is None and state.order_id is not None)
             changed = (row.order_id, row.status, row.fill_count, row.remaining_count, row.yes_price) != (
                 state.order_id, state.status, state.fill_count, state.remaining_count, state.yes_price)
             row.order_id = state.order_id
@@ -181,13 +184,13 @@ class Ledger:
                 row.raw = state.raw
             if state.status in FINAL_STATUSES:
                 await self._release(s, coid, "consumed" if state.fill_count else "released")
-            if accepted:
-                await self._order_event(s, row, "accepted")
+            if acknowledged:
+                await self._order_event(s, row, "accepted", event_id=f"ord:{coid}:accepted")
             if changed:
                 amended = prev_status == row.status == "resting" and prev_price != row.yes_price
                 await self._order_event(s, row, "amended" if amended else
                                         order_status.event_kind(row.status, row.fill_count))
-        if accepted or changed:
+        if acknowledged or changed:
             self.on_event()
         return row, changed
 
@@ -216,9 +219,11 @@ class Ledger:
             RiskReservation.mode == self.mode, RiskReservation.client_order_id == coid,
             RiskReservation.status == "reserved").values(status=status))
 
-    async def _order_event(self, s: AsyncSession, row: Order, kind: str, *, reason: str | None = None) -> None:
+    async def _order_event(self, s: AsyncSession, row: Order, kind: str, *, reason: str | None = None,
+                           event_id: str | None = None) -> None:
         """The outbox row announcing `row` as it now is (idempotent by its id, which names the totals)."""
-        event_id = f"ord:{row.client_order_id}:{kind}:{row.fill_count}:{row.remaining_count}:{row.yes_price}"
+        event_id = event_id or \
+            f"ord:{row.client_order_id}:{kind}:{row.fill_count}:{row.remaining_count}:{row.yes_price}"
         await write_event(s, self.mode, OrderEventMsg(
             id=event_id, ts_event=self.clock(), mode=Mode(self.mode), kind=kind,  # type: ignore[arg-type]
             client_order_id=row.client_order_id, order_id=row.order_id, ticker=row.ticker,

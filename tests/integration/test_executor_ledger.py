@@ -71,6 +71,7 @@ async def test_frames_in_any_order_and_repeated_give_the_same_books(db_url: str)
             events = await rows(db_url, OrderEvent, OrderEvent.mode == mode)
             assert sorted(e.event_id for e in events if e.kind == "fill") == ["ord:fill:t1:ex-1", "ord:fill:t2:ex-1"]
             assert [e.kind for e in events if e.kind == "filled"] == ["filled"], mode
+            assert [e.kind for e in events].count("accepted") == 1, mode  # the first frame with its exchange id
             assert all(e.message is not None and e.published_at is None for e in events), mode
     finally:
         await engine.dispose()
