@@ -81,16 +81,13 @@ class ResolverStore:
                   "expiration_numeric": _numeric(o.expiration_value), "determined_at": o.determined_at,
                   "settled_at": o.settled_at, "source": o.source, "raw": o.raw,
                   "event_ticker": o.event_ticker, "series_ticker": o.series_ticker}
+        this = select(MarketResolution).where(MarketResolution.mode == self.mode, MarketResolution.ticker == o.ticker)
         async with self.sessions() as s, s.begin():
-            row = await s.scalar(select(MarketResolution).where(MarketResolution.mode == self.mode,
-                                                                MarketResolution.ticker == o.ticker)
-                                 .with_for_update())
+            row = await s.scalar(this.with_for_update())
             if row is None:
                 new = await insert_if_new(s, MarketResolution, {"mode": self.mode, "ticker": o.ticker, **values},
                                           key=["mode", "ticker"])
-                row = await s.scalar(select(MarketResolution).where(MarketResolution.mode == self.mode,
-                                                                    MarketResolution.ticker == o.ticker))
-                return ("new" if new else None), row
+                return ("new" if new else None), await s.scalar(this)
             if (row.result, row.settlement_value_price) == (o.result, o.settlement_value):
                 # The same outcome seen again (a redelivery, a replay, REST after WS): fill in what was missing.
                 for k in ("settled_at", "determined_at", "expiration_value", "expiration_numeric"):
