@@ -8,6 +8,8 @@ template migrated once to head.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -58,9 +60,16 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
     if given:
         yield PgCluster(given)
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", fast_unsafe=True).start()
-    yield PgCluster(server.url("postgres"))
-    server.stop()
+    # Not under pytest's basetemp: every pytest session resets /tmp/pytest-of-<user> to mode 0700, which
+    # locks the (non-root) postgres user out of a server another session on this machine is running.
+    root = Path(tempfile.mkdtemp(prefix="kdesk-test-pg-"))
+    root.chmod(0o755)
+    server = EmbeddedPostgres(root / "data", fast_unsafe=True).start()
+    try:
+        yield PgCluster(server.url("postgres"))
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -170,6 +170,16 @@ class Settings(BaseSettings):
     health_interval_s: float = Field(default=5.0, gt=0, le=300)
     var_dir: Path = Path("var")
     telegram_bot_token: SecretStr | None = None
+    # Notifier (Telegram). Numeric user ids, comma-separated; empty = nobody (deny by default).
+    telegram_operators: str = ""  # may control the desk
+    telegram_viewers: str = ""  # may only look
+    telegram_api_url: str | None = None  # a Bot API server root; None = api.telegram.org (sim: the fake)
+    digest_every_s: float = Field(default=3600.0, ge=0)  # 0 = no digests
+    alert_cooldown_s: float = Field(default=900.0, ge=0)  # one message per dedupe key per this long
+    alert_daily_cap: int = Field(default=100, ge=1)  # messages per alert family per UTC day (critical exempt)
+    notifier_max_pending: int = Field(default=5000, ge=10)  # messages waiting for Telegram, at most
+    notifier_max_wait_s: float = Field(default=86_400.0, gt=0)  # a message older than this is dropped, counted
+    live_arm_hours: float = Field(default=8.0, gt=0, le=24 * 7)  # `/mode live` + CONFIRM LIVE arms for this long
 
     # Risk overrides; None means "take the profile's preset".
     kelly_fraction: float | None = Field(default=None, gt=0, le=1)
@@ -245,6 +255,14 @@ class Settings(BaseSettings):
             usd_to_ticks(v)
         return v
 
+    @field_validator("telegram_operators", "telegram_viewers")
+    @classmethod
+    def _user_ids(cls, v: str) -> str:
+        for part in v.replace(" ", "").split(","):
+            if part and not part.isdigit():
+                raise ValueError(f"{part!r} is not a numeric Telegram user id (ask @userinfobot for yours)")
+        return v
+
     @field_validator("exits")
     @classmethod
     def _exits(cls, v: str) -> str:
@@ -266,7 +284,7 @@ class Settings(BaseSettings):
         return v
 
     @field_validator("kalshi_rest_url", "kalshi_ws_url", "coinbase_ws_url", "kraken_ws_url", "bitstamp_ws_url",
-                     "binance_ws_url", "weather_api_url")
+                     "binance_ws_url", "weather_api_url", "telegram_api_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://", "ws://", "wss://")):
@@ -320,6 +338,13 @@ class Settings(BaseSettings):
 
             return SimEndpoints(self.sim_host, self.sim_base_port).weather_url
         return None
+
+    def telegram_users(self) -> tuple[frozenset[int], frozenset[int]]:
+        """(operators, viewers) as user ids; someone in both lists is an operator."""
+        def ids(text: str) -> frozenset[int]:
+            return frozenset(int(x) for x in text.replace(" ", "").split(",") if x)
+        ops = ids(self.telegram_operators)
+        return ops, ids(self.telegram_viewers) - ops
 
     def series_list(self) -> list[str]:
         """KDESK_FEEDS_SERIES as a list of upper-case series tickers."""

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 from libs.common.embedded import free_port
 
-PORTS_NEEDED = 6
+PORTS_NEEDED = 7
 
 
 @dataclass(frozen=True)
 class SimEndpoints:
-    """URLs of the simulated Kalshi exchange, crypto venues and weather services."""
+    """URLs of the simulated Kalshi exchange, crypto venues, weather services and Telegram Bot API."""
 
     host: str
     base_port: int
@@ -52,6 +52,16 @@ class SimEndpoints:
     def weather_url(self) -> str:
         """Root URL of the fake weather services."""
         return f"http://{self.host}:{self.weather_port}"
+
+    @property
+    def telegram_port(self) -> int:
+        """Fake Telegram Bot API (services/sim/telegram.py)."""
+        return self.base_port + 6
+
+    @property
+    def telegram_url(self) -> str:
+        """Root URL of the fake Bot API, for `TelegramAPIServer.from_base`."""
+        return f"http://{self.host}:{self.telegram_port}"
 
 
 def reserve_block(host: str = "127.0.0.1", n: int = PORTS_NEEDED, attempts: int = 50) -> int:

@@ -183,6 +183,13 @@ def cmd_view(args: argparse.Namespace) -> int:
     return _command(service, args.view, args.view, payload, None if args.json else show)
 
 
+def cmd_pnl(args: argparse.Namespace) -> int:
+    """`kdesk pnl`: the equity curve, P&L per UTC day, realized / unrealized / fees by family (or --json)."""
+    from services.ctl import render
+
+    return _command("executor", "pnl", "pnl", {"days": args.days}, None if args.json else render.pnl)
+
+
 async def _bus_for(s: Settings) -> Any:
     from libs.common.bus import Bus
 
@@ -425,6 +432,33 @@ def cmd_resolver(args: argparse.Namespace) -> int:
     return _command("resolver", "resolver", args.verb, payload)
 
 
+# --- chat --------------------------------------------------------------------------------------
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """A terminal chat with the bot as an operator, through the simulator's fake Telegram (sim mode)."""
+    from services.ctl import runfile
+    from services.ctl.chat import run_chat
+
+    s = _settings()
+    info = runfile.read(s.var_dir)
+    if info is None:
+        print(f"kdesk chat: no desk is running here (no live {s.var_dir / runfile.NAME}); start one with `make run`",
+              file=sys.stderr)
+        return EXIT_FAIL
+    if not info.telegram_fake_url or info.chat_user_id is None:
+        print(f"kdesk chat: the desk runs in {info.mode} mode, whose bot talks to the real Telegram: open your chat "
+              "with the bot in the Telegram app (kdesk chat is for sim mode)", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        return asyncio.run(run_chat(info.telegram_fake_url, args.user or info.chat_user_id, args.say, args.wait))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as e:
+        print(f"kdesk chat: cannot reach the fake Telegram at {info.telegram_fake_url}: {redact_text(str(e))}",
+              file=sys.stderr)
+        return EXIT_FAIL
+
+
 # --- up ----------------------------------------------------------------------------------------
 
 async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
@@ -465,17 +499,23 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
         say("[kdesk] streams and control bucket ready")
         from services.ctl import runfile
 
-        runfile.write(var, nats_url=nats_url, database_url=db_url, mode=s.mode.value)
-        wrote_run = True
-
         specs, missing = discover(mode=s.mode.value)
         if missing:
             say(f"[kdesk] not built yet (no __main__.py), not started: {', '.join(missing)}")
         env = {"KDESK_NATS_URL": nats_url, "KDESK_DATABASE_URL": db_url, "KDESK_MODE": s.mode.value,
                "KDESK_VAR_DIR": str(var)}
+        chat: dict[str, Any] = {}
         if s.mode.value == "sim":
             env.update(await asyncio.to_thread(sim_environment, s, var))
             say(f"[kdesk] simulator ports from {env['KDESK_SIM_BASE_PORT']}; desk key {env['KALSHI_SIM_KEY_ID']}")
+            chat = sim_telegram(s, env)
+            if chat:
+                say(f"[kdesk] telegram  fake Bot API {chat['telegram_fake_url']}; `kdesk chat` speaks as operator "
+                    f"{chat['chat_user_id']}")
+        elif s.telegram_bot_token is None:
+            say("[kdesk] telegram  off (no KDESK_TELEGRAM_BOT_TOKEN): alerts are stored and logged only")
+        runfile.write(var, nats_url=nats_url, database_url=db_url, mode=s.mode.value, **chat)
+        wrote_run = True
         sup = Supervisor(specs, env=env, say=say, log_dir=var / "log")
         await sup.start()
         for line in sup.status_lines():
@@ -508,6 +548,25 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
             await asyncio.to_thread(pg_srv.stop)
             say("[kdesk] postgres  stopped")
         say("[kdesk] stopped")
+
+
+SIM_CHAT_USER = 100000001  # the operator `kdesk chat` speaks as in sim mode, unless KDESK_TELEGRAM_OPERATORS says
+
+
+def sim_telegram(s: Settings, env: dict[str, str]) -> dict[str, Any]:
+    """Sim mode talks to the simulator's fake Bot API (unless KDESK_TELEGRAM_API_URL points elsewhere):
+    its token, an operator to chat as, and what `kdesk chat` needs in run.json."""
+    from libs.common.simnet import SimEndpoints
+    from services.sim.telegram import SIM_TOKEN
+
+    if s.telegram_api_url:
+        return {}
+    url = SimEndpoints(s.sim_host, int(env["KDESK_SIM_BASE_PORT"])).telegram_url
+    operators, _ = s.telegram_users()
+    user = min(operators) if operators else SIM_CHAT_USER
+    env.update({"KDESK_TELEGRAM_API_URL": url, "KDESK_TELEGRAM_BOT_TOKEN": SIM_TOKEN,
+                "KDESK_SIM_TELEGRAM_TOKEN": SIM_TOKEN, "KDESK_TELEGRAM_OPERATORS": s.telegram_operators or str(user)})
+    return {"telegram_fake_url": url, "chat_user_id": user}
 
 
 def sim_environment(s: Settings, var: Path) -> dict[str, str]:
@@ -595,6 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
             v.add_argument("--days", type=float, default=30, help="the window in days (default 30)")
             v.add_argument("--family", help="only this family")
         v.set_defaults(func=cmd_view, view=view)
+    pl = sub.add_parser("pnl", help="P&L: today, realized, unrealized, fees; per day, by family, equity curve")
+    pl.add_argument("--days", type=int, default=7, help="the window in UTC days, today included (1-365, default 7)")
+    pl.add_argument("--json", action="store_true", help="the answer as JSON (exact integer money)")
+    pl.set_defaults(func=cmd_pnl)
     ob = sub.add_parser("orderbook", help="a market's last book as a ladder, with its age")
     ob.add_argument("ticker")
     ob.add_argument("--depth", type=int, default=10, help="levels a side (default 10)")
@@ -619,6 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--yes", action="store_true", help="do not ask")
         c.add_argument("--json", action="store_true", help="the answer as JSON")
         c.set_defaults(func=cmd_control, verb=verb)
+    ch = sub.add_parser("chat", help="chat with the desk's Telegram bot from this terminal (sim mode: the "
+                        "simulator's fake Telegram)")
+    ch.add_argument("--say", action="append", default=[], metavar="TEXT",
+                    help="send TEXT, print the answers, and exit when the bot is quiet (repeatable)")
+    ch.add_argument("--wait", type=float, default=3.0, help="with --say: seconds of quiet that end an answer")
+    ch.add_argument("--user", type=int, help="speak as this Telegram user id (default: the configured operator)")
+    ch.set_defaults(func=cmd_chat)
     r = sub.add_parser("resolver", help="ask the resolver: status, accuracy, calibration, backfill")
     r.add_argument("verb", choices=RESOLVER_VERBS)
     r.add_argument("--days", type=float, default=30, help="the window in days (default 30)")

@@ -12,33 +12,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from libs.common.money import ONE_CONTRACT, ONE_DOLLAR
+from libs.common.display import age, contracts, num, price, usd
+from libs.common.money import ONE_DOLLAR
 
 WIDTH = 80
 
 
 def console() -> Console:
     return Console(width=WIDTH, highlight=False, soft_wrap=False)
-
-
-def usd(ticks: int | None, *, sign: bool = False) -> str:
-    if ticks is None:
-        return "—"
-    value = ticks / ONE_DOLLAR
-    return f"{value:+,.2f}" if sign else f"${value:,.2f}"
-
-
-def price(ticks: int | None) -> str:
-    """A per-contract price: cents with the sub-cent digits Kalshi allows."""
-    return "—" if ticks is None else f"{ticks / 100:.2f}¢"
-
-
-def contracts(n: int | None) -> str:
-    if n is None:
-        return "—"
-    whole, part = divmod(abs(n), ONE_CONTRACT)
-    text = f"{whole:,}" if not part else f"{abs(n) / ONE_CONTRACT:,.2f}"
-    return f"-{text}" if n < 0 else text
 
 
 def _table(*cols: tuple[str, str], title: str | None = None) -> Table:
@@ -65,9 +46,11 @@ def status(mode: str, ex: dict[str, Any] | None, res: dict[str, Any] | None, err
         t.add_row("trading", "[red]PAUSED[/] " + (ex.get("pause_reason") or "") if ex["paused"]
                   else ("[yellow]blocked[/] " + ex["blocked"] if ex.get("blocked") else "[green]on[/]"))
         t.add_row("bankroll", usd(ex.get("bankroll_ticks")))
+        t.add_row("today P&L", usd(ex.get("today_pnl_ticks"), sign=True) + " [dim](equity since 00:00 UTC)[/]")
         t.add_row("orders", f"{ex['open_orders']} open · {ex['orders_sent']} sent since start")
-        age = ex.get("freshest_book_age_s")
-        t.add_row("books", f"{ex.get('fresh_books', 0)} fresh · newest {'—' if age is None else f'{age:.1f} s'} old"
+        book_age = ex.get("freshest_book_age_s")
+        newest = "—" if book_age is None else f"{book_age:.1f} s"
+        t.add_row("books", f"{ex.get('fresh_books', 0)} fresh · newest {newest} old"
                   + (" · [yellow]waiting for fresh data[/]" if ex.get("waiting_for_fresh_data") else ""))
         failing = {k: v for k, v in (ex.get("jobs") or {}).items() if v.get("failing_in_a_row")}
         t.add_row("jobs", ", ".join(f"[red]{k}[/] ({v['last_error']})" for k, v in failing.items()) or "all ok")
@@ -140,8 +123,52 @@ def balance(mode: str, data: dict[str, Any]) -> None:
     console().print(banner(mode, f"balance {usd(data['balance_ticks'])} available"))
 
 
-def _num(x: float | None, fmt: str = ".4f") -> str:
-    return "—" if x is None else format(x, fmt)
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[int], width: int = 60) -> str:
+    """`values` as one line of block characters, at most `width` wide (evenly picked, first and last kept);
+    a flat series is a flat line at the bottom."""
+    n = len(values)
+    if n > width >= 2:
+        values = [values[i * (n - 1) // (width - 1)] for i in range(width)]
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    top = len(SPARKS) - 1
+    return "".join(SPARKS[0 if hi == lo else (v - lo) * top // (hi - lo)] for v in values)
+
+
+def pnl(mode: str, data: dict[str, Any]) -> None:
+    """The `pnl` answer: a summary line, the equity curve as a sparkline, P&L per UTC day, by family."""
+    out = console()
+    out.print(banner(mode, f"P&L over {data['window_days']} day(s) (UTC)"))
+    out.print(f"today {usd(data.get('today_pnl_ticks'), sign=True)} · realized {usd(data['realized_ticks'], sign=True)}"
+              f" · unrealized {usd(data['unrealized_ticks'], sign=True)} · fees {usd(data['fees_ticks'])}")
+    out.print("[dim](all time; realized is after fees; deposits and withdrawals move equity too)[/]")
+    curve = [p["equity_ticks"] for p in data.get("equity") or []]
+    if curve:
+        out.print(f"equity {sparkline(curve, WIDTH - 8)}")
+        out.print(f"       low {usd(min(curve))} · high {usd(max(curve))} · last {usd(curve[-1])}"
+                  + (f" at {data['as_of'][11:16]} UTC" if data.get("as_of") else ""))
+    else:
+        out.print("equity: no balance snapshots in this window yet")
+    t = _table(("day (UTC)", "l"), ("start", "r"), ("end", "r"), ("P&L", "r"), ("realized", "r"), ("fees", "r"),
+               ("fills", "r"), title="per day")
+    for d in data["days"]:
+        t.add_row(d["date"], usd(d["start_equity_ticks"]), usd(d["end_equity_ticks"]), usd(d["pnl_ticks"], sign=True),
+                  usd(d["realized_ticks"], sign=True), usd(d["fees_ticks"]), str(d["fills"]))
+    out.print(t)
+    fams = data.get("by_family") or {}
+    if not fams:
+        out.print("no positions yet")
+        return
+    f = _table(("family", "l"), ("open", "r"), ("realized", "r"), ("unrealized", "r"), ("fees", "r"),
+               title="by family (all time)")
+    for name, row in fams.items():
+        f.add_row(name, str(row["positions"]), usd(row["realized_ticks"], sign=True),
+                  usd(row["unrealized_ticks"], sign=True), usd(row["fees_ticks"]))
+    out.print(f)
 
 
 def accuracy(mode: str, data: dict[str, Any]) -> None:
@@ -155,8 +182,8 @@ def accuracy(mode: str, data: dict[str, Any]) -> None:
     for col in ("family", "n", "Brier", "market", "skill", "log loss", "hit", "P&L"):
         t.add_column(col, justify="left" if col == "family" else "right")
     for f, s in fams.items():
-        t.add_row(f, str(s["n"]), _num(s["brier"]), _num(s["brier_market"]), _num(s["brier_skill"], "+.3f"),
-                  _num(s["log_loss"], ".3f"), _num(s["hit_rate"], ".0%") if s["hit_rate"] is not None else "—",
+        t.add_row(f, str(s["n"]), num(s["brier"]), num(s["brier_market"]), num(s["brier_skill"], "+.3f"),
+                  num(s["log_loss"], ".3f"), num(s["hit_rate"], ".0%") if s["hit_rate"] is not None else "—",
                   usd(s["pnl_ticks"], sign=True))
     out.print(t)
     for f, s in fams.items():
@@ -173,7 +200,7 @@ def calibration(out: Console, family: str, bins: Sequence[dict[str, Any]]) -> No
             continue
         obs = b["observed"] or 0.0
         bar = "█" * round(obs * 20)
-        t.add_row(f"{b['lo']:.0%}–{b['hi']:.0%}", str(b["count"]), _num(b["mean_p"], ".2f"), _num(obs, ".2f"), bar)
+        t.add_row(f"{b['lo']:.0%}–{b['hi']:.0%}", str(b["count"]), num(b["mean_p"], ".2f"), num(obs, ".2f"), bar)
     out.print(t)
 
 
@@ -182,8 +209,8 @@ def orderbook(mode: str, book: Any, *, depth: int = 10) -> None:
     from datetime import UTC, datetime
 
     out = console()
-    age = (datetime.now(UTC) - book.ts_event).total_seconds()
-    out.print(banner(mode, f"{book.ticker} · book {age:.1f} s old · seq {book.seq}"))
+    book_age = (datetime.now(UTC) - book.ts_event).total_seconds()
+    out.print(banner(mode, f"{book.ticker} · book {book_age:.1f} s old · seq {book.seq}"))
     t = Table()
     for col in ("YES bid", "contracts", "NO bid", "contracts "):
         t.add_column(col, justify="right")
@@ -223,18 +250,14 @@ def health(beats: Sequence[Any], silent: Sequence[str]) -> None:
     colour = {"ok": "green", "degraded": "yellow", "down": "red"}
     now = datetime.now(UTC)
     for b in sorted(beats, key=lambda b: (b.service, b.instance)):
-        stale = [f"{k} {'never' if v.age_s is None else _age(v.age_s)} old" for k, v in sorted(b.inputs.items())
+        stale = [f"{k} {'never' if v.age_s is None else age(v.age_s)} old" for k, v in sorted(b.inputs.items())
                  if v.stale]
         note = ", ".join(stale) or (b.detail[:60] if b.status != "ok" else "")
         t.add_row(f"{b.service}/{b.instance}", f"[{colour.get(b.status, 'dim')}]{b.status}[/]",
-                  _age((now - b.ts_event).total_seconds()), note)
+                  age((now - b.ts_event).total_seconds()), note)
     for name in silent:
         t.add_row(name, "[red]silent[/]", "—", "no heartbeat: not running, or cannot reach NATS")
     out.print(t)
-
-
-def _age(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
 def signals(mode: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -247,8 +270,8 @@ def signals(mode: str, rows: Sequence[dict[str, Any]]) -> None:
         status, reason = r["order_status"], r["reason"]
         what = "not decided yet" if status is None else f"declined: {reason}" if status == "blocked" \
             else status + (f" ({reason})" if reason else "")
-        t.add_row(str(r["created_at"])[11:19], r["ticker"], side, _num(r["model_prob"], ".2f"),
-                  _num(r["market_prob"], ".2f"), price(r["edge_maker_ticks"]), what)
+        t.add_row(str(r["created_at"])[11:19], r["ticker"], side, num(r["model_prob"], ".2f"),
+                  num(r["market_prob"], ".2f"), price(r["edge_maker_ticks"]), what)
     out.print(t)
 
 
@@ -273,9 +296,11 @@ __all__ = [
     "health",
     "orderbook",
     "orders",
+    "pnl",
     "positions",
     "price",
     "signals",
+    "sparkline",
     "status",
     "usd",
 ]

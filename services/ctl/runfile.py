@@ -24,6 +24,9 @@ class RunInfo:
     mode: str
     started_at: str
     pid: int
+    # Sim mode: the simulator's fake Telegram Bot API and the operator id `kdesk chat` speaks as.
+    telegram_fake_url: str | None = None
+    chat_user_id: int | None = None
 
 
 def _without_secret(url: str | None) -> str | None:
@@ -32,11 +35,13 @@ def _without_secret(url: str | None) -> str | None:
     return None if urlsplit(url).password else url
 
 
-def write(var: Path, *, nats_url: str, database_url: str | None, mode: str) -> Path:
+def write(var: Path, *, nats_url: str, database_url: str | None, mode: str, telegram_fake_url: str | None = None,
+          chat_user_id: int | None = None) -> Path:
     path = var / NAME
     info = RunInfo(nats_url=nats_url if not urlsplit(nats_url).password else nats_url.split("@")[-1],
                    database_url=_without_secret(database_url), mode=mode,
-                   started_at=datetime.now(UTC).isoformat(timespec="seconds"), pid=os.getpid())
+                   started_at=datetime.now(UTC).isoformat(timespec="seconds"), pid=os.getpid(),
+                   telegram_fake_url=telegram_fake_url, chat_user_id=chat_user_id)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(info), indent=2) + "\n")
     tmp.chmod(0o600)
@@ -68,7 +73,7 @@ def read(var: Path, *, check_alive: bool = True) -> RunInfo | None:
     """The running desk's details, or None (no file, unreadable, or its `kdesk up` is gone)."""
     try:
         data = json.loads((var / NAME).read_text())
-        info = RunInfo(**{k: data[k] for k in RunInfo.__dataclass_fields__})
+        info = RunInfo(**{k: data[k] for k in RunInfo.__dataclass_fields__ if k in data})
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if check_alive and not _alive(info.pid):

@@ -135,6 +135,13 @@ class Ledger:
         held = pos or 0
         return working, max(held, 0) if leg == "yes" else max(-held, 0)
 
+    async def orders_for_signals(self, signal_ids: Sequence[str]) -> list[Order]:
+        """The newest order row of each of these signals (a repriced signal has several attempts)."""
+        async with self.sessions() as s:
+            rows = (await s.scalars(select(Order).where(Order.mode == self.mode, Order.signal_id.in_(signal_ids))
+                                    .order_by(Order.id))).all()
+        return list({o.signal_id: o for o in rows}.values())
+
     async def recent_orders(self, limit: int = 50) -> list[Order]:
         async with self.sessions() as s:
             return list((await s.scalars(select(Order).where(Order.mode == self.mode)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import subjects
@@ -54,6 +56,15 @@ class SignalStore:
                 "inputs": {"ref": s.inputs_ref, **(pipeline.weather_p[s.ticker].inputs
                                                    if s.ticker in pipeline.weather_p else {})},
                 "ts_event": s.ts_event}, key=["signal_id"])
+
+    async def recent(self, mode: str, limit: int) -> list[dict[str, Any]]:
+        """The newest signals of a mode, newest first."""
+        async with self.sessions() as session:
+            rows = (await session.scalars(select(tables.Signal).where(tables.Signal.mode == mode)
+                                          .order_by(tables.Signal.created_at.desc()).limit(limit))).all()
+        return [{"signal_id": r.signal_id, "ts": r.created_at, "family": r.family, "ticker": r.ticker,
+                 "action": r.action, "model_prob": r.model_prob, "market_prob": r.market_prob,
+                 "edge_maker_ticks": r.edge_maker_ticks, "reason": r.reason} for r in rows]
 
     async def param(self, p: ModelParamUpdate) -> None:
         """Keep a fitted parameter the resolver published (model_params is ours; the resolver only publishes)."""
@@ -129,6 +140,25 @@ async def attach(bus: Bus, pipeline: SignalPipeline, store: SignalStore | None) 
     await bus.follow("res.param.>", ModelParamUpdate, then_store(on_param), replay_last=True)
 
 
+async def serve_recent(bus: Bus, store: SignalStore | None, emitted: deque[Signal]) -> None:
+    """Answer `cmd.signals.recent {limit}`: the newest signals, newest first (data; the views render it).
+    From PostgreSQL when there is one (every replica's signals), else from this replica's memory."""
+    async def recent(req: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            limit = int(req.get("limit", 20))
+        except (TypeError, ValueError):
+            raise CommandError("bad_request", "limit must be a whole number") from None
+        if not 1 <= limit <= 500:
+            raise CommandError("bad_request", "limit must be between 1 and 500")
+        if store is not None:
+            return await store.recent(bus.mode.value, limit)
+        return [{"signal_id": x.id, "ts": x.ts_event, "family": x.family, "ticker": x.ticker, "action": x.action,
+                 "model_prob": x.p_model, "market_prob": x.p_market, "edge_maker_ticks": x.edge_maker,
+                 "reason": None} for x in reversed(list(emitted)[-limit:])]
+
+    await bus.serve("signals", "recent", recent)
+
+
 async def run_signals(rt: ServiceRuntime) -> None:
     """Wire and run until stopped."""
     s = rt.settings
@@ -136,7 +166,10 @@ async def run_signals(rt: ServiceRuntime) -> None:
     engine = create_engine(db_url) if db_url else None
     store = SignalStore(session_factory(engine)) if engine else None
 
+    emitted: deque[Signal] = deque(maxlen=500)  # answers `recent` when there is no database
+
     async def emit(sig: Signal) -> None:
+        emitted.append(sig)
         await rt.bus.publish_js(subjects.sig(sig.family, sig.series_ticker, sig.ticker), sig)
         if store is not None:
             await store.signal(sig, pipeline)
@@ -145,6 +178,8 @@ async def run_signals(rt: ServiceRuntime) -> None:
 
     pipeline = SignalPipeline(emit, mode=s.mode, risk=s.risk, freshness=s.freshness)
     await attach(rt.bus, pipeline, store)
+
+    await serve_recent(rt.bus, store, emitted)
     for name, limit in input_limits(s.freshness).items():
         rt.freshness.expect(name, limit)
 

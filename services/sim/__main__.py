@@ -9,7 +9,12 @@ dollars per account), which is how `kdesk up` starts it. Every `<key_id>.pub.pem
 directory becomes an API key acting for user `<key_id>` with a funded account; the directory is
 rescanned every few seconds, so keys created after start work too. The fake crypto venues
 (services/sim/venues.py) listen on the next ports of the block (libs/common/simnet.py), their
-prices following the world's BTC path. SIGTERM/SIGINT stop it cleanly.
+prices following the world's BTC path; fake Open-Meteo/NWS follow on the next one, and the fake
+Telegram Bot API (services/sim/telegram.py) on the last, unless --no-telegram. Its bot token is
+KDESK_SIM_TELEGRAM_TOKEN (else services.sim.telegram.SIM_TOKEN) and the users in
+KDESK_TELEGRAM_OPERATORS / KDESK_TELEGRAM_VIEWERS (comma-separated ids) have started a chat with
+it, so the bot may write to them; `kdesk chat` talks to it through its `/_sim/` endpoints.
+SIGTERM/SIGINT stop it cleanly.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 from libs.common.logs import configure_logging, get_logger
 from libs.common.money import MoneyError, parse_dollars
 from services.sim.server import SimExchange
+from services.sim.telegram import SIM_TOKEN, bot_id
 
 log = get_logger("services.sim")
 
@@ -54,12 +60,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="background trader actions per tick")
     p.add_argument("--no-venues", action="store_true",
                    help="do not serve the fake crypto venues on the ports after the exchange's")
+    p.add_argument("--no-telegram", action="store_true", help="do not serve the fake Telegram Bot API")
     args = p.parse_args(argv)
     try:
         args.balance_ticks = parse_dollars(args.balance)
     except MoneyError as e:
         p.error(f"--balance / KDESK_SIM_BALANCE: {e}")
+    args.telegram_token = env.get("KDESK_SIM_TELEGRAM_TOKEN") or SIM_TOKEN
+    try:
+        bot_id(args.telegram_token)
+        args.telegram_chats = telegram_chats(env.get("KDESK_TELEGRAM_OPERATORS", ""),
+                                             env.get("KDESK_TELEGRAM_VIEWERS", ""))
+    except ValueError as e:
+        p.error(f"fake Telegram: {e}")
     return args
+
+
+def telegram_chats(*lists: str) -> list[int]:
+    """User ids from comma-separated lists (KDESK_TELEGRAM_OPERATORS, …VIEWERS), each once, in order."""
+    out: list[int] = []
+    for text in lists:
+        for part in text.replace(" ", "").split(","):
+            if not part:
+                continue
+            if not part.lstrip("-").isdigit():
+                raise ValueError(f"{part!r} is not a numeric Telegram user id")
+            if int(part) not in out:
+                out.append(int(part))
+    return out
 
 
 def register_keys(exchange: SimExchange, keys_dir: Path, balance: int) -> list[str]:
@@ -108,6 +136,22 @@ async def start_weather(world: Any, host: str, exchange_port: int) -> Any:
     return fake
 
 
+async def start_telegram(host: str, exchange_port: int, token: str, chats: Sequence[int]) -> Any:
+    """Serve the fake Telegram Bot API on the simnet telegram port; best effort."""
+    from libs.common.simnet import SimEndpoints
+    from services.sim.telegram import FakeTelegram
+
+    port = SimEndpoints(host, exchange_port).telegram_port
+    fake = FakeTelegram(token, chats=chats)
+    try:
+        await fake.start(host, port)
+    except OSError as e:
+        log.warning("sim_fake_telegram_failed", port=port, error=str(e))
+        return None
+    log.info("fake_telegram_started", url=fake.url, bot=fake.bot_user["username"], chats=len(chats))
+    return fake
+
+
 async def start_venues(world: Any, host: str, exchange_port: int) -> list[Any]:
     """Serve the fake crypto venues on the ports simnet assigns after the exchange's; best effort."""
     try:
@@ -143,9 +187,12 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     await exchange.start(args.host, args.port)
     venues = [] if args.no_venues else await start_venues(world, args.host, exchange.port)
     weather = await start_weather(world, args.host, exchange.port)
+    telegram = None if args.no_telegram else await start_telegram(args.host, exchange.port, args.telegram_token,
+                                                                  args.telegram_chats)
     log.info("sim_ready", rest_url=exchange.rest_url, ws_url=exchange.ws_url, seed=args.seed,
              keys_dir=str(args.keys_dir), keys=len(exchange.keys.key_ids()),
-             markets=len(exchange.catalog.markets), venues={v.name: v.ws_url for v in venues})
+             markets=len(exchange.catalog.markets), venues={v.name: v.ws_url for v in venues},
+             telegram_url=telegram.url if telegram is not None else None)
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -157,6 +204,8 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
                 await v.stop()
         if weather is not None:
             await weather.stop()
+        if telegram is not None:
+            await telegram.stop()
         await exchange.stop()
 
 

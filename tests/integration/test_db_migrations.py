@@ -41,7 +41,7 @@ DESIGN_TABLES = {
     # resolver
     "market_resolutions", "climate_reports", "prediction_accuracy",
     # notifier
-    "alert_events", "command_audit",
+    "alert_events", "command_audit", "notifier_outbox",
 }
 
 

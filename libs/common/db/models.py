@@ -14,7 +14,7 @@ from libs.common.db.feeds import (
     WeatherForecastRun,
     WeatherObservation,
 )
-from libs.common.db.notifier import AlertEvent, CommandAudit
+from libs.common.db.notifier import AlertEvent, CommandAudit, OutboxMessage
 from libs.common.db.resolver import ClimateReport, MarketResolution, PredictionAccuracy
 from libs.common.db.signals import ModelParam, Signal, WeatherBracketProb
 
@@ -34,6 +34,7 @@ __all__ = [
     "ModelParam",
     "Order",
     "OrderEvent",
+    "OutboxMessage",
     "Position",
     "PredictionAccuracy",
     "RiskReservation",

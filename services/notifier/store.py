@@ -1,0 +1,226 @@
+"""The notifier's records in PostgreSQL: alerts (and whether each was sent or suppressed), the command
+audit, and the outbox of Telegram messages.
+
+Everything the notifier will say goes through the outbox first, in the same transaction as the fact
+that caused it (an alert row, an audit row), so a crash between "decided to send" and "sent" loses
+nothing, and an alert redelivered by JetStream finds its row and enqueues nothing twice. The sender
+marks each row sent as soon as Telegram answers; a restart resumes at the first pending row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.common.db import AlertEvent, CommandAudit, OutboxMessage, insert_if_new
+from libs.common.events import Alert, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to enqueue: HTML text (or a PNG with a caption) for one chat."""
+
+    chat_id: int
+    kind: str  # reply | alert | digest | notice
+    body: str | None = None
+    photo: bytes | None = None
+    reply_markup: dict[str, Any] | None = None
+    silent: bool = False
+    alert_id: str | None = None
+    command_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertVerdict:
+    """What became of one alert."""
+
+    stored: bool  # False: a redelivery of an alert already stored (nothing else done)
+    sent: bool  # enqueued for Telegram
+    reason: str | None = None  # why not sent: cooldown | daily_cap | queue_full | no_recipients
+
+
+def _row(m: Outgoing, mode: str, status: str = "pending", error: str | None = None) -> OutboxMessage:
+    return OutboxMessage(mode=mode, chat_id=m.chat_id, kind=m.kind, body=m.body, photo=m.photo,
+                         reply_markup=m.reply_markup, silent=m.silent, alert_id=m.alert_id,
+                         command_id=m.command_id, status=status, last_error=error)
+
+
+class NotifierStore:
+    """All reads and writes of the notifier's tables, for one mode."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], mode: str, *, cooldown_s: float = 900.0,
+                 daily_cap: int = 100, max_pending: int = 5000, max_wait_s: float = 86_400.0,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.sessions = sessions
+        self.mode = mode
+        self.cooldown_s = cooldown_s
+        self.daily_cap = daily_cap
+        self.max_pending = max_pending
+        self.max_wait_s = max_wait_s
+        self.clock = clock
+
+    # -- command audit --------------------------------------------------------------------------
+
+    async def begin_command(self, *, command_id: str, actor: str, chat_id: str | None, command: str,
+                            args: list[Any], authorized: bool, received_at: datetime) -> bool:
+        """Audit a command as it arrives; False when this update was audited before (a redelivery)."""
+        async with self.sessions() as s, s.begin():
+            return await insert_if_new(s, CommandAudit, {
+                "mode": self.mode, "command_id": command_id, "channel": "telegram", "actor": actor,
+                "chat_id": chat_id, "command": command[:64], "args": args, "authorized": authorized,
+                "outcome": None if authorized else "denied", "received_at": received_at,
+                "completed_at": None if authorized else self.clock()}, key=["command_id"])
+
+    async def finish_command(self, command_id: str, outcome: str, detail: str | None,
+                             replies: Sequence[Outgoing] = ()) -> None:
+        """Record how a command ended and enqueue its replies, in one transaction."""
+        async with self.sessions() as s, s.begin():
+            await s.execute(update(CommandAudit).where(CommandAudit.command_id == command_id).values(
+                outcome=outcome, detail=(detail or "")[:2000] or None, completed_at=self.clock()))
+            await self._enqueue(s, replies)
+
+    async def audit(self, limit: int = 50) -> list[CommandAudit]:
+        async with self.sessions() as s:
+            return list((await s.scalars(select(CommandAudit).where(CommandAudit.mode == self.mode)
+                                         .order_by(CommandAudit.id.desc()).limit(limit))).all())
+
+    # -- outbox ---------------------------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[Outgoing]) -> None:
+        async with self.sessions() as s, s.begin():
+            await self._enqueue(s, messages)
+
+    async def _enqueue(self, s: AsyncSession, messages: Sequence[Outgoing]) -> None:
+        for m in messages:
+            s.add(_row(m, self.mode))
+
+    async def _pending_count(self, s: AsyncSession) -> int:
+        return int(await s.scalar(select(func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.mode == self.mode, OutboxMessage.status == "pending")) or 0)
+
+    async def pending(self, limit: int = 50) -> list[OutboxMessage]:
+        """The oldest pending messages, in the order they were enqueued."""
+        async with self.sessions() as s:
+            return list((await s.scalars(select(OutboxMessage).where(
+                OutboxMessage.mode == self.mode, OutboxMessage.status == "pending")
+                .order_by(OutboxMessage.id).limit(limit))).all())
+
+    async def mark_sent(self, ids: Sequence[int], message_id: int | None) -> None:
+        now = self.clock()
+        async with self.sessions() as s, s.begin():
+            rows = (await s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(
+                status="sent", message_id=message_id, sent_at=now, attempts=OutboxMessage.attempts + 1)
+                .returning(OutboxMessage.alert_id))).scalars().all()
+            alerts = [a for a in rows if a]
+            if alerts:
+                await s.execute(update(AlertEvent).where(AlertEvent.alert_id.in_(alerts),
+                                                         AlertEvent.delivered_at.is_(None)).values(delivered_at=now))
+
+    async def mark_failed(self, ids: Sequence[int], error: str) -> None:
+        """Telegram refused these for good (a 400 or 403): they are not tried again."""
+        async with self.sessions() as s, s.begin():
+            await s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(
+                status="failed", last_error=error[:500], attempts=OutboxMessage.attempts + 1))
+
+    async def note_attempt(self, ids: Sequence[int], error: str) -> None:
+        async with self.sessions() as s, s.begin():
+            await s.execute(update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(
+                last_error=error[:500], attempts=OutboxMessage.attempts + 1))
+
+    async def expire_old(self) -> int:
+        """Drop (mark expired) pending messages older than the bound; how many."""
+        cutoff = self.clock() - timedelta(seconds=self.max_wait_s)
+        async with self.sessions() as s, s.begin():
+            res = await s.execute(update(OutboxMessage).where(
+                OutboxMessage.mode == self.mode, OutboxMessage.status == "pending",
+                OutboxMessage.created_at < cutoff).values(status="expired", last_error="waited too long"))
+            return res.rowcount or 0
+
+    async def backlog(self) -> dict[str, Any]:
+        async with self.sessions() as s:
+            n, oldest = (await s.execute(select(func.count(), func.min(OutboxMessage.created_at)).where(
+                OutboxMessage.mode == self.mode, OutboxMessage.status == "pending"))).one()
+            counts = dict((await s.execute(select(OutboxMessage.status, func.count()).where(
+                OutboxMessage.mode == self.mode).group_by(OutboxMessage.status))).all())
+        age = None if oldest is None else round((self.clock() - oldest).total_seconds(), 1)
+        return {"pending": int(n), "oldest_pending_s": age, "by_status": counts}
+
+    async def sent(self, *, kind: str | None = None, limit: int = 100) -> list[OutboxMessage]:
+        async with self.sessions() as s:
+            q = select(OutboxMessage).where(OutboxMessage.mode == self.mode, OutboxMessage.status == "sent")
+            if kind:
+                q = q.where(OutboxMessage.kind == kind)
+            return list((await s.scalars(q.order_by(OutboxMessage.id.desc()).limit(limit))).all())
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    async def record_alert(self, alert: Alert, recipients: Sequence[int], render: Callable[[Alert], str]
+                           ) -> AlertVerdict:
+        """Store one alert and decide whether it is sent: at most one message per dedupe key per cooldown,
+        at most `daily_cap` messages per family per UTC day (critical alerts are exempt from the cap),
+        and never more than `max_pending` messages waiting. A suppressed alert is stored and counted."""
+        now = self.clock()
+        async with self.sessions() as s, s.begin():
+            # One decision at a time per mode: two consumers of one burst must not both find "not sent yet".
+            await s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                            {"k": f"kdesk:notifier:alerts:{self.mode}"})
+            inserted = await insert_if_new(s, AlertEvent, {
+                "mode": self.mode, "alert_id": alert.id, "dedupe_key": alert.dedupe_key[:500],
+                "family": alert.family, "severity": alert.severity, "source": alert.data.get("source"),
+                "title": alert.title[:500], "message": alert.detail or None,
+                "payload": alert.model_dump(mode="json"), "ts_event": alert.ts_event}, key=["alert_id"])
+            if not inserted:
+                return AlertVerdict(stored=False, sent=False, reason="duplicate")
+            reason = await self._suppression(s, alert, now)
+            if reason is None and not recipients:
+                reason = "no_recipients"
+            if reason is None and alert.severity != "critical" \
+                    and await self._pending_count(s) + len(recipients) > self.max_pending:
+                reason = "queue_full"
+            if reason is not None:
+                await s.execute(update(AlertEvent).where(AlertEvent.alert_id == alert.id).values(suppressed=True))
+                return AlertVerdict(stored=True, sent=False, reason=reason)
+            body = render(alert)
+            await self._enqueue(s, [Outgoing(chat_id=c, kind="alert", body=body, alert_id=alert.id,
+                                             silent=alert.severity != "critical") for c in recipients])
+            return AlertVerdict(stored=True, sent=True)
+
+    async def _suppression(self, s: AsyncSession, alert: Alert, now: datetime) -> str | None:
+        A = AlertEvent
+        not_me = and_(A.mode == self.mode, A.suppressed.is_(False), A.alert_id != alert.id)
+        if self.cooldown_s > 0:
+            since = now - timedelta(seconds=self.cooldown_s)
+            recent = await s.scalar(select(A.id).where(not_me, A.dedupe_key == alert.dedupe_key[:500],
+                                                       A.created_at >= since).limit(1))
+            if recent is not None:
+                return "cooldown"
+        if alert.severity != "critical":
+            day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+            n = await s.scalar(select(func.count()).select_from(A).where(
+                not_me, A.family == alert.family, A.created_at >= day))
+            if (n or 0) >= self.daily_cap:
+                return "daily_cap"
+        return None
+
+    async def suppressed_since(self, since: datetime) -> dict[str, int]:
+        """Alerts not sent since `since`, by family (for the digest's "N more suppressed" line)."""
+        async with self.sessions() as s:
+            rows = await s.execute(select(AlertEvent.family, func.count()).where(
+                AlertEvent.mode == self.mode, AlertEvent.suppressed.is_(True), AlertEvent.created_at >= since)
+                .group_by(AlertEvent.family))
+            return {f: int(n) for f, n in rows.all()}
+
+    async def alert_counts(self) -> dict[str, int]:
+        async with self.sessions() as s:
+            total, suppressed, delivered = (await s.execute(select(
+                func.count(), func.count().filter(AlertEvent.suppressed.is_(True)),
+                func.count(AlertEvent.delivered_at)).where(AlertEvent.mode == self.mode))).one()
+        return {"stored": int(total), "suppressed": int(suppressed), "delivered": int(delivered)}
+
+
+__all__ = ["AlertVerdict", "NotifierStore", "Outgoing"]

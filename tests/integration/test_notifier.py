@@ -1,0 +1,330 @@
+"""The notifier over real NATS + PostgreSQL, driven through aiogram against the fake Telegram Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from matplotlib import image as mpimg
+from sqlalchemy import select
+
+from libs.common.bus import Bus
+from libs.common.config import Mode
+from libs.common.db import AlertEvent, CommandAudit, OutboxMessage, create_engine, session_factory
+from libs.common.display import contracts, usd
+from libs.common.matching.types import OrderRequest
+from libs.common.subjects import ControlKey
+from services.notifier.bot import CONFIRM_LIVE
+from services.sim.telegram import FakeTelegram
+from tests.integration.test_executor import eventually, mm_quotes
+from tests.integration.test_kalshi_client import until
+from tests.kit.desk import desk_settings, executor, publish_book, publish_definitions, send_signal, signal
+from tests.kit.notifier import OPERATOR, STRANGER, VIEWER, alert, fake_telegram, notifier, publish_alerts
+from tests.kit.sim import EVENT, SERIES, TICKERS, sim_rig
+
+T, T2 = TICKERS[2], TICKERS[3]
+
+
+ALERT_LINE = re.compile(r"^\[(SIM|PAPER|DEMO|LIVE)\] [🔴🟠🔵]")
+
+
+def replies(fake: FakeTelegram, chat: int) -> list[dict[str, Any]]:
+    """What the bot sent `chat`, alerts left out (they arrive whenever a service raises one)."""
+    return [m for m in fake.messages(chat) if not ALERT_LINE.match(m.get("text") or m.get("caption") or "")]
+
+
+async def said(fake: FakeTelegram, chat: int, text: str, *, n: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Send `text` as `chat` and return the next `n` replies the bot sends that chat."""
+    before = len(replies(fake, chat))
+    fake.inject_message(chat, text)
+    await until(lambda: len(replies(fake, chat)) >= before + n, timeout=timeout, what=f"{n} answer(s) to {text}")
+    return replies(fake, chat)[before:before + n]
+
+
+async def trade(rig: Any, nats_url: str, ex: Any) -> None:
+    """One filled position and one resting order, made the way the desk makes them (signal → order → fill)."""
+    bus = await Bus.connect(nats_url, service="feeds-test", mode=Mode.SIM)
+    await publish_definitions(bus, rig, TICKERS)
+    for t in (T, T2):
+        mm_quotes(rig, t, 3000, 3400)
+        await publish_book(bus, rig, t)
+    await until(lambda: all(ex.markets.get(t) is not None and ex.markets.get(t).book is not None for t in (T, T2)),
+                what="books")
+    await send_signal(bus, signal(T, EVENT, SERIES, 0.50))
+    await until(lambda: rig.exchange.engine.resting_ids("desk", T), what="resting order")
+    [oid] = rig.exchange.engine.resting_ids("desk", T)
+    size = rig.exchange.engine.get_order("desk", oid).initial_count
+    rig.client("flow")
+    rig.exchange.engine.place("flow", OrderRequest(T, "ask", 3000, size + 1000, "immediate_or_cancel",
+                                                   "taker_at_cross"))
+
+    async def held() -> bool:
+        return bool(await bus.request("executor", "positions"))
+
+    await eventually(held, timeout=10, what="a position in the ledger")
+    await send_signal(bus, signal(T2, EVENT, SERIES, 0.50))
+    await until(lambda: rig.exchange.engine.resting_ids("desk", T2), what="a second resting order")
+    await bus.close()
+
+
+async def audit_rows(db_url: str) -> list[CommandAudit]:
+    engine = create_engine(db_url)
+    try:
+        async with session_factory(engine)() as s:
+            return list((await s.scalars(select(CommandAudit).order_by(CommandAudit.id))).all())
+    finally:
+        await engine.dispose()
+
+
+async def test_every_view_command_answers_with_the_desks_own_numbers(nats_url: str, db_url: str) -> None:
+    async with sim_rig() as rig, executor(rig, nats_url, db_url) as ex, fake_telegram() as fake, \
+            notifier(nats_url, db_url, fake.url) as n:
+        await trade(rig, nats_url, ex)
+        bus: Bus = n.bus
+        positions = await bus.request("executor", "positions")
+        assert positions
+        [pos] = await said(fake, OPERATOR, "/positions")
+        assert pos["text"].startswith("[SIM]"), pos["text"]
+        for p in positions:
+            event, market = p["ticker"].rsplit("-", 1)
+            assert event in pos["text"] and market in pos["text"] and usd(p["cost_ticks"]) in pos["text"]
+            assert contracts(abs(p["position"])) in pos["text"]
+            assert usd(p["unrealized_pnl_ticks"], sign=True) in pos["text"]
+
+        bal = await bus.request("executor", "balance")
+        [b] = await said(fake, VIEWER, "/balance")  # a viewer may look
+        assert usd(bal["balance_ticks"]) in b["text"] and "[SIM]" in b["text"]
+
+        fills = await bus.request("executor", "fills", {"limit": 2})
+        [f] = await said(fake, OPERATOR, "/fills 2")
+        assert f"last {len(fills)} fill(s)" in f["text"] and fills
+        assert all(contracts(x["count"]) in f["text"] for x in fills)
+
+        working = await bus.request("executor", "orders", {"open": True})
+        [o] = await said(fake, OPERATOR, "/orders")
+        assert f"{len(working)} open order(s)" in o["text"] and T2.rsplit("-", 1)[1] in o["text"]
+
+        status = await bus.request("executor", "status")
+        [st] = await said(fake, OPERATOR, "/status")
+        assert "trading: on" in st["text"] and f"open orders: {status['open_orders']}" in st["text"], st["text"]
+        assert "today P&amp;L" not in st["text"] and "today P&L" in st["text"]
+
+        [h] = await said(fake, OPERATOR, "/help")
+        assert "/pause" in h["text"] and "/accuracy" in h["text"]
+        assert {c["command"] for c in fake.commands} >= {"status", "pause", "mode", "flatten", "accuracy"}
+
+        [u] = await said(fake, OPERATOR, "/nonsense")
+        assert "unknown command" in u["text"]
+        [bad] = await said(fake, OPERATOR, "/fills many")
+        assert "bad_request" in bad["text"]
+    rows = await audit_rows(db_url)
+    assert [r.command for r in rows] == ["/positions", "/balance", "/fills", "/orders", "/status", "/help", "/nonsense",
+                                         "/fills"]
+    assert [r.outcome for r in rows] == ["ok"] * 6 + ["error", "error"]
+    assert all(r.authorized and r.mode == "sim" and r.completed_at for r in rows)
+
+
+async def test_strangers_are_refused_once_and_viewers_cannot_steer(nats_url: str, db_url: str) -> None:
+    async with sim_rig() as rig, executor(rig, nats_url, db_url) as ex, fake_telegram() as fake, \
+            notifier(nats_url, db_url, fake.url):
+        [r] = await said(fake, STRANGER, "/pause")
+        assert "Not authorized" in r["text"]
+        fake.inject_message(STRANGER, "/flatten")
+        fake.inject_message(STRANGER, "/status")
+        [v] = await said(fake, VIEWER, "/pause")
+        assert "needs an operator" in v["text"]
+        await said(fake, OPERATOR, "/help")  # everything before it has been handled by now (one at a time)
+        assert len(fake.messages(STRANGER)) == 1, "one refusal, then silence"
+        assert ex.control is not None and not ex.control.state.paused
+    rows = await audit_rows(db_url)
+    stranger = [r for r in rows if r.actor == str(STRANGER)]
+    assert [r.command for r in stranger] == ["/pause", "/flatten", "/status"]
+    assert all(not r.authorized and r.outcome == "denied" for r in stranger)
+    [viewer] = [r for r in rows if r.actor == str(VIEWER)]
+    assert viewer.command == "/pause" and not viewer.authorized
+
+
+async def test_pause_within_a_second_resume_and_family_switch(nats_url: str, db_url: str) -> None:
+    async with sim_rig() as rig, executor(rig, nats_url, db_url) as ex, fake_telegram() as fake, \
+            notifier(nats_url, db_url, fake.url):
+        assert ex.control is not None
+        started = time.monotonic()
+        fake.inject_message(OPERATOR, "/pause lunch")
+        await until(lambda: ex.control.state.paused, timeout=5, what="paused")
+        took = time.monotonic() - started
+        assert took < 1.0, f"pause took {took:.2f}s"
+        await until(lambda: replies(fake, OPERATOR), what="the answer")
+        assert "PAUSED" in replies(fake, OPERATOR)[0]["text"]
+        assert ex.control.state.pause_reason == "lunch"
+        [r] = await said(fake, OPERATOR, "/resume")
+        assert "resumed" in r["text"] and not ex.control.state.paused
+        await said(fake, OPERATOR, "/family btc off")
+        await until(lambda: "btc" in ex.control.state.families_off, timeout=5, what="btc off")
+        [bad] = await said(fake, OPERATOR, "/family cats off")
+        assert "usage" in bad["text"]
+
+
+async def test_flatten_needs_the_button_and_a_stale_button_does_nothing(nats_url: str, db_url: str) -> None:
+    async with sim_rig() as rig, executor(rig, nats_url, db_url), fake_telegram() as fake, \
+            notifier(nats_url, db_url, fake.url):
+        [ask] = await said(fake, OPERATOR, "/flatten")
+        buttons = [b for row in ask["reply_markup"]["inline_keyboard"] for b in row]
+        assert [b["text"] for b in buttons] == ["Flatten now", "Cancel"]
+        before = len(replies(fake, OPERATOR))
+        fake.inject_callback(VIEWER, ask["message_id"], buttons[0]["callback_data"])  # not theirs to press
+        fake.inject_callback(OPERATOR, ask["message_id"], buttons[0]["callback_data"])
+        await until(lambda: len(replies(fake, OPERATOR)) > before, what="flatten answer")
+        assert "flattened: 0 order(s) canceled" in replies(fake, OPERATOR)[-1]["text"]
+        fake.inject_callback(OPERATOR, ask["message_id"], buttons[0]["callback_data"])  # pressed again
+        await until(lambda: len(replies(fake, OPERATOR)) > before + 1, what="stale button answer")
+        assert "no longer valid" in replies(fake, OPERATOR)[-1]["text"]
+        assert len(fake.callback_answers) == 3  # every press answered, so no client spins forever
+    rows = await audit_rows(db_url)
+    presses = [r for r in rows if r.command == "(button)"]
+    assert [(r.authorized, r.outcome) for r in presses] == [(False, "denied"), (True, "ok"), (True, "expired")]
+
+
+async def _control(bus: Bus) -> dict[str, str]:
+    kv = await bus.control()
+    out = {}
+    for key in (ControlKey.MODE, ControlKey.LIVE_ARMED_UNTIL):
+        try:
+            e = await kv.get(key)
+            out[key] = e.value.decode() if e.value else ""
+        except Exception:
+            pass
+    return out
+
+
+async def test_going_live_needs_permission_and_the_exact_confirmation_in_time(nats_url: str, db_url: str) -> None:
+    async with sim_rig() as rig, fake_telegram() as fake:
+        async with executor(rig, nats_url, db_url), notifier(nats_url, db_url, fake.url) as n:
+            [r] = await said(fake, OPERATOR, "/mode live")
+            assert "live refused" in r["text"] and "KDESK_ALLOW_LIVE" in r["text"]
+            assert await _control(n.bus) == {}
+        async with executor(rig, nats_url, db_url, settings=desk_settings(allow_live=True)), \
+                notifier(nats_url, db_url, fake.url) as n:
+            clock = [1000.0]
+            n.bot.monotonic = lambda: clock[0]
+            [r] = await said(fake, OPERATOR, "/mode live")
+            assert CONFIRM_LIVE in r["text"]
+            [r] = await said(fake, OPERATOR, "confirm live")  # wrong: nothing changes, the request is gone
+            assert "not confirmed" in r["text"]
+            [r] = await said(fake, OPERATOR, CONFIRM_LIVE)
+            assert "only" in r["text"] or "commands" in r["text"]
+            assert await _control(n.bus) == {}
+
+            await said(fake, OPERATOR, "/mode live")
+            clock[0] += 61
+            [r] = await said(fake, OPERATOR, CONFIRM_LIVE)
+            assert "too late" in r["text"]
+            assert await _control(n.bus) == {}
+
+            [v] = await said(fake, VIEWER, "/mode live")
+            assert "needs an operator" in v["text"]
+
+            await said(fake, OPERATOR, "/mode live")
+            clock[0] += 30
+            [r] = await said(fake, OPERATOR, CONFIRM_LIVE)
+            assert "LIVE armed" in r["text"]
+            ctl = await _control(n.bus)
+            assert ctl[ControlKey.MODE] == "live"
+            armed = datetime.fromisoformat(ctl[ControlKey.LIVE_ARMED_UNTIL])
+            assert abs((armed - datetime.now(UTC)) - timedelta(hours=8)) < timedelta(seconds=30)
+
+            [r] = await said(fake, OPERATOR, "/mode sim")
+            assert "mode set to SIM" in r["text"]
+            assert await _control(n.bus) == {ControlKey.MODE: "sim"}
+    outcomes = [(r.command, r.outcome) for r in await audit_rows(db_url)]
+    assert outcomes.count(("/mode", "awaiting_confirmation")) == 3
+    assert ("(text)", "expired") in outcomes and ("(text)", "error") in outcomes
+
+
+async def test_a_burst_of_one_dedupe_key_sends_one_message_and_counts_the_rest(nats_url: str, db_url: str) -> None:
+    async with fake_telegram() as fake, notifier(nats_url, db_url, fake.url) as n:
+        await publish_alerts(n.bus, [alert(i, key="feed:coinbase:down") for i in range(1000)])
+        await until(lambda: n.alerts_seen >= 1000, timeout=60, what="1000 alerts consumed")
+        await said(fake, OPERATOR, "/help")  # the queue has drained past any alert by now
+        alerts = [m for m in fake.messages(OPERATOR) if "alert number" in m["text"]]
+        assert len(alerts) == 1 and "alert number 0000" in alerts[0]["text"]
+        counts = await n.store.alert_counts()
+        assert counts == {"stored": 1000, "suppressed": 999, "delivered": 1}
+        assert (await n.store.suppressed_since(datetime.now(UTC) - timedelta(hours=1))) == {"feed": 999}
+
+
+@pytest.mark.slow
+async def test_a_30s_outage_mid_burst_delivers_every_alert_once_in_order(nats_url: str, db_url: str) -> None:
+    async with fake_telegram() as fake, notifier(nats_url, db_url, fake.url, alert_daily_cap=1000) as n:
+        n.sender.backoff.cap_s = 2.0  # type: ignore[union-attr]
+        burst = [alert(i) for i in range(300)]
+        await publish_alerts(n.bus, burst[:100])
+        await until(lambda: n.alerts_seen >= 100, timeout=30, what="first part consumed")
+        fake.outage(502)
+        await publish_alerts(n.bus, burst[100:])
+        await asyncio.sleep(30)
+        fake.outage(None)
+
+        async def all_delivered() -> bool:  # to both recipients: nothing left waiting
+            return (await n.store.alert_counts())["delivered"] == 300 and (await n.store.backlog())["pending"] == 0
+
+        await eventually(all_delivered, timeout=60, what="every alert delivered")
+        text = "\n".join(m["text"] for m in fake.messages(OPERATOR))
+        seen = [int(x) for x in re.findall(r"alert number (\d{4})", text)]
+        assert seen == list(range(300)), "each alert exactly once, in order"
+        viewer = re.findall(r"alert number (\d{4})", "\n".join(m["text"] for m in fake.messages(VIEWER)))
+        assert [int(x) for x in viewer] == list(range(300))
+        assert len(fake.messages(OPERATOR)) < 100, "queued alerts are batched, not one message each"
+
+
+async def test_accuracy_and_pnl_send_charts_that_open_as_images(nats_url: str, db_url: str) -> None:
+    from benchmarks.resolver import seed_resolved
+    from libs.common.kalshi import KalshiRest
+    from services.resolver.service import Resolver
+    from services.resolver.store import ResolverStore
+
+    engine = create_engine(db_url)
+    sessions = session_factory(engine)
+    await seed_resolved(sessions, markets=20, per_market=5)
+    async with sim_rig() as rig, executor(rig, nats_url, db_url), fake_telegram() as fake, \
+            notifier(nats_url, db_url, fake.url) as n:
+        rbus = await Bus.connect(nats_url, service="resolver", mode=Mode.SIM)
+        rest = KalshiRest(rig.env)
+        resolver = Resolver(desk_settings(feeds_series="KXHIGHNY"), rbus, ResolverStore(sessions, "sim"),
+                            rest, None, sweep_every_s=3600)
+        try:
+            await resolver.start()
+            acc = await n.bus.request("resolver", "accuracy", {"days": 30})
+            text, chart = await said(fake, OPERATOR, "/accuracy", n=2)
+            fam = acc["families"]["weather"]
+            assert f"{fam['brier']:.3f}" in text["text"] and str(fam["n"]) in text["text"]
+            png = chart["photo_bytes"]
+            assert png[:8] == b"\x89PNG\r\n\x1a\n"
+            img = mpimg.imread(io.BytesIO(png), format="png")
+            assert img.shape[0] > 100 and img.shape[1] > 100
+            assert chart["photo"][-1]["width"] == img.shape[1]
+            _, curve = await said(fake, OPERATOR, "/pnl 3", n=2)
+            assert mpimg.imread(io.BytesIO(curve["photo_bytes"]), format="png").ndim == 3
+        finally:
+            await resolver.stop()
+            await rbus.close()
+            await rest.aclose()
+    await engine.dispose()
+
+
+async def test_without_a_token_alerts_are_stored_and_nothing_is_sent(nats_url: str, db_url: str) -> None:
+    async with notifier(nats_url, db_url, None) as n:
+        await publish_alerts(n.bus, [alert(i) for i in range(5)])
+        await until(lambda: n.alerts_seen >= 5, timeout=10, what="alerts consumed")
+        assert n.sender is None
+        st = await n.bus.request("notifier", "status")
+        assert st["telegram"] == "off" and st["alerts"]["stored"] == 5
+    engine = create_engine(db_url)
+    async with session_factory(engine)() as s:
+        assert len((await s.scalars(select(AlertEvent))).all()) == 5
+        assert (await s.scalars(select(OutboxMessage))).all() == []
+    await engine.dispose()
