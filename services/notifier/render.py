@@ -181,10 +181,9 @@ def signals(mode: str, rows: Sequence[dict[str, Any]]) -> str:
         if status is None:
             return "no order" + (f" ({reason})" if reason else "")
         return f"declined: {reason}" if status == "blocked" else status
-    return lines(mode, f"last {len(rows)} signal(s)", pre(
-        (("market", "l"), ("model", "r"), ("mkt", "r"), ("what happened", "l")),
-        [(r["ticker"], num(r.get("model_prob"), ".2f"), num(r.get("market_prob"), ".2f"), what(r)) for r in rows],
-        width=60))
+    return lines(mode, f"last {len(rows)} signal(s)", _grouped(
+        rows, (("market", "l"), ("model", "r"), ("mkt", "r"), ("what happened", "l")),
+        lambda r, m: (m, num(r.get("model_prob"), ".2f"), num(r.get("market_prob"), ".2f"), what(r))))
 
 
 def accuracy(mode: str, data: dict[str, Any]) -> str:

@@ -36,8 +36,9 @@ from services.notifier.store import NotifierStore, Outgoing
 
 log = get_logger(__name__)
 
+# Storing an alert is one short transaction; a crashed notifier's unacknowledged alerts return after 10 s.
 ALERT_CONSUMER = ConsumerSpec(stream="OPS", durable="notifier", filter_subjects=("ops.alert.>",), batch=100,
-                              ack_wait_s=30.0)
+                              ack_wait_s=10.0)
 
 
 def make_bot(settings: Settings) -> Bot | None:
