@@ -222,7 +222,7 @@ class PullConsumer:
         while not self._stop.is_set():
             try:
                 msgs = await psub.fetch(self.spec.batch, timeout=self.spec.fetch_timeout_s)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' own, or asyncio's when a batch fetch times out between messages
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 return
@@ -231,7 +231,7 @@ class PullConsumer:
                 psub = self._psub = await self._resubscribe(psub)
                 continue
             except Exception as e:  # reconnecting, server restarting: try again shortly
-                log.warning("consumer_fetch_failed", durable=self.spec.durable, error=str(e))
+                log.warning("consumer_fetch_failed", durable=self.spec.durable, error=f"{type(e).__name__}: {e}")
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(Exception):
                     psub = self._psub = await self._resubscribe(psub)

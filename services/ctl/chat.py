@@ -9,20 +9,11 @@ Only in sim mode: in the other modes the bot talks to the real Telegram.
 from __future__ import annotations
 
 import asyncio
-import html
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
-
-_TAG = re.compile(r"<[^>]+>")
-
-
-def plain(text: str) -> str:
-    """Telegram HTML as terminal text."""
-    return html.unescape(_TAG.sub("", text))
 
 
 class Chat:
@@ -40,10 +31,13 @@ class Chat:
         await self.http.aclose()
 
     async def start(self) -> None:
-        """Skip what the chat already holds: show only what comes after we joined."""
+        """Show only what comes after we joined, but keep the last keyboard (a number presses its button)."""
         r = await self.http.get("/_sim/sent", params={"chat_id": self.user_id, "after": 0, "wait": 0})
         r.raise_for_status()
-        self.next = int(r.json()["next"])
+        body = r.json()
+        self.next = int(body["next"])
+        for m in body["messages"]:
+            self.buttons = _buttons(m) or self.buttons
 
     async def say(self, text: str) -> None:
         text = text.strip()
@@ -71,18 +65,21 @@ class Chat:
         if m.get("photo"):
             sizes = m["photo"]
             biggest = max(sizes, key=lambda p: p.get("width", 0) * p.get("height", 0))
-            caption = plain(m.get("caption") or "")
+            caption = m.get("caption") or ""
             self.write(f"bot> [chart {biggest.get('width')}×{biggest.get('height')}] {caption}".rstrip())
         else:
-            for line in plain(m.get("text") or "").splitlines() or [""]:
+            for line in (m.get("text") or "").splitlines() or [""]:  # as Telegram shows it: markup parsed
                 self.write(f"bot> {line}")
-        rows = (m.get("reply_markup") or {}).get("inline_keyboard") or []
-        buttons = [(m["message_id"], b["text"], b["callback_data"]) for row in rows for b in row
-                   if "callback_data" in b]
+        buttons = _buttons(m)
         if buttons:
             self.buttons = buttons
             self.write("     " + "  ".join(f"[{i}] {label}" for i, (_, label, _) in enumerate(buttons, 1))
                        + "   (type the number to press)")
+
+
+def _buttons(m: dict[str, Any]) -> list[tuple[int, str, str]]:
+    rows = (m.get("reply_markup") or {}).get("inline_keyboard") or []
+    return [(m["message_id"], b["text"], b["callback_data"]) for row in rows for b in row if "callback_data" in b]
 
 
 async def run_chat(base_url: str, user_id: int, says: Sequence[str], wait_s: float) -> int:
@@ -117,4 +114,4 @@ async def run_chat(base_url: str, user_id: int, says: Sequence[str], wait_s: flo
         await chat.close()
 
 
-__all__ = ["Chat", "plain", "run_chat"]
+__all__ = ["Chat", "run_chat"]

@@ -198,6 +198,7 @@ class Notifier:
         while not self._stop.is_set():
             try:
                 me = await self.tg.get_me()
+                self.telegram_ok = time.monotonic()
                 # Polling and a webhook exclude each other; keep queued updates (they are commands).
                 await self.tg.delete_webhook(drop_pending_updates=False)
                 await self.tg.set_my_commands(self.bot.bot_commands())

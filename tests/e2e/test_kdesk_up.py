@@ -89,6 +89,13 @@ def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_pa
         assert paused.returncode == 0 and "PAUSED" in paused.stdout
         assert json.loads(_kdesk(var, "status", "--json").stdout)["executor"]["paused"] is True
         assert "trading resumed" in _kdesk(var, "resume").stdout
+        # The same desk from "Telegram": the simulator's fake Bot API, reached by the notifier's aiogram bot.
+        chat = _kdesk(var, "chat", "--say", "/status", "--say", "/pause from the chat", "--wait", "2")
+        assert chat.returncode == 0 and "bot> [SIM] status" in chat.stdout, chat.stdout + chat.stderr
+        assert "bot> [SIM] PAUSED" in chat.stdout, chat.stdout
+        after = json.loads(_kdesk(var, "status", "--json").stdout)["executor"]
+        assert after["paused"] is True and after["pause_reason"] == "from the chat"
+        assert "trading resumed" in _kdesk(var, "resume").stdout
         assert isinstance(json.loads(_kdesk(var, "alerts", "--json").stdout), list)
         sigs = _kdesk(var, "signals", "--json", "--last", "5")
         assert sigs.returncode == 0 and isinstance(json.loads(sigs.stdout), list), sigs.stderr
@@ -103,3 +110,4 @@ def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_pa
     assert not (var / "run.json").exists()
     gone = _kdesk(var, "status")
     assert gone.returncode == 1 and "no desk is running" in gone.stderr
+    assert "no desk is running" in _kdesk(var, "chat", "--say", "/status").stderr
