@@ -236,13 +236,16 @@ class PullConsumer:
                 with contextlib.suppress(Exception):
                     psub = self._psub = await self._resubscribe(psub)
                 continue
-            for msg in msgs:
-                try:
-                    await self._handle(msg)
-                except Exception as e:
-                    # Ack/nak/term could not reach the server (reconnecting). The message was not
-                    # acked, so the server redelivers it after ack_wait; nothing is lost.
-                    log.warning("consumer_ack_failed", durable=self.spec.durable, subject=msg.subject, error=str(e))
+            await self._handle_fetched(msgs)
+
+    async def _handle_fetched(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            try:
+                await self._handle(msg)
+            except Exception as e:
+                # Ack/nak/term could not reach the server (reconnecting). The message was not
+                # acked, so the server redelivers it after ack_wait; nothing is lost.
+                log.warning("consumer_ack_failed", durable=self.spec.durable, subject=msg.subject, error=str(e))
 
     async def _resubscribe(self, old: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
         with contextlib.suppress(Exception):
@@ -305,6 +308,49 @@ class PullConsumer:
             self.dead_lettered += 1
         except Exception as e:
             log.error("max_deliveries_advisory_unhandled", error=str(e))
+
+
+class BatchPullConsumer(PullConsumer):
+    """A pull consumer whose handler takes every good message of one fetch at once (one transaction for a
+    burst instead of one per message). Malformed and foreign messages are settled one by one as usual;
+    when the handler fails, each message of the batch is retried (or dead-lettered) on its own count."""
+
+    async def _handle_fetched(self, msgs: list[Msg]) -> None:
+        good: list[tuple[Msg, Any]] = []
+        for msg in msgs:
+            try:
+                event = self.decoder.validate_json(msg.data)
+            except ValidationError as e:
+                await self._settle(msg, self._dead_letter(msg, "malformed", _short(e)))
+                continue
+            if self.bus.is_foreign(event, msg.subject):
+                await self._settle(msg, msg.term())
+                continue
+            good.append((msg, event))
+        if not good:
+            return
+        try:
+            await self.handler([e for _, e in good])
+        except Exception as e:
+            self.failed += len(good)
+            for msg, _ in good:
+                attempt = msg.metadata.num_delivered
+                if attempt >= self.spec.max_deliver:
+                    await self._settle(msg, self._dead_letter(msg, "max_deliver", f"{type(e).__name__}: {e}"))
+                else:
+                    await self._settle(msg, msg.nak(delay=self.spec.delay_for(attempt)))
+            log.warning("batch_handler_failed_will_retry", durable=self.spec.durable, n=len(good),
+                        error=f"{type(e).__name__}: {e}")
+            return
+        for msg, _ in good:
+            await self._settle(msg, msg.ack())
+        self.handled += len(good)
+
+    async def _settle(self, msg: Msg, op: Awaitable[Any]) -> None:
+        try:
+            await op
+        except Exception as e:  # not acked: redelivered after ack_wait, nothing lost
+            log.warning("consumer_ack_failed", durable=self.spec.durable, subject=msg.subject, error=str(e))
 
 
 def _typed_callback(bus: Bus, decoder: TypeAdapter[E] | type[E],
@@ -567,12 +613,22 @@ class Bus:
     async def consume(self, spec: ConsumerSpec, decoder: TypeAdapter[E] | type[E], handler: Handler[E]) -> PullConsumer:
         """Start a durable pull consumer loop (see module doc for the ack policy)."""
         adapter = decoder if isinstance(decoder, TypeAdapter) else TypeAdapter(decoder)
-        # The durable lives on this mode's stream: a paper and a live executor never split each other's signals.
-        spec = replace(spec, stream=self.stream(spec.stream),
-                       filter_subjects=tuple(map(self.wire, spec.filter_subjects)))
-        consumer = await PullConsumer(self, spec, adapter, handler).start()
+        consumer = await PullConsumer(self, self._scoped_spec(spec), adapter, handler).start()
         self._consumers.append(consumer)
         return consumer
+
+    async def consume_batches(self, spec: ConsumerSpec, decoder: TypeAdapter[E] | type[E],
+                              handler: Callable[[list[E]], Awaitable[None]]) -> PullConsumer:
+        """Like `consume`, but `handler` gets each fetch's good events as one list (see BatchPullConsumer)."""
+        adapter = decoder if isinstance(decoder, TypeAdapter) else TypeAdapter(decoder)
+        consumer = await BatchPullConsumer(self, self._scoped_spec(spec), adapter, handler).start()
+        self._consumers.append(consumer)
+        return consumer
+
+    def _scoped_spec(self, spec: ConsumerSpec) -> ConsumerSpec:
+        # The durable lives on this mode's stream: a paper and a live executor never split each other's signals.
+        return replace(spec, stream=self.stream(spec.stream),
+                       filter_subjects=tuple(map(self.wire, spec.filter_subjects)))
 
     # -- commands --
 

@@ -134,7 +134,7 @@ class Notifier:
 
     async def start(self) -> None:
         await self.bus.subscribe(subjects.ops_health_all(), Heartbeat, self._on_beat)
-        await self.bus.consume(ALERT_CONSUMER, Alert, self.on_alert)
+        await self.bus.consume_batches(ALERT_CONSUMER, Alert, self.on_alerts)
         await self.bus.serve("notifier", "status", self.cmd_status)
         if self.tg is None:
             log.warning("telegram_off", why="KDESK_TELEGRAM_BOT_TOKEN is not set: alerts are stored and logged, "
@@ -177,18 +177,23 @@ class Notifier:
     async def _expire(self) -> None:
         self.expired += await self.store.expire_old()
 
-    async def on_alert(self, alert: Alert) -> None:
-        """Store, decide, enqueue (one transaction); the JetStream ack follows, so a crash redelivers it."""
-        self.alerts_seen += 1
+    async def on_alerts(self, alerts: list[Alert]) -> None:
+        """Store, decide, enqueue (one transaction per fetch); the JetStream acks follow, so a crash
+        redelivers them and the stored rows make the redelivery a no-op."""
         recipients = self.bot.recipients() if self.tg is not None else []
-        verdict = await self.store.record_alert(alert, recipients, render.alert)
-        if not verdict.stored:
-            return
-        log.log(_LEVEL.get(alert.severity, 20), "alert", family=alert.family, severity=alert.severity,
-                title=alert.title, detail=alert.detail[:300], dedupe_key=alert.dedupe_key,
-                sent=verdict.sent, suppressed=verdict.reason)
-        if verdict.sent:
-            self.alerts_sent += 1
+        verdicts = await self.store.record_alerts(alerts, recipients, render.alert)
+        self.alerts_seen += len(alerts)
+        for alert, verdict in zip(alerts, verdicts, strict=True):
+            if not verdict.stored:
+                continue
+            # The raising service logged the alert itself; a burst's suppressed repeats stay out of the log.
+            # Without Telegram the log is where alerts go, so they are logged at their own level.
+            level = _LEVEL.get(alert.severity, 20) if self.tg is None else 20 if verdict.sent else 10
+            log.log(level, "alert", family=alert.family, severity=alert.severity, title=alert.title,
+                    detail=alert.detail[:300], dedupe_key=alert.dedupe_key, sent=verdict.sent,
+                    suppressed=verdict.reason)
+            self.alerts_sent += verdict.sent
+        if any(v.sent for v in verdicts):
             self.wake()
 
     async def _poll(self) -> None:

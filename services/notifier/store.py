@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.db import AlertEvent, CommandAudit, OutboxMessage, insert_if_new
@@ -161,51 +162,72 @@ class NotifierStore:
 
     async def record_alert(self, alert: Alert, recipients: Sequence[int], render: Callable[[Alert], str]
                            ) -> AlertVerdict:
-        """Store one alert and decide whether it is sent: at most one message per dedupe key per cooldown,
-        at most `daily_cap` messages per family per UTC day (critical alerts are exempt from the cap),
-        and never more than `max_pending` messages waiting. A suppressed alert is stored and counted."""
+        return (await self.record_alerts([alert], recipients, render))[0]
+
+    async def record_alerts(self, alerts: Sequence[Alert], recipients: Sequence[int],
+                            render: Callable[[Alert], str]) -> list[AlertVerdict]:
+        """Store alerts (in order) and decide for each whether it is sent: at most one message per dedupe
+        key per cooldown, at most `daily_cap` messages per family per UTC day (critical alerts are exempt
+        from the cap), never more than `max_pending` messages waiting. Suppressed alerts are stored and
+        counted. One transaction for the whole batch: a burst costs a handful of round trips, not a
+        handful per alert."""
         now = self.clock()
+        A = AlertEvent
         async with self.sessions() as s, s.begin():
             # One decision at a time per mode: two consumers of one burst must not both find "not sent yet".
             await s.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
                             {"k": f"kdesk:notifier:alerts:{self.mode}"})
-            inserted = await insert_if_new(s, AlertEvent, {
-                "mode": self.mode, "alert_id": alert.id, "dedupe_key": alert.dedupe_key[:500],
-                "family": alert.family, "severity": alert.severity, "source": alert.data.get("source"),
-                "title": alert.title[:500], "message": alert.detail or None,
-                "payload": alert.model_dump(mode="json"), "ts_event": alert.ts_event}, key=["alert_id"])
-            if not inserted:
-                return AlertVerdict(stored=False, sent=False, reason="duplicate")
-            reason = await self._suppression(s, alert, now)
-            if reason is None and not recipients:
-                reason = "no_recipients"
-            if reason is None and alert.severity != "critical" \
-                    and await self._pending_count(s) + len(recipients) > self.max_pending:
-                reason = "queue_full"
-            if reason is not None:
-                await s.execute(update(AlertEvent).where(AlertEvent.alert_id == alert.id).values(suppressed=True))
-                return AlertVerdict(stored=True, sent=False, reason=reason)
-            body = render(alert)
-            await self._enqueue(s, [Outgoing(chat_id=c, kind="alert", body=body, alert_id=alert.id,
-                                             silent=alert.severity != "critical") for c in recipients])
-            return AlertVerdict(stored=True, sent=True)
-
-    async def _suppression(self, s: AsyncSession, alert: Alert, now: datetime) -> str | None:
-        A = AlertEvent
-        not_me = and_(A.mode == self.mode, A.suppressed.is_(False), A.alert_id != alert.id)
-        if self.cooldown_s > 0:
-            since = now - timedelta(seconds=self.cooldown_s)
-            recent = await s.scalar(select(A.id).where(not_me, A.dedupe_key == alert.dedupe_key[:500],
-                                                       A.created_at >= since).limit(1))
-            if recent is not None:
-                return "cooldown"
-        if alert.severity != "critical":
+            rows = {a.id: {"mode": self.mode, "alert_id": a.id, "dedupe_key": a.dedupe_key[:500],
+                           "family": a.family, "severity": a.severity, "source": a.data.get("source"),
+                           "title": a.title[:500], "message": a.detail or None,
+                           "payload": a.model_dump(mode="json"), "ts_event": a.ts_event} for a in alerts}
+            # executemany (one statement compiled once, sent in pages), not one ever-different VALUES list
+            inserted = set((await s.scalars(insert(A).on_conflict_do_nothing(index_elements=["alert_id"])
+                                            .returning(A.alert_id), list(rows.values()))).all())
+            verdicts = {a.id: AlertVerdict(stored=False, sent=False, reason="duplicate") for a in alerts}
+            new = [a for a in {a.id: a for a in alerts}.values() if a.id in inserted]
+            if not new:
+                return [verdicts[a.id] for a in alerts]
+            earlier = and_(A.mode == self.mode, A.suppressed.is_(False), A.alert_id.not_in(inserted))
+            recent: set[str] = set()
+            if self.cooldown_s > 0:
+                recent = set((await s.scalars(select(A.dedupe_key).distinct().where(
+                    earlier, A.dedupe_key.in_({r["dedupe_key"] for r in rows.values()}),
+                    A.created_at >= now - timedelta(seconds=self.cooldown_s)))).all())
             day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-            n = await s.scalar(select(func.count()).select_from(A).where(
-                not_me, A.family == alert.family, A.created_at >= day))
-            if (n or 0) >= self.daily_cap:
-                return "daily_cap"
-        return None
+            sent_today: dict[str, int] = {f: int(n) for f, n in (await s.execute(
+                select(A.family, func.count()).where(earlier, A.family.in_({a.family for a in new}),
+                                                     A.created_at >= day).group_by(A.family))).all()}
+            pending = await self._pending_count(s)
+            suppressed: list[str] = []
+            outbox: list[dict[str, Any]] = []
+            for a in new:
+                key, critical = a.dedupe_key[:500], a.severity == "critical"
+                reason = ("cooldown" if key in recent
+                          else "daily_cap" if not critical and sent_today.get(a.family, 0) >= self.daily_cap
+                          else "no_recipients" if not recipients
+                          else "queue_full" if not critical and pending + len(recipients) > self.max_pending
+                          else None)
+                if reason is not None:
+                    suppressed.append(a.id)
+                    verdicts[a.id] = AlertVerdict(stored=True, sent=False, reason=reason)
+                    continue
+                if self.cooldown_s > 0:
+                    recent.add(key)
+                sent_today[a.family] = sent_today.get(a.family, 0) + 1
+                pending += len(recipients)
+                body = render(a)
+                outbox += [{"mode": self.mode, "chat_id": c, "kind": "alert", "body": body, "alert_id": a.id,
+                            "silent": not critical} for c in recipients]
+                verdicts[a.id] = AlertVerdict(stored=True, sent=True)
+            if outbox:
+                await s.execute(insert(OutboxMessage), outbox)
+            if suppressed:
+                await s.execute(update(A).where(A.alert_id.in_(suppressed)).values(suppressed=True))
+        # A repeated id inside one batch: its first occurrence decided, the others are duplicates.
+        first = {a.id: i for i, a in reversed(list(enumerate(alerts)))}
+        return [verdicts[a.id] if first[a.id] == i else AlertVerdict(False, False, "duplicate")
+                for i, a in enumerate(alerts)]
 
     async def suppressed_since(self, since: datetime) -> dict[str, int]:
         """Alerts not sent since `since`, by family (for the digest's "N more suppressed" line)."""

@@ -137,6 +137,31 @@ async def test_poison_and_malformed_messages_are_dead_lettered_with_payload(bus:
     await consumer.stop()
 
 
+async def test_batch_consumer_hands_over_a_fetch_at_once_and_retries_a_failed_batch(bus: Bus) -> None:
+    batches: list[list[str]] = []
+    failed_once: list[bool] = []
+
+    async def handler(evs: list[Signal]) -> None:
+        if not failed_once:
+            failed_once.append(True)
+            raise RuntimeError("database briefly unavailable")
+        batches.append([e.ticker for e in evs])
+
+    evs = [signal_event(f"KXHIGHNY-26NOV22-B{60 + i}.5") for i in range(5)]
+    await bus.nc.publish(bus.wire("sig.weather.kxhighny.garbage"), b'{"not": "a signal"}')
+    for ev in evs:
+        await bus.publish_js(subjects.sig("weather", ev.series_ticker, ev.ticker), ev)
+    consumer = await bus.consume_batches(sig_spec("batches"), Signal, handler)
+    want = sorted(e.ticker for e in evs)
+    await wait_until(lambda: sorted(t for b in batches for t in b) == want, what="every signal, after one retry")
+    assert failed_once and consumer.dead_lettered == 1 and consumer.handled == 5
+    assert len(batches[0]) > 1, "a fetch arrives as one batch"
+    assert [a.data["reason"] for a in await dead_letters(bus)] == ["malformed"]
+    await consumer.stop()
+    info = await bus.js.consumer_info(bus.stream("SIGNALS"), "batches")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
 async def test_message_failing_every_attempt_is_dead_lettered_after_max_deliver(bus: Bus) -> None:
     calls: list[int] = []
 
