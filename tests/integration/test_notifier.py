@@ -154,9 +154,17 @@ async def test_strangers_are_refused_once_and_viewers_cannot_steer(nats_url: str
         await said(fake, OPERATOR, "/help")  # everything before it has been handled by now (one at a time)
         assert len(fake.messages(STRANGER)) == 1, "one refusal, then silence"
         assert ex.control is not None and not ex.control.state.paused
+        # In a group, the sender's id decides, not the chat: the operator may steer, a stranger beside them not.
+        group = -1001234567
+        fake.inject_message(OPERATOR, "/pause from the group", chat_id=group, chat_type="group")
+        await until(lambda: ex.control.state.paused, what="paused from the group")
+        fake.inject_message(STRANGER, "/resume", chat_id=group, chat_type="group")
+        await said(fake, OPERATOR, "/help")
+        assert ex.control.state.paused and ex.control.state.pause_reason == "from the group"
     rows = await audit_rows(db_url)
     stranger = [r for r in rows if r.actor == str(STRANGER)]
-    assert [r.command for r in stranger] == ["/pause", "/flatten", "/status"]
+    assert [r.command for r in stranger] == ["/pause", "/flatten", "/status", "/resume"]
+    assert stranger[-1].chat_id == "-1001234567"
     assert all(not r.authorized and r.outcome == "denied" for r in stranger)
     [viewer] = [r for r in rows if r.actor == str(VIEWER)]
     assert viewer.command == "/pause" and not viewer.authorized
