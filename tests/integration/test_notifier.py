@@ -289,9 +289,35 @@ async def test_a_burst_of_one_dedupe_key_sends_one_message_and_counts_the_rest(n
         await said(fake, OPERATOR, "/help")  # the queue has drained past any alert by now
         alerts = [m for m in fake.messages(OPERATOR) if "alert number" in m["text"]]
         assert len(alerts) == 1 and "alert number 0000" in alerts[0]["text"]
-        counts = await n.store.alert_counts()
-        assert counts == {"stored": 1000, "suppressed": 999, "delivered": 1}
+        assert alerts[0]["disable_notification"] is True  # a warning arrives silently; a critical one rings
+        await publish_alerts(n.bus, [alert(5000, key="risk:daily_loss", family="risk", severity="critical")])
+        await until(lambda: any("alert number 5000" in m["text"] for m in fake.messages(OPERATOR)), what="critical")
+        [crit] = [m for m in fake.messages(OPERATOR) if "alert number 5000" in m["text"]]
+        assert not crit["disable_notification"] and "🔴" in crit["text"]
+        async def counted() -> bool:  # Telegram has it; the sender marks it sent right after
+            return await n.store.alert_counts() == {"stored": 1001, "suppressed": 999, "delivered": 2}
+
+        await eventually(counted, what="1001 stored, 999 suppressed, 2 delivered")
         assert (await n.store.suppressed_since(datetime.now(UTC) - timedelta(hours=1))) == {"feed": 999}
+
+
+async def test_a_reply_waits_out_rate_limits_and_an_outage_and_arrives_once(nats_url: str, db_url: str) -> None:
+    async with sim_rig() as rig, executor(rig, nats_url, db_url), fake_telegram() as fake, \
+            notifier(nats_url, db_url, fake.url) as n:
+        n.sender.backoff.cap_s = 0.5  # type: ignore[union-attr]
+        fake.fail(2, status=429, retry_after=1, method="sendMessage")
+        [r] = await said(fake, OPERATOR, "/balance", timeout=15)
+        assert "balance" in r["text"]
+        fake.outage(502)
+        fake.inject_message(OPERATOR, "/orders")
+        await until(lambda: fake.calls["sendMessage"] >= 5, what="tries during the outage")
+        fake.outage(None)
+        await until(lambda: len(replies(fake, OPERATOR)) == 2, timeout=15, what="the reply after the outage")
+        await said(fake, OPERATOR, "/help")
+        texts = [m["text"] for m in replies(fake, OPERATOR)]
+        assert len(texts) == 3 and "open order(s)" in texts[1], texts
+        rows = await n.store.sent(kind="reply")
+        assert len(rows) == 3 and rows[-1].attempts >= 3  # the /orders answer: failed tries, then one send
 
 
 @pytest.mark.slow
