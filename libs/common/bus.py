@@ -164,6 +164,9 @@ class ConsumerSpec:
         return self.backoff_s[min(attempt, len(self.backoff_s)) - 1]
 
 
+_NOT_MINE = object()  # what `_admit` returns for a message it settled itself
+
+
 class PullConsumer:
     """Runs a typed handler over a durable pull consumer until stopped."""
 
@@ -253,14 +256,8 @@ class PullConsumer:
         return await self._subscribe()
 
     async def _handle(self, msg: Msg) -> None:
-        attempt = msg.metadata.num_delivered
-        try:
-            event = self.decoder.validate_json(msg.data)
-        except ValidationError as e:
-            await self._dead_letter(msg, "malformed", _short(e))
-            return
-        if self.bus.is_foreign(event, msg.subject):
-            await msg.term()  # another mode's event: never ours to act on, never worth redelivering
+        event = await self._admit(msg)
+        if event is _NOT_MINE:
             return
         try:
             await self.handler(event)
@@ -269,17 +266,36 @@ class PullConsumer:
             return
         except Exception as e:
             self.failed += 1
-            if attempt >= self.spec.max_deliver:
-                await self._dead_letter(msg, "max_deliver", f"{type(e).__name__}: {e}")
-                return
-            delay = e.delay_s if isinstance(e, TransientError) and e.delay_s is not None \
-                else self.spec.delay_for(attempt)
-            log.warning("handler_failed_will_retry", durable=self.spec.durable, subject=msg.subject,
-                        attempt=attempt, retry_in_s=delay, error=f"{type(e).__name__}: {e}")
-            await msg.nak(delay=delay)
+            delay = await self._give_back(msg, e)
+            if delay is not None:
+                log.warning("handler_failed_will_retry", durable=self.spec.durable, subject=msg.subject,
+                            attempt=msg.metadata.num_delivered, retry_in_s=delay, error=f"{type(e).__name__}: {e}")
             return
         await msg.ack()
         self.handled += 1
+
+    async def _admit(self, msg: Msg) -> Any:
+        """The message's event, or `_NOT_MINE` once a malformed (dead-lettered) or foreign (terminated)
+        message has been settled."""
+        try:
+            event = self.decoder.validate_json(msg.data)
+        except ValidationError as e:
+            await self._dead_letter(msg, "malformed", _short(e))
+            return _NOT_MINE
+        if self.bus.is_foreign(event, msg.subject):
+            await msg.term()  # another mode's event: never ours to act on, never worth redelivering
+            return _NOT_MINE
+        return event
+
+    async def _give_back(self, msg: Msg, e: Exception) -> float | None:
+        """After a failed attempt: dead-letter it on its last delivery (None), else nak it for later (the delay)."""
+        attempt = msg.metadata.num_delivered
+        if attempt >= self.spec.max_deliver:
+            await self._dead_letter(msg, "max_deliver", f"{type(e).__name__}: {e}")
+            return None
+        delay = e.delay_s if isinstance(e, TransientError) and e.delay_s is not None else self.spec.delay_for(attempt)
+        await msg.nak(delay=delay)
+        return delay
 
     async def _dead_letter(self, msg: Msg, reason: str, error: str) -> None:
         md = msg.metadata
@@ -319,14 +335,12 @@ class BatchPullConsumer(PullConsumer):
         good: list[tuple[Msg, Any]] = []
         for msg in msgs:
             try:
-                event = self.decoder.validate_json(msg.data)
-            except ValidationError as e:
-                await self._settle(msg, self._dead_letter(msg, "malformed", _short(e)))
+                event = await self._admit(msg)
+            except Exception as e:  # not settled: redelivered after ack_wait, nothing lost
+                log.warning("consumer_ack_failed", durable=self.spec.durable, subject=msg.subject, error=str(e))
                 continue
-            if self.bus.is_foreign(event, msg.subject):
-                await self._settle(msg, msg.term())
-                continue
-            good.append((msg, event))
+            if event is not _NOT_MINE:
+                good.append((msg, event))
         if not good:
             return
         try:
@@ -334,11 +348,7 @@ class BatchPullConsumer(PullConsumer):
         except Exception as e:
             self.failed += len(good)
             for msg, _ in good:
-                attempt = msg.metadata.num_delivered
-                if attempt >= self.spec.max_deliver:
-                    await self._settle(msg, self._dead_letter(msg, "max_deliver", f"{type(e).__name__}: {e}"))
-                else:
-                    await self._settle(msg, msg.nak(delay=self.spec.delay_for(attempt)))
+                await self._settle(msg, self._give_back(msg, e))
             log.warning("batch_handler_failed_will_retry", durable=self.spec.durable, n=len(good),
                         error=f"{type(e).__name__}: {e}")
             return

@@ -146,6 +146,11 @@ def leg_price(book_side: Literal["bid", "ask"], yes_price: Price) -> Price:
     return yes_price if book_side == "bid" else complement(yes_price)
 
 
+def outcome_price(side: Literal["yes", "no"], yes_price: Price) -> Price:
+    """The price of one outcome's contract, from the YES price (a fill of NO at YES 40¢ cost 60¢)."""
+    return yes_price if side == "yes" else complement(yes_price)
+
+
 def cost(count: Count, price: Price, *, rounding: Literal["up", "down", "exact"]) -> Price:
     """Return count x price in ticks; count x price / 100 may be fractional, so rounding is explicit."""
     if rounding not in ("up", "down", "exact"):

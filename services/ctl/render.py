@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from libs.common.display import age, contracts, num, price, usd
-from libs.common.money import ONE_DOLLAR
+from libs.common.money import ONE_DOLLAR, leg_price, outcome_price
 
 WIDTH = 80
 
@@ -101,8 +101,7 @@ def orders(mode: str, rows: Sequence[dict[str, Any]]) -> None:
     t = _table(("market", "l"), ("buy", "l"), ("price", "r"), ("filled", "r"),
                       ("status", "l"), ("reason", "l"))
     for o in rows:
-        leg_price = o["yes_price"] if o["book_side"] == "bid" else ONE_DOLLAR - o["yes_price"]
-        t.add_row(o["ticker"], o["outcome_side"].upper(), price(leg_price),
+        t.add_row(o["ticker"], o["outcome_side"].upper(), price(leg_price(o["book_side"], o["yes_price"])),
                   f"{contracts(o['fill_count'])}/{contracts(o['initial_count'])}", o["status"], o.get("reason") or "")
     out.print(t)
 
@@ -113,9 +112,9 @@ def fills(mode: str, rows: Sequence[dict[str, Any]]) -> None:
     t = _table(("time (UTC)", "l"), ("market", "l"), ("buy", "l"), ("price", "r"),
                       ("contracts", "r"), ("fee", "r"), ("", "l"))
     for f in rows:
-        leg_price = f["yes_price"] if f["outcome_side"] == "yes" else ONE_DOLLAR - f["yes_price"]
         t.add_row(str(f["filled_at"])[5:19].replace("T", " "), f["ticker"], f["outcome_side"].upper(),
-                  price(leg_price), contracts(f["count"]), usd(f["fee_ticks"]), "taker" if f["is_taker"] else "maker")
+                  price(outcome_price(f["outcome_side"], f["yes_price"])), contracts(f["count"]), usd(f["fee_ticks"]),
+                  "taker" if f["is_taker"] else "maker")
     out.print(t)
 
 

@@ -283,7 +283,7 @@ class NotifierBot:
     async def cmd_pnl(self, c: CommandObject) -> Answer:
         days = _int_arg(c, 7, 1, 365)
         data = await self.ask("executor", "pnl", {"days": days})
-        png = await _off_loop(charts.equity, self.mode, data.get("equity") or [])
+        png = await asyncio.to_thread(charts.equity, self.mode, data.get("equity") or [])
         return Answer([render.pnl(self.mode, data)], photo=png, caption=render.head(self.mode, f"equity, {days} d"))
 
     async def cmd_signals(self, c: CommandObject) -> Answer:
@@ -299,7 +299,7 @@ class NotifierBot:
         days = _int_arg(c, 30, 1, 365)
         data = await self.ask("resolver", "accuracy", {"days": days})
         fams = {f: s.get("bins") or [] for f, s in (data.get("families") or {}).items()}
-        png = await _off_loop(charts.calibration, self.mode, fams)
+        png = await asyncio.to_thread(charts.calibration, self.mode, fams)
         return Answer([render.accuracy(self.mode, data)], photo=png,
                       caption=render.head(self.mode, f"calibration, {days} d"))
 
@@ -460,10 +460,6 @@ def _int_arg(c: CommandObject, default: int, lo: int, hi: int) -> int:
 
 def _first_line(a: Answer) -> str | None:
     return a.texts[0].split("\n", 1)[0][:200] if a.texts else None
-
-
-async def _off_loop(fn: Callable[..., bytes], *args: Any) -> bytes:
-    return await asyncio.to_thread(fn, *args)
 
 
 __all__ = ["COMMANDS", "CONFIRM_LIVE", "Answer", "NotifierBot", "parse"]

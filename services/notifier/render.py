@@ -19,7 +19,7 @@ from rich.table import Table
 
 from libs.common.display import MODE_LABEL, age, contracts, num, price, usd
 from libs.common.events import Alert, Heartbeat
-from libs.common.money import ONE_DOLLAR
+from libs.common.money import leg_price, outcome_price
 
 PHONE_WIDTH = 52  # what a phone shows of a <pre> line without wrapping, about
 SEVERITY_MARK = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
@@ -92,10 +92,6 @@ def status(mode: str, ex: dict[str, Any] | None, pnl: dict[str, Any] | None, bea
 
 # --- executor views ----------------------------------------------------------------------------
 
-def _leg_price(side: str, yes_price: int) -> int:
-    return yes_price if side in ("bid", "yes") else ONE_DOLLAR - yes_price
-
-
 def _event_of(ticker: str) -> tuple[str, str]:
     """`KXHIGHNY-26NOV23-B52.5` → (`KXHIGHNY-26NOV23`, `B52.5`): tables stay narrow enough for a phone."""
     event, _, market = ticker.rpartition("-")
@@ -129,7 +125,7 @@ def positions(mode: str, rows: Sequence[dict[str, Any]]) -> str:
 def orders(mode: str, rows: Sequence[dict[str, Any]]) -> str:
     return lines(mode, f"{len(rows)} open order(s)", _grouped(
         rows, (("market", "l"), ("buy", "l"), ("price", "r"), ("filled", "r"), ("status", "l")),
-        lambda o, m: (m, o["outcome_side"].upper(), price(_leg_price(o["book_side"], o["yes_price"])),
+        lambda o, m: (m, o["outcome_side"].upper(), price(leg_price(o["book_side"], o["yes_price"])),
                       f"{contracts(o['fill_count'])}/{contracts(o['initial_count'])}", o["status"])))
 
 
@@ -137,8 +133,8 @@ def fills(mode: str, rows: Sequence[dict[str, Any]]) -> str:
     return lines(mode, f"last {len(rows)} fill(s)", _grouped(
         rows, (("time", "l"), ("market", "l"), ("buy", "l"), ("price", "r"), ("qty", "r"), ("fee", "r")),
         lambda f, m: (str(f["filled_at"])[11:16], m, f["outcome_side"].upper(),
-                      price(_leg_price(f["outcome_side"], f["yes_price"])), contracts(f["count"]),
-                      usd(f["fee_ticks"]))))
+                      price(outcome_price(f["outcome_side"], f["yes_price"])),
+                      contracts(f["count"]), usd(f["fee_ticks"]))))
 
 
 def pnl_line(p: dict[str, Any]) -> str:

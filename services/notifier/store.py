@@ -45,10 +45,9 @@ class AlertVerdict:
     reason: str | None = None  # why not sent: cooldown | daily_cap | queue_full | no_recipients
 
 
-def _row(m: Outgoing, mode: str, status: str = "pending", error: str | None = None) -> OutboxMessage:
-    return OutboxMessage(mode=mode, chat_id=m.chat_id, kind=m.kind, body=m.body, photo=m.photo,
-                         reply_markup=m.reply_markup, silent=m.silent, alert_id=m.alert_id,
-                         command_id=m.command_id, status=status, last_error=error)
+def _row(m: Outgoing, mode: str) -> dict[str, Any]:
+    return {"mode": mode, "chat_id": m.chat_id, "kind": m.kind, "body": m.body, "photo": m.photo,
+            "reply_markup": m.reply_markup, "silent": m.silent, "alert_id": m.alert_id, "command_id": m.command_id}
 
 
 class NotifierStore:
@@ -97,8 +96,8 @@ class NotifierStore:
             await self._enqueue(s, messages)
 
     async def _enqueue(self, s: AsyncSession, messages: Sequence[Outgoing]) -> None:
-        for m in messages:
-            s.add(_row(m, self.mode))
+        if messages:  # executemany: one statement for a burst of alerts, compiled once
+            await s.execute(insert(OutboxMessage), [_row(m, self.mode) for m in messages])
 
     async def _pending_count(self, s: AsyncSession) -> int:
         return int(await s.scalar(select(func.count()).select_from(OutboxMessage).where(
@@ -160,10 +159,6 @@ class NotifierStore:
 
     # -- alerts ---------------------------------------------------------------------------------
 
-    async def record_alert(self, alert: Alert, recipients: Sequence[int], render: Callable[[Alert], str]
-                           ) -> AlertVerdict:
-        return (await self.record_alerts([alert], recipients, render))[0]
-
     async def record_alerts(self, alerts: Sequence[Alert], recipients: Sequence[int],
                             render: Callable[[Alert], str]) -> list[AlertVerdict]:
         """Store alerts (in order) and decide for each whether it is sent: at most one message per dedupe
@@ -200,7 +195,7 @@ class NotifierStore:
                                                      A.created_at >= day).group_by(A.family))).all()}
             pending = await self._pending_count(s)
             suppressed: list[str] = []
-            outbox: list[dict[str, Any]] = []
+            outbox: list[Outgoing] = []
             for a in new:
                 key, critical = a.dedupe_key[:500], a.severity == "critical"
                 reason = ("cooldown" if key in recent
@@ -217,11 +212,10 @@ class NotifierStore:
                 sent_today[a.family] = sent_today.get(a.family, 0) + 1
                 pending += len(recipients)
                 body = render(a)
-                outbox += [{"mode": self.mode, "chat_id": c, "kind": "alert", "body": body, "alert_id": a.id,
-                            "silent": not critical} for c in recipients]
+                outbox += [Outgoing(chat_id=c, kind="alert", body=body, alert_id=a.id, silent=not critical)
+                           for c in recipients]
                 verdicts[a.id] = AlertVerdict(stored=True, sent=True)
-            if outbox:
-                await s.execute(insert(OutboxMessage), outbox)
+            await self._enqueue(s, outbox)
             if suppressed:
                 await s.execute(update(A).where(A.alert_id.in_(suppressed)).values(suppressed=True))
         # A repeated id inside one batch: its first occurrence decided, the others are duplicates.
