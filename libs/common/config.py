@@ -210,6 +210,10 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=120.0, ge=5, le=3600)
     # Ledger vs exchange differences up to this are repaired silently; beyond it the desk pauses.
     reconcile_tolerance_usd: str = "0.01"
+    # Kalshi contract check (libs/common/kalshi/contract.py) at start and every interval; a mismatch pauses
+    # trading. None = on in demo and live, off in sim and paper.
+    contract_check: bool | None = None
+    contract_check_interval_s: float = Field(default=4 * 3600.0, ge=60, le=7 * 86400)
     # Repricing of resting orders: older than this, or deeper in the queue than this many contracts, is
     # repriced (amend, else cancel/replace), at most `reprice_per_minute` times a minute across the desk.
     reprice_after_s: float = Field(default=60.0, ge=1)
@@ -322,6 +326,13 @@ class Settings(BaseSettings):
             if override is not None:
                 values[name] = override
         return RiskLimits(values)
+
+    @property
+    def contract_check_on(self) -> bool:
+        """Whether the executor checks the Kalshi contract (KDESK_CONTRACT_CHECK; default: demo and live)."""
+        if self.contract_check is not None:
+            return self.contract_check
+        return self.mode in (Mode.DEMO, Mode.LIVE)
 
     @property
     def freshness(self) -> FreshnessLimits:

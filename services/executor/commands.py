@@ -47,7 +47,8 @@ class ExecutorCommands:
                 "reserved": await reserved_total(ex.ledger.sessions, ex.mode.value),
                 "today_pnl_ticks": await today_pnl(ex.ledger.sessions, ex.mode.value, ex.clock()),
                 "last_reconcile": ex.reconciler.last.as_dict() if ex.reconciler and ex.reconciler.last else None,
-                "jobs": ex.jobs.snapshot(), "outbox": await ex.outbox.backlog(), **self.freshness()}
+                "jobs": ex.jobs.snapshot(), "outbox": await ex.outbox.backlog(),
+                "contract": ex.contract.as_dict() if ex.contract is not None else None, **self.freshness()}
 
     def freshness(self) -> dict[str, Any]:
         ex = self.ex

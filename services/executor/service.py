@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -32,8 +33,10 @@ from libs.common.events import Alert, BookUpdate, MarketDefinition, Signal
 from libs.common.jobs import Job, Jobs
 from libs.common.kalshi import KalshiWS
 from libs.common.kalshi import errors as E
+from libs.common.kalshi.contract import ContractReport, check_contract
 from libs.common.kalshi.factory import environment, rest_client, signer
 from libs.common.kalshi.models import Order as RestOrder
+from libs.common.kalshi.rest import KalshiRest
 from libs.common.logs import get_logger
 from libs.common.runtime import ServiceRuntime
 from services.executor.broker import Broker, KalshiUpdates, VenueUpdates
@@ -97,6 +100,7 @@ class Executor:
         self.started = asyncio.Event()
         self.reconciled_at: float | None = None  # time.monotonic() of the last successful reconciliation
         self.start_error: str | None = None  # why start-up is waiting (the venue is unreachable ...)
+        self.contract: ContractReport | None = None  # the last Kalshi contract check (None = not run)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -150,6 +154,8 @@ class Executor:
         if self.updates is not None:
             await self.updates.start(self.bus, self.orders.on_frame, await self._resting())
         await self._until_reconciled()  # also reads the balance into desk.bankroll
+        if self._contract_checked:
+            await self._until_contract_checked()  # the desk never trades on a contract it does not understand
         # The first equity snapshot of the day is the daily-loss baseline: take one before trading.
         if await self.desk.check_daily_loss(self.desk.bankroll):
             await self.pause("daily_loss")
@@ -178,6 +184,8 @@ class Executor:
         self.jobs.add("exits", every, desk.check_exits)
         self.jobs.add("daily_loss", self.balance_every_s, self._check_daily_loss)
         self.jobs.add("reconcile", self.settings.reconcile_interval_s, self.reconcile)
+        if self._contract_checked:
+            self.jobs.add("contract", self.settings.contract_check_interval_s, self.check_contract)
 
     async def _check_daily_loss(self) -> None:
         assert self.desk is not None
@@ -248,6 +256,67 @@ class Executor:
             # loss still stands (raise the limit to trade on).
             self.desk.daily_loss_tripped = False
             log.info("trading_allowed")
+
+    # -- the Kalshi contract ----------------------------------------------------------------------
+
+    @property
+    def _contract_checked(self) -> bool:
+        # Only a real Kalshi client speaks the wire format (the paper broker is in-process).
+        return self.settings.contract_check_on and isinstance(self.broker, KalshiRest)
+
+    async def _until_contract_checked(self) -> None:
+        """A first contract verdict before any signal; while the venue is unreachable, keep trying."""
+        backoff = Backoff(base_s=1.0, cap_s=30.0)
+        while True:
+            try:
+                await self.check_contract()
+                return
+            except VENUE_DOWN as e:
+                self.start_error = f"contract check: {type(e).__name__}: {e}"
+                log.warning("start_contract_check_failed_retrying", error=self.start_error)
+                if await backoff.sleep(self._stop):
+                    raise asyncio.CancelledError from None
+
+    async def check_contract(self) -> dict[str, Any] | None:
+        """Hold Kalshi's answers to the shapes the desk reads (libs/common/kalshi/contract.py).
+
+        A mismatch pauses trading (reason `contract: ...`, shown in `status`) and alerts
+        `ops.alert.contract` with every problem; a changed fee schedule is alerted too. A network
+        failure gives no verdict and raises (the job retries). A pause is never lifted here: the
+        operator resumes once the API change is understood.
+        """
+        assert isinstance(self.broker, KalshiRest)
+        previous = self.contract
+        same_market = previous.market if previous is not None else None
+        try:
+            report = await check_contract(self.broker, self.clock(), market_ticker=same_market)
+        except E.NotFound:  # the market checked last time is gone: take another open one
+            report = await check_contract(self.broker, self.clock())
+        self.contract = report
+        if not report.ok:
+            log.error("kalshi_contract_mismatch", problems=list(report.problems), market=report.market,
+                      series=report.series)
+            await self.pause(f"contract: {report.problems[0]}"[:400])
+            digest = hashlib.sha256("\n".join(report.problems).encode()).hexdigest()[:12]
+            await self._alert(Alert(
+                ts_event=self.clock(), mode=self.mode, family="contract", severity="critical",
+                dedupe_key=f"contract:{digest}",
+                title=f"Kalshi API contract mismatch ({len(report.problems)} problem(s)): trading paused",
+                detail="\n".join(report.problems), data=report.as_dict()))
+        elif previous is not None and not previous.ok:
+            await self._alert(Alert(
+                ts_event=self.clock(), mode=self.mode, family="contract", severity="info",
+                dedupe_key="contract:ok", title="Kalshi API contract check passes again; trading stays paused "
+                                                "until an operator resumes", data=report.as_dict()))
+        if (previous is not None and previous.fee_fingerprint and report.fee_fingerprint
+                and previous.series == report.series and previous.fee_fingerprint != report.fee_fingerprint):
+            await self._alert(Alert(
+                ts_event=self.clock(), mode=self.mode, family="contract", severity="warning",
+                dedupe_key=f"contract:fees:{report.fee_fingerprint}",
+                title=f"Kalshi fee schedule of {report.series} changed",
+                detail=f"was {previous.fee_schedule}, now {report.fee_schedule}",
+                data={"before": previous.fee_schedule, "after": report.fee_schedule}))
+        return report.as_dict()
 
     # -- reconciliation and balance -------------------------------------------------------------
 

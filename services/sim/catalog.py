@@ -29,6 +29,13 @@ class SeriesInfo:
     contract_terms_url: str = ""
     tags: list[str] = field(default_factory=list)
     exchange_index: int = 0
+    # Discovery categories (SDK 3.34 `categories`); empty = just `category`.
+    categories: list[str] = field(default_factory=list)
+    last_updated: datetime | None = None  # None = when its first market was listed
+
+    def all_categories(self) -> list[str]:
+        """`categories` as the API lists it: never empty when the series has a category."""
+        return list(self.categories) if self.categories else ([self.category] if self.category else [])
 
 
 @dataclass
@@ -42,6 +49,12 @@ class EventInfo:
     strike_date: datetime | None = None
     mutually_exclusive: bool = True
     exchange_index: int = 0
+    last_updated: datetime | None = None  # None = when its first market was listed
+
+    @property
+    def collateral_return_type(self) -> str:
+        """`MECNET` for mutually exclusive events, `""` otherwise (kalshi_api.md §4.4 enum)."""
+        return "MECNET" if self.mutually_exclusive else ""
 
 
 @dataclass
@@ -70,6 +83,11 @@ class MarketInfo:
     can_close_early: bool = False
     exchange_index: int = 0
     expiration_value: str = ""
+    # Settlement bounds (docs `getting_started/settlement_bounds`, SDK 3.34): "default" never has a
+    # floor; "floor" markets carry `settlement_floor_dollars`, starting at $0. Always "default" in
+    # MECNET/DIRECNET events.
+    settlement_bounds_type: str = "default"
+    settlement_floor: int = 0  # $0.0001 ticks; only shown when settlement_bounds_type == "floor"
 
     def spec(self, series: SeriesInfo) -> MarketSpec:
         """The engine's view of this market."""
@@ -98,8 +116,13 @@ class Catalog:
 
     def add_market(self, m: MarketInfo) -> None:
         """List a market of a listed event."""
-        if m.event_ticker not in self.events:
+        event = self.events.get(m.event_ticker)
+        if event is None:
             raise KeyError(f"unknown event {m.event_ticker}")
+        if m.settlement_bounds_type not in ("default", "floor"):
+            raise ValueError(f"settlement_bounds_type must be 'default' or 'floor', got {m.settlement_bounds_type!r}")
+        if m.settlement_bounds_type == "floor" and event.collateral_return_type in ("MECNET", "DIRECNET"):
+            raise ValueError(f"{m.ticker}: markets of {event.collateral_return_type} events are always 'default'")
         self.markets[m.ticker] = m
 
     def markets_of(self, event_ticker: str) -> list[MarketInfo]:

@@ -3,12 +3,48 @@
 Tests reach it as `exchange.faults`: skip a WebSocket `seq` number, send the terminal error 25
 (subscription buffer overflow), cut every WebSocket connection without a close frame, add latency
 to every REST answer and WS message, or pause trading (orders refused with 409
-`trading_is_paused`, cancels still allowed, as in Kalshi's weekly maintenance).
+`trading_is_paused`, cancels still allowed, as in Kalshi's weekly maintenance). `contract_break`
+changes a field's format in every market or series the REST API serves (an API change, or a bug):
+see `CONTRACT_BREAKS`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import re
+from decimal import Decimal
+from typing import Any, Protocol
+
+_DOLLARS = re.compile(r"^\d+\.\d+$")
+# What `Faults.contract_break` can do to REST market and series objects.
+CONTRACT_BREAKS = {
+    "cents_prices": "market *_dollars prices as integer cents (\"42\" for $0.42)",
+    "bare_counts": "market *_fp counts without decimals (\"10\" for 10.00 contracts)",
+    "no_fee_type": "series without fee_type",
+    "no_settlement_bounds": "markets without settlement_bounds_type",
+}
+
+
+def break_contract(kind: str, obj: dict[str, Any], how: str | None) -> dict[str, Any]:
+    """`obj` (a REST "market" or "series" object) with the `how` fault applied; unchanged when None."""
+    if how is None:
+        return obj
+    if how not in CONTRACT_BREAKS:
+        raise ValueError(f"unknown contract break {how!r}; one of {sorted(CONTRACT_BREAKS)}")
+    out = dict(obj)
+    if kind == "market" and how == "cents_prices":
+        for k, v in obj.items():
+            if k.endswith("_dollars") and isinstance(v, str) and _DOLLARS.match(v):
+                out[k] = str(int(Decimal(v) * 100))
+    elif kind == "market" and how == "bare_counts":
+        for k, v in obj.items():
+            if k.endswith("_fp") and isinstance(v, str) and _DOLLARS.match(v):
+                out[k] = str(int(Decimal(v)))
+    elif kind == "market" and how == "no_settlement_bounds":
+        out.pop("settlement_bounds_type", None)
+        out.pop("settlement_floor_dollars", None)
+    elif kind == "series" and how == "no_fee_type":
+        out.pop("fee_type", None)
+    return out
 
 
 class _Hub(Protocol):
@@ -24,6 +60,7 @@ class Faults:
         self.latency_s: float = 0.0
         self.response_delay_s: float = 0.0  # after the work is done: the answer is late (a crash window)
         self.trading_paused: bool = False
+        self.contract_break: str | None = None  # one of CONTRACT_BREAKS
         self._drops: list[str | None] = []
         self._lost: list[tuple[str, str, int]] = []
         self._hub: _Hub | None = None
@@ -69,5 +106,6 @@ class Faults:
         """Turn every fault off."""
         self.latency_s = 0.0
         self.trading_paused = False
+        self.contract_break = None
         self._drops.clear()
         self._lost.clear()

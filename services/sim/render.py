@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from libs.common.matching import frames
-from libs.common.matching.frames import rfc3339, ts_ms
+from libs.common.matching.frames import rfc3339, ts_ms, user_uuid
 from libs.common.matching.types import (
     BookDelta,
     Fill,
@@ -128,28 +128,37 @@ class MarketStats:
     settlement_time: datetime | None = None
 
 
-def series_json(s: SeriesInfo, *, updated: datetime | None = None, volume: int | None = None) -> Json:
-    """A Series object."""
+def series_json(s: SeriesInfo, *, updated: datetime, volume: int | None = None) -> Json:
+    """A Series object; `updated` is its `last_updated_ts` (a date-time, never null)."""
     out: Json = {
-        "ticker": s.ticker, "frequency": s.frequency, "title": s.title, "category": s.category, "tags": list(s.tags),
+        "ticker": s.ticker, "frequency": s.frequency, "title": s.title, "category": s.category,
+        "categories": s.all_categories(), "tags": list(s.tags),
         "settlement_sources": [dict(x) for x in s.settlement_sources], "contract_url": s.contract_url,
         "contract_terms_url": s.contract_terms_url, "product_metadata": None, "fee_type": s.fee_type,
         "fee_multiplier": number(s.fee_multiplier), "additional_prohibitions": [],
-        "last_updated_ts": rfc3339(updated), "exchange_index": s.exchange_index,
+        "last_updated_ts": rfc3339(s.last_updated or updated), "exchange_index": s.exchange_index,
     }
     if volume is not None:
         out["volume_fp"] = count(volume)
     return out
 
 
-def event_json(e: EventInfo, series: SeriesInfo | None, markets: list[Json] | None = None) -> Json:
-    """An EventData object; `markets` only when nested markets were asked for."""
+def event_json(e: EventInfo, series: SeriesInfo | None, markets: list[Json] | None = None, *,
+               updated: datetime) -> Json:
+    """An EventData object; `markets` only when nested markets were asked for.
+
+    `settlement_sources` is required (nullable) and, like Kalshi, repeats the series' sources;
+    `updated` is `last_updated_ts` unless the event has its own.
+    """
     out: Json = {
         "event_ticker": e.event_ticker, "series_ticker": e.series_ticker, "sub_title": e.sub_title,
-        "title": e.title, "collateral_return_type": "MECNET" if e.mutually_exclusive else "",
+        "title": e.title, "collateral_return_type": e.collateral_return_type,
         "mutually_exclusive": e.mutually_exclusive, "category": series.category if series else "",
         "strike_date": rfc3339(e.strike_date), "strike_period": None, "available_on_brokers": False,
-        "product_metadata": None, "fee_type_override": None, "fee_multiplier_override": None,
+        "product_metadata": None,
+        "settlement_sources": [dict(x) for x in series.settlement_sources] if series else [],
+        "last_updated_ts": rfc3339(e.last_updated or updated),
+        "fee_type_override": None, "fee_multiplier_override": None,
         "exchange_index": e.exchange_index,
     }
     if markets is not None:
@@ -158,11 +167,14 @@ def event_json(e: EventInfo, series: SeriesInfo | None, markets: list[Json] | No
 
 
 def market_json(m: MarketInfo, spec: MarketSpec, top: Top, stats: MarketStats) -> Json:
-    """A Market object (kalshi_api.md §3.4), prices from the live book and the tape."""
+    """A Market object (kalshi_api.md §3.4; SDK 3.34 `Market`), prices from the live book and the tape.
+
+    `updated_time` is the last non-trading (metadata or status) change, not the last trade.
+    """
     created = m.created_time or m.open_time
     result = spec.result or ""
     settle_value = None if not spec.result else dollars(ONE_DOLLAR if spec.result == "yes" else 0)
-    return {
+    out: Json = {
         "ticker": m.ticker, "event_ticker": m.event_ticker, "market_type": "binary",
         "title": m.title, "subtitle": "", "yes_sub_title": m.yes_sub_title, "no_sub_title": m.no_sub_title,
         "created_time": rfc3339(created), "updated_time": rfc3339(stats.updated_time or created),
@@ -192,7 +204,11 @@ def market_json(m: MarketInfo, spec: MarketSpec, top: Top, stats: MarketStats) -
         "primary_participant_key": None,
         "price_level_structure": m.price_level_structure, "price_ranges": m.grid.to_api(),
         "is_provisional": False, "exchange_index": m.exchange_index,
+        "settlement_bounds_type": m.settlement_bounds_type,
     }
+    if m.settlement_bounds_type == "floor":
+        out["settlement_floor_dollars"] = dollars(m.settlement_floor)
+    return out
 
 
 def levels_json(levels: Iterable[tuple[int, int]]) -> list[list[str]]:
@@ -220,7 +236,7 @@ def trade_json(t: Trade) -> Json:
 def order_json(o: Order, *, exchange_index: int = 0) -> Json:
     """An Order object (kalshi_api.md §3.10)."""
     out: Json = {
-        "order_id": o.order_id, "user_id": o.user_id, "client_order_id": o.client_order_id or "",
+        "order_id": o.order_id, "user_id": user_uuid(o.user_id), "client_order_id": o.client_order_id or "",
         "ticker": o.ticker,
         # Legacy direction fields: a bid buys YES, an ask buys NO (order_direction mapping).
         "side": o.outcome_side, "action": "buy",
@@ -242,9 +258,13 @@ def order_json(o: Order, *, exchange_index: int = 0) -> Json:
 
 
 def fill_json(f: Fill, *, exchange_index: int = 0) -> Json:
-    """A Fill object (REST `/portfolio/fills`); `client_order_id` is not on REST fills since 2026-03-30."""
+    """A Fill object (REST `/portfolio/fills`); `client_order_id` is not on REST fills since 2026-03-30.
+
+    `fill_id` and its legacy twin `trade_id` are the same value (get-fills: "same as fill_id"), the
+    trade id the `fill` WebSocket message carries too.
+    """
     return {
-        "fill_id": f.fill_id, "trade_id": f.trade_id, "order_id": f.order_id,
+        "fill_id": f.trade_id, "trade_id": f.trade_id, "order_id": f.order_id,
         "ticker": f.ticker, "market_ticker": f.ticker, "exchange_index": exchange_index,
         "side": f.outcome_side, "action": "buy", "outcome_side": f.outcome_side, "book_side": f.book_side,
         "count_fp": count(f.count), "yes_price_dollars": dollars(f.yes_price),
@@ -254,14 +274,14 @@ def fill_json(f: Fill, *, exchange_index: int = 0) -> Json:
     }
 
 
-def position_json(p: Position, *, exchange_index: int = 0) -> Json:
-    """A MarketPosition (`position_fp` signed: + YES, − NO)."""
+def position_json(p: Position, *, now: datetime, exchange_index: int = 0) -> Json:
+    """A MarketPosition (`position_fp` signed: + YES, − NO); `last_updated_ts` is required, `now` if unknown."""
     return {
         "ticker": p.ticker, "exchange_index": exchange_index,
         "total_traded_dollars": dollars(p.total_traded), "position_fp": count(p.position),
         "market_exposure_dollars": dollars(p.market_exposure), "realized_pnl_dollars": dollars(p.realized_pnl),
         "fees_paid_dollars": dollars(p.fees_paid),
-        "last_updated_ts": rfc3339(p.last_updated),
+        "last_updated_ts": rfc3339(p.last_updated or now),
     }
 
 
@@ -364,34 +384,41 @@ def ws_user_order(o: Order) -> Json:
 def ws_market_position(p: Position, volume: int) -> Json:
     """`market_position` msg (private; the type is singular)."""
     return {
-        "user_id": p.user_id, "market_ticker": p.ticker, "position_fp": count(p.position),
+        "user_id": user_uuid(p.user_id), "market_ticker": p.ticker, "position_fp": count(p.position),
         "position_cost_dollars": dollars(p.market_exposure), "realized_pnl_dollars": dollars(p.realized_pnl),
         "fees_paid_dollars": dollars(p.fees_paid), "position_fee_cost_dollars": dollars(p.fees_paid),
         "volume_fp": count(volume), "subaccount": 0,
     }
 
 
+def _present(d: Json) -> Json:
+    """`d` without its None values: the AsyncAPI types these keys as plain integers/numbers/objects, so
+    an absent value is an absent key, never `null`."""
+    return {k: v for k, v in d.items() if v is not None}
+
+
 def ws_lifecycle_created(m: MarketInfo) -> Json:
-    """`market_lifecycle_v2` msg for a newly listed market."""
+    """`market_lifecycle_v2` msg for a newly listed market (with its tick grid, as Kalshi's example shows)."""
+    meta = _present({
+        "name": m.title, "title": m.title, "yes_sub_title": m.yes_sub_title, "no_sub_title": m.no_sub_title,
+        "rules_primary": m.rules_primary, "rules_secondary": m.rules_secondary,
+        "can_close_early": m.can_close_early, "event_ticker": m.event_ticker,
+        "expected_expiration_ts": unix_s(m.expected_expiration_time) if m.expected_expiration_time else None,
+        "strike_type": m.strike_type, "floor_strike": number(m.floor_strike), "cap_strike": number(m.cap_strike),
+    })
     return {
         "event_type": "created", "market_ticker": m.ticker, "exchange_index": m.exchange_index,
         "open_ts": unix_s(m.open_time), "close_ts": unix_s(m.close_time),
-        "additional_metadata": {
-            "name": m.title, "title": m.title, "yes_sub_title": m.yes_sub_title, "no_sub_title": m.no_sub_title,
-            "rules_primary": m.rules_primary, "rules_secondary": m.rules_secondary,
-            "can_close_early": m.can_close_early, "event_ticker": m.event_ticker,
-            "expected_expiration_ts": unix_s(m.expected_expiration_time) if m.expected_expiration_time else None,
-            "strike_type": m.strike_type, "floor_strike": number(m.floor_strike),
-            "cap_strike": number(m.cap_strike), "custom_strike": None,
-        },
+        "price_level_structure": m.price_level_structure, "price_ranges": m.grid.to_api(),
+        "additional_metadata": meta,
     }
 
 
 def ws_event_lifecycle(e: EventInfo, series: SeriesInfo | None) -> Json:
     """`event_lifecycle` msg for a newly listed event."""
-    return {
+    return _present({
         "event_ticker": e.event_ticker, "exchange_index": e.exchange_index, "title": e.title,
-        "subtitle": e.sub_title, "collateral_return_type": "MECNET" if e.mutually_exclusive else "",
+        "subtitle": e.sub_title, "collateral_return_type": e.collateral_return_type,
         "series_ticker": e.series_ticker, "strike_date": unix_s(e.strike_date) if e.strike_date else None,
         "strike_period": "",
-    }
+    })

@@ -13,7 +13,7 @@ import asyncio
 import base64
 import contextlib
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -24,7 +24,6 @@ from aiohttp import web
 from libs.common.logs import get_logger
 from libs.common.matching.engine import MatchingEngine
 from libs.common.matching.types import (
-    BookDelta,
     EngineEvent,
     ExchangeError,
     Fill,
@@ -37,8 +36,8 @@ from libs.common.matching.types import (
 from libs.common.money import MoneyError, parse_count, parse_dollars
 from services.sim import render
 from services.sim.auth import AuthError, KeyRing, wall_clock_ms
-from services.sim.catalog import Catalog, MarketInfo
-from services.sim.faults import Faults
+from services.sim.catalog import Catalog, EventInfo, MarketInfo, SeriesInfo
+from services.sim.faults import Faults, break_contract
 from services.sim.ratelimit import TOO_MANY_REQUESTS_BODY, RateLimiter, Tier, classify
 from services.sim.render import Json, MarketStats, Top
 from services.sim.ws import Hub
@@ -52,6 +51,8 @@ _BATCHED = REST_PREFIX + "/portfolio/events/orders/batched"
 _USER = web.RequestKey("kdesk_sim_user", str)
 _DAY = timedelta(days=1)
 T = TypeVar("T")
+# What /account/limits reports when no rate limit is enforced: a tier no client will hit.
+_UNLIMITED = Tier("unlimited", 1_000_000, 1_000_000)
 
 
 class World(Protocol):
@@ -110,7 +111,6 @@ class Tape:
         s.last_price, s.last_size = t.yes_price, t.count
         s.volume += t.count
         s.dollar_volume += t.yes_price * t.count // 100
-        s.updated_time = t.created_time
         self._recent[t.ticker].append((t.created_time, t.yes_price, t.count))
 
     def on_event(self, ev: EngineEvent) -> None:
@@ -124,14 +124,13 @@ class Tape:
             # Every YES contract outstanding has a NO contract on the other side: OI = sum of longs.
             self._get(p.ticker).open_interest = sum(v for v in book.values() if v > 0)
         elif isinstance(ev, MarketStatusChange):
+            # `updated_time` is the last non-trading change (Market schema): status, not trades or book moves.
             s = self._get(ev.ticker)
             s.updated_time = ev.ts
             if ev.status == "determined" or (ev.status == "finalized" and s.determination_time is None):
                 s.determination_time = ev.ts
             if ev.status == "finalized":
                 s.settlement_time = ev.ts
-        elif isinstance(ev, BookDelta):
-            self._get(ev.ticker).updated_time = ev.ts
         elif isinstance(ev, Fill):
             key = (ev.user_id, ev.ticker)
             self._user_volume[key] = self._user_volume.get(key, 0) + ev.count
@@ -612,7 +611,21 @@ class SimExchange:
         return render.ts_ms(self.clock())
 
     def _market_json(self, m: MarketInfo) -> Json:
-        return render.market_json(m, self.engine.market(m.ticker), self.top(m.ticker), self.tape.stats(m.ticker))
+        out = render.market_json(m, self.engine.market(m.ticker), self.top(m.ticker), self.tape.stats(m.ticker))
+        return break_contract("market", out, self.faults.contract_break)
+
+    def _listed_since(self, markets: Iterable[MarketInfo]) -> datetime:
+        """When the first of some markets was listed (the clock when there are none)."""
+        return min((m.created_time or m.open_time for m in markets), default=self.clock())
+
+    def _series_json(self, s: SeriesInfo, *, volume: int | None = None) -> Json:
+        since = self._listed_since(m for m in self.catalog.markets.values() if m.series_ticker == s.ticker)
+        return break_contract("series", render.series_json(s, updated=since, volume=volume),
+                              self.faults.contract_break)
+
+    def _event_json(self, e: EventInfo, markets: list[Json] | None) -> Json:
+        return render.event_json(e, self.catalog.series.get(e.series_ticker), markets,
+                                 updated=self._listed_since(self.catalog.markets_of(e.event_ticker)))
 
     def _listed(self, ticker: str) -> MarketInfo:
         m = self.catalog.markets.get(ticker)
@@ -648,8 +661,9 @@ class SimExchange:
     async def _series_list(self, request: web.Request) -> web.StreamResponse:
         category = request.query.get("category")
         tags = set(_q_list(request, "tags"))
-        out = [render.series_json(s) for s in self.catalog.series.values()
-               if (not category or s.category == category) and (not tags or tags & set(s.tags))]
+        # `category` matches any entry of a series' `categories` (SDK 3.34 get-series-list).
+        out = [self._series_json(s) for s in self.catalog.series.values()
+               if (not category or category in s.all_categories()) and (not tags or tags & set(s.tags))]
         return _json({"series": out})
 
     async def _series_get(self, request: web.Request) -> web.StreamResponse:
@@ -660,7 +674,7 @@ class SimExchange:
         if _q_bool(request, "include_volume"):
             volume = sum(self.tape.stats(m.ticker).volume for m in self.catalog.markets.values()
                          if m.series_ticker == s.ticker)
-        return _json({"series": render.series_json(s, volume=volume)})
+        return _json({"series": self._series_json(s, volume=volume)})
 
     def _market_matches(self, m: MarketInfo, status: str | None) -> bool:
         return status is None or self.engine.market(m.ticker).status in _STATUS_FILTER[status]
@@ -689,9 +703,8 @@ class SimExchange:
                 continue
             keyed.append((i, e))
         page, cursor = _paginate(keyed, limit or 200, request.query.get("cursor"), newest_first=False)
-        events = [render.event_json(e, self.catalog.series.get(e.series_ticker),
-                                    [self._market_json(m) for m in self.catalog.markets_of(e.event_ticker)]
-                                    if nested else None) for e in page]
+        events = [self._event_json(e, [self._market_json(m) for m in self.catalog.markets_of(e.event_ticker)]
+                                   if nested else None) for e in page]
         out: Json = {"events": events, "cursor": cursor}
         if _q_bool(request, "with_milestones"):
             out["milestones"] = []
@@ -705,8 +718,7 @@ class SimExchange:
         markets = [self._market_json(m) for m in self.catalog.markets_of(ticker)]
         nested = _q_bool(request, "with_nested_markets")
         # With nested markets they live inside the event; the top-level `markets` is the deprecated twin.
-        return _json({"event": render.event_json(e, self.catalog.series.get(e.series_ticker),
-                                                 markets if nested else None),
+        return _json({"event": self._event_json(e, markets if nested else None),
                       "markets": [] if nested else markets})
 
     async def _markets_list(self, request: web.Request) -> web.StreamResponse:
@@ -771,12 +783,12 @@ class SimExchange:
         return _json({"trades": [render.trade_json(t) for t in page], "cursor": cursor})
 
     async def _account_limits(self, request: web.Request) -> web.StreamResponse:
-        tier = self.rate_limiter.tier if self.rate_limiter is not None else None
-        if tier is None:
-            return _json({"usage_tier": "unlimited", "read": None, "write": None, "grants": []})
+        tier = self.rate_limiter.tier if self.rate_limiter is not None else _UNLIMITED
+        # `read` and `write` are required {refill_rate, bucket_capacity} integer objects, never null.
         return _json({"usage_tier": tier.name,
-                      "read": {"refill_rate": tier.read_per_s, "bucket_capacity": tier.capacity("read")},
-                      "write": {"refill_rate": tier.write_per_s, "bucket_capacity": tier.capacity("write")},
+                      "read": {"refill_rate": round(tier.read_per_s), "bucket_capacity": round(tier.capacity("read"))},
+                      "write": {"refill_rate": round(tier.write_per_s),
+                                "bucket_capacity": round(tier.capacity("write"))},
                       "grants": []})
 
     # -- portfolio reads ------------------------------------------------------------------------
@@ -818,8 +830,8 @@ class SimExchange:
             by_event.setdefault(event, []).append(p)
         page_events = list(dict.fromkeys(e for e, _ in page))
         return _json({
-            "market_positions": [render.position_json(p, exchange_index=self.exchange_index(p.ticker))
-                                 for _, p in page],
+            "market_positions": [render.position_json(p, exchange_index=self.exchange_index(p.ticker),
+                                                      now=self.clock()) for _, p in page],
             "event_positions": [render.event_position_json(e, by_event[e]) for e in page_events],
             "cursor": cursor,
         })

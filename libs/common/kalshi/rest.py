@@ -149,6 +149,11 @@ class KalshiRest:
             raise _error_from(resp, method, path)
         return resp
 
+    async def get_json(self, path: str, *, params: Mapping[str, Any] | None = None, auth: bool = False
+                       ) -> dict[str, Any]:
+        """A GET's raw JSON object, unparsed (the contract check reads the wire format itself)."""
+        return _json(await self._request("GET", path, params=params, auth=auth), path)
+
     async def _get(self, path: str, model: type[M], *, key: str | None = None, params: Mapping[str, Any] | None = None,
                    auth: bool = False) -> M:
         resp = await self._request("GET", path, params=params, auth=auth)
