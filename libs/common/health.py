@@ -118,10 +118,19 @@ async def check(bus: Bus, service: str, instance: str | None = None, *, wait_s: 
         return False, f"{service}: no heartbeat on {subject} within {wait_s:.0f} s"
     finally:
         await sub.unsubscribe()
-    age = (utcnow() - hb.ts_event).total_seconds()
+    return judge(hb)
+
+
+def judge(hb: Heartbeat, now: datetime | None = None) -> tuple[bool, str]:
+    """Whether a heartbeat says healthy (status ok and no stale input), with the explanation `kdesk health` prints.
+
+    The one health check of the desk: `kdesk health` (compose healthchecks) and `kdesk up` (a service is
+    ready when it passes) both judge by it.
+    """
+    age = ((now or utcnow()) - hb.ts_event).total_seconds()
     stale = {k: v for k, v in hb.inputs.items() if v.stale}
     parts = [f"{k} {'never' if v.age_s is None else f'{v.age_s:.1f}s'}" for k, v in sorted(hb.inputs.items())]
-    text = f"{service}/{hb.instance}: {hb.status}, heartbeat {age:.1f}s old"
+    text = f"{hb.service}/{hb.instance}: {hb.status}, heartbeat {age:.1f}s old"
     if parts:
         text += f"; {', '.join(parts)}"
     if hb.detail:

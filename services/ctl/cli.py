@@ -126,6 +126,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 # --- desk (executor commands) -------------------------------------------------------------------
 
+MODE_CHOICES = ("sim", "paper", "demo", "live")
 DESK_VERBS = ("status", "positions", "orders", "fills", "balance", "pause", "resume", "flatten", "reconcile")
 
 
@@ -333,6 +334,130 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """What the weather model sees for CITY on DATE: members by model, brackets beside the market, observed max."""
+    from datetime import date
+
+    from services.ctl import render
+
+    payload: dict[str, object] = {"city": args.city}
+    if args.date:
+        try:
+            payload["date"] = date.fromisoformat(args.date).isoformat()
+        except ValueError:
+            print(f"kdesk forecast: DATE must be YYYY-MM-DD (a climate day), got {args.date!r}", file=sys.stderr)
+            return EXIT_CONFIG
+    return _command("signals", "forecast", "forecast", payload, None if args.json else render.forecast)
+
+
+def cmd_ws_status(args: argparse.Namespace) -> int:
+    """Each WebSocket connection of feeds: venue, state, last message age, reconnects."""
+    from services.ctl import render
+
+    return _command("feeds", "ws-status", "ws_status", {}, None if args.json else render.ws_status)
+
+
+async def _mode_state(s: Settings, bus: Any) -> dict[str, Any]:
+    """The desk's mode, the control bucket's mode switches and the executor's view of them (None: not answering)."""
+    from libs.common import control
+    from libs.common.bus import CommandError
+    from libs.common.events import utcnow
+
+    sw = await control.read_mode(await bus.control())
+    try:
+        st = await bus.request("executor", "status", timeout=5.0)
+        ex: dict[str, Any] | None = {"allow_live": bool(st.get("allow_live")), "blocked": st.get("blocked"),
+                                     "paused": st.get("paused")}
+    except CommandError:
+        ex = None
+    return {"desk_mode": s.mode.value, **sw.as_dict(utcnow()), "executor": ex}
+
+
+def _typed_within(prompt: str, seconds: float) -> str | None:
+    """What the operator types (one line) within `seconds`, or None; the prompt goes to stderr, so that
+    stdout stays the command's answer (`--json`)."""
+    import select
+
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    ready, _, _ = select.select([sys.stdin], [], [], seconds)
+    return sys.stdin.readline().rstrip("\n") if ready else None
+
+
+def cmd_mode(args: argparse.Namespace) -> int:
+    """Show the mode, or switch it; live needs the executor's KDESK_ALLOW_LIVE=1 and CONFIRM LIVE within 60 s.
+
+    There is deliberately no flag that skips the typed phrase: a script that arms live must type it too
+    (`echo 'CONFIRM LIVE' | kdesk mode live`), the same two steps as Telegram's `/mode live`.
+    """
+    import json
+    import time
+
+    from libs.common import control
+    from libs.common.events import utcnow
+    from services.ctl import render
+
+    s = _client_settings()
+    want = (args.mode or "").lower()
+
+    def show(data: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(data, indent=2, default=str))
+        else:
+            render.mode_view(s.mode.value, data)
+
+    async def run(step: Callable[[Any], Any] | None) -> dict[str, Any]:
+        bus = await _bus_for(s)
+        try:
+            changed = await step(await bus.control()) if step is not None else None
+            return await _mode_state(s, bus) | ({"changed": changed} if changed else {})
+        finally:
+            await bus.close()
+
+    def fail(text: str) -> int:
+        print(f"kdesk mode: {text}", file=sys.stderr)
+        return EXIT_FAIL
+
+    try:
+        if not want:
+            show(asyncio.run(run(None)))
+            return EXIT_OK
+        if want != "live":
+            async def switch(kv: Any) -> str:
+                await control.set_mode(kv, want)
+                if want == s.mode.value:
+                    return f"mode set to {want.upper()}: orders allowed in this mode; live disarmed"
+                return (f"mode set to {want.upper()}: this {s.mode.value.upper()} desk stops placing orders "
+                        f"(mode_changed); to trade in {want.upper()}, restart the desk with KDESK_MODE={want}")
+
+            show(asyncio.run(run(switch)))
+            return EXIT_OK
+        state = asyncio.run(run(None))
+        refused = control.live_refusal(state["executor"])
+        if refused == "executor_not_answering":
+            return fail("live refused: the executor is not answering (is the desk running?); nothing changed")
+        if refused is not None:
+            return fail(f"live refused: this desk does not allow live trading. {control.LIVE_NOT_ALLOWED}")
+        asked = time.monotonic()
+        typed = _typed_within(f"Arm LIVE trading with real money for {s.live_arm_hours:g} h? Type "
+                              f"{control.CONFIRM_LIVE} within {control.CONFIRM_WINDOW_S:.0f} s: ",
+                              control.CONFIRM_WINDOW_S)
+        verdict = control.confirmation(typed, time.monotonic() - asked) if typed is not None else "late"
+        if verdict == "wrong":
+            return fail("live not confirmed; nothing changed")
+        if verdict == "late":
+            return fail(f"no confirmation within {control.CONFIRM_WINDOW_S:.0f} s; nothing changed")
+
+        async def arm(kv: Any) -> str:
+            until = await control.arm_live(kv, now=utcnow(), hours=s.live_arm_hours)
+            return f"LIVE armed: live orders allowed until {until:%Y-%m-%d %H:%M} UTC; `kdesk mode sim` disarms"
+
+        show(asyncio.run(run(arm)))
+        return EXIT_OK
+    except Exception as e:
+        return fail(f"cannot reach NATS or the control bucket: {redact_text(str(e)) or type(e).__name__}")
+
+
 def cmd_control(args: argparse.Namespace) -> int:
     """pause / resume / flatten (flatten asks to confirm unless --yes)."""
     if args.verb == "flatten" and not args.yes:
@@ -462,8 +587,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
 # --- up ----------------------------------------------------------------------------------------
 
 async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
+    from libs.common.bus import Bus
     from libs.common.db.migrate import upgrade_to_head
     from libs.common.embedded import EmbeddedNats, EmbeddedPostgres
+    from libs.common.simnet import SimEndpoints
+    from services.ctl.readiness import Readiness
     from services.ctl.supervisor import Supervisor, discover
 
     stop = asyncio.Event()
@@ -474,6 +602,8 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
     nats_srv: EmbeddedNats | None = None
     pg_srv: EmbeddedPostgres | None = None
     sup: Supervisor | None = None
+    bus: Bus | None = None
+    readiness: Readiness | None = None
     wrote_run = False
     say = lambda line: print(line, flush=True)  # noqa: E731
     try:
@@ -517,9 +647,17 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
         runfile.write(var, nats_url=nats_url, database_url=db_url, mode=s.mode.value, **chat)
         wrote_run = True
         sup = Supervisor(specs, env=env, say=say, log_dir=var / "log")
+        bus = await Bus.connect(nats_url, service="ctl", mode=s.mode, initial_attempts=3)
+        sim_status = (SimEndpoints(s.sim_host, int(env["KDESK_SIM_BASE_PORT"])).kalshi_rest_url + "/exchange/status"
+                      if "KDESK_SIM_BASE_PORT" in env else None)
+        readiness = Readiness(sup, say=say, health_interval_s=s.health_interval_s, sim_status_url=sim_status)
+        await readiness.start(bus)
         await sup.start()
         for line in sup.status_lines():
             say(f"[status] {line}")
+        for line in how_to_use(var, log_dir=var / "log", chat=bool(chat)):
+            say(f"[kdesk] {line}")
+        say("[kdesk] a service's line turns ready when its health check passes (as `kdesk health` judges)")
         say(f"[kdesk] up in {s.mode.value} mode with {len(specs)} service(s); Ctrl-C stops everything")
 
         async def report() -> None:
@@ -539,8 +677,13 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
             from services.ctl import runfile
 
             runfile.remove(var)
+        if readiness is not None:
+            await readiness.stop()
         if sup is not None:
             await sup.stop()
+        if bus is not None:
+            with contextlib.suppress(Exception):
+                await bus.close()
         if nats_srv is not None:
             await asyncio.to_thread(nats_srv.stop)
             say("[kdesk] nats      stopped")
@@ -548,6 +691,32 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
             await asyncio.to_thread(pg_srv.stop)
             say("[kdesk] postgres  stopped")
         say("[kdesk] stopped")
+
+
+def _shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it (what an operator would type)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def how_to_use(var: Path, *, log_dir: Path, chat: bool) -> list[str]:
+    """The lines of the first status block that say where the logs are and how to reach the desk."""
+    import shutil
+
+    here = Path(sys.executable).with_name("kdesk")
+    on_path = shutil.which("kdesk")
+    kdesk = "kdesk" if on_path and Path(on_path).resolve() == here.resolve() else \
+        _shown_path(here) if here.exists() else f"{_shown_path(Path(sys.executable))} -m services.ctl"
+    default_var = (Path.cwd() / "var").resolve() == var.resolve()
+    where = "from this directory" if default_var else f"with KDESK_VAR_DIR={var}"
+    lines = [f"logs      {_shown_path(log_dir)}/<service>.log (one file per service; also shown here)",
+             f"CLI       `{kdesk} status` in another terminal, {where}",
+             f"          `{kdesk} --help` lists every command"]
+    if chat:
+        lines.append(f"chat      `{kdesk} chat` talks to the desk's bot as its operator (fake Telegram)")
+    return lines
 
 
 SIM_CHAT_USER = 100000001  # the operator `kdesk chat` speaks as in sim mode, unless KDESK_TELEGRAM_OPERATORS says
@@ -615,37 +784,50 @@ def cmd_up(args: argparse.Namespace) -> int:
         return EXIT_FAIL
 
 
+HELP_AT = 17  # the column command help starts at: `provision` and `ws-status` keep theirs on their own line
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """One line per command at 80 columns (each command's help is at most 80 - HELP_AT characters)."""
+
+    def __init__(self, prog: str) -> None:
+        import shutil
+
+        super().__init__(prog, max_help_position=HELP_AT, width=min(shutil.get_terminal_size((80, 24)).columns, 100))
+        # argparse sizes the help column by the options' names, not the (further indented) command names.
+        self._action_max_length = HELP_AT - 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(prog="kdesk", description="kdesk: automated trading desk for Kalshi markets. "
-                                "Configuration comes from KDESK_* environment variables (see README).")
+    p = argparse.ArgumentParser(
+        prog="kdesk", formatter_class=_HelpFormatter,
+        description="kdesk: automated trading desk for Kalshi markets. `kdesk up` runs it; the other commands "
+        "read and steer the running desk from a second terminal (no variables needed: they find it by "
+        "var/run.json). Configuration comes from KDESK_* environment variables (see README).",
+        epilog="Views take --json (exact integer money: $0.0001 ticks, 1/100 contracts). `kdesk COMMAND --help` "
+        "shows a command's options.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    up = sub.add_parser("up", help="start NATS, PostgreSQL (embedded unless configured), migrations and every "
-                        "service; Ctrl-C stops everything")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
+
+    def json_flag(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--json", action="store_true", help="the answer as JSON (exact integer money)")
+
+    up = command("up", "start NATS, PostgreSQL and every service here; Ctrl-C stops")
     up.add_argument("--status-every", type=float, default=60.0, metavar="S",
-                    help="print service status lines every S seconds (0 = only at start)")
+                    help="print service status lines every S seconds (0 = only at start and on changes)")
     up.set_defaults(func=cmd_up)
-    sub.add_parser("migrate", help="apply database migrations (KDESK_DATABASE_URL)").set_defaults(func=cmd_migrate)
-    sub.add_parser("provision", help="create/update JetStream streams and the control KV (KDESK_NATS_URL)"
-                   ).set_defaults(func=cmd_provision)
-    h = sub.add_parser("health", help="exit 0 if SERVICE reports healthy on the bus, 1 if not")
-    h.add_argument("service")
-    h.add_argument("--instance", help="check this instance only (default: any instance)")
-    h.add_argument("--wait", type=float, default=12.0, help="seconds to wait for a heartbeat (default 12)")
-    h.set_defaults(func=cmd_health)
-    d = sub.add_parser("desk", help="ask the executor: status, positions, orders, fills, balance, pause, resume, "
-                       "flatten, reconcile")
-    d.add_argument("verb", choices=DESK_VERBS)
-    d.add_argument("--reason", help="why (pause)")
-    d.add_argument("--open", action="store_true", help="only open orders (orders)")
-    d.add_argument("--limit", type=int, help="how many rows (orders, fills)")
-    d.set_defaults(func=cmd_desk)
-    views = {"status": "mode, trading state, books, jobs, outbox, resolver, decisions by reason",
-             "positions": "open positions in contracts and dollars", "orders": "recent orders and decisions",
-             "fills": "recent fills", "balance": "cash available", "accuracy": "scores and calibration by family"}
+    views = {"status": "mode, trading, today's P&L, each service's health, stale feeds",
+             "positions": "open positions by event: contracts, cost, mark, P&L",
+             "orders": "recent orders and decisions (--open: resting only)",
+             "fills": "recent fills with price, fee, maker or taker",
+             "balance": "cash available at the exchange",
+             "accuracy": "scores and calibration by family, as tables"}
     for view, text in views.items():
-        v = sub.add_parser(view, help=text)
-        v.add_argument("--json", action="store_true", help="the answer as JSON (exact integer money)")
+        v = command(view, text)
+        json_flag(v)
         if view in ("orders", "fills"):
             v.add_argument("--limit", type=int, default=30, help="how many rows (default 30)")
         if view == "orders":
@@ -654,47 +836,76 @@ def build_parser() -> argparse.ArgumentParser:
             v.add_argument("--days", type=float, default=30, help="the window in days (default 30)")
             v.add_argument("--family", help="only this family")
         v.set_defaults(func=cmd_view, view=view)
-    pl = sub.add_parser("pnl", help="P&L: today, realized, unrealized, fees; per day, by family, equity curve")
+    pl = command("pnl", "P&L per day and by family, fees, the equity curve")
     pl.add_argument("--days", type=int, default=7, help="the window in UTC days, today included (1-365, default 7)")
-    pl.add_argument("--json", action="store_true", help="the answer as JSON (exact integer money)")
+    json_flag(pl)
     pl.set_defaults(func=cmd_pnl)
-    ob = sub.add_parser("orderbook", help="a market's last book as a ladder, with its age")
-    ob.add_argument("ticker")
-    ob.add_argument("--depth", type=int, default=10, help="levels a side (default 10)")
-    ob.add_argument("--json", action="store_true", help="the book as JSON")
-    ob.set_defaults(func=cmd_orderbook)
-    sg = sub.add_parser("signals", help="the last signals and what the executor decided on each")
+    sg = command("signals", "the last signals and why untraded ones were declined")
     sg.add_argument("--ticker", help="only this market")
     sg.add_argument("--last", type=int, default=20, help="how many (default 20)")
-    sg.add_argument("--json", action="store_true", help="as JSON")
+    json_flag(sg)
     sg.set_defaults(func=cmd_signals)
-    al = sub.add_parser("alerts", help="the last alerts of this mode")
+    ob = command("orderbook", "a market's last book as a ladder, with its age")
+    ob.add_argument("ticker")
+    ob.add_argument("--depth", type=int, default=10, help="levels a side (default 10)")
+    json_flag(ob)
+    ob.set_defaults(func=cmd_orderbook)
+    fc = command("forecast", "ensemble maxima by model, brackets vs market, observed max")
+    fc.add_argument("city", metavar="CITY", help="a city (nyc, chi ...), its series (KXHIGHNY) or station (KNYC)")
+    fc.add_argument("date", metavar="DATE", nargs="?",
+                    help="the climate day, YYYY-MM-DD (default: the first day with markets from today on)")
+    json_flag(fc)
+    fc.set_defaults(func=cmd_forecast)
+    ws = command("ws-status", "each WebSocket: venue, state, last message age, reconnects")
+    json_flag(ws)
+    ws.set_defaults(func=cmd_ws_status)
+    al = command("alerts", "the last alerts of this mode")
     al.add_argument("--last", type=int, default=20, help="how many (default 20)")
-    al.add_argument("--json", action="store_true", help="as JSON")
+    json_flag(al)
     al.set_defaults(func=cmd_alerts)
-    for verb, text in (("pause", "pause trading: cancels every resting order, blocks new ones"),
-                       ("resume", "resume trading"),
-                       ("flatten", "cancel everything and exit every position at the best bid (asks to confirm)")):
-        c = sub.add_parser(verb, help=text)
+    for verb, text in (("pause", "pause trading: cancel resting orders, block new ones"),
+                       ("resume", "resume trading after a pause"),
+                       ("flatten", "cancel all and exit every position at the bid (confirms)")):
+        c = command(verb, text)
         if verb == "pause":
             c.add_argument("--reason", help="why (shown in status and alerts)")
         if verb == "flatten":
             c.add_argument("--yes", action="store_true", help="do not ask")
-        c.add_argument("--json", action="store_true", help="the answer as JSON")
+        json_flag(c)
         c.set_defaults(func=cmd_control, verb=verb)
-    ch = sub.add_parser("chat", help="chat with the desk's Telegram bot from this terminal (sim mode: the "
-                        "simulator's fake Telegram)")
+    md = command("mode", "show the mode, or switch it (live: CONFIRM LIVE in 60 s)")
+    md.add_argument("mode", nargs="?", choices=MODE_CHOICES, metavar="MODE",
+                    help="sim, paper, demo or live. Any mode but the desk's own stops its new orders; live needs "
+                    "the executor's KDESK_ALLOW_LIVE=1 and the typed phrase CONFIRM LIVE within 60 s (there is no "
+                    "flag to skip it); any other mode disarms live")
+    json_flag(md)
+    md.set_defaults(func=cmd_mode)
+    ch = command("chat", "talk to the desk's Telegram bot here (sim: the fake Telegram)")
     ch.add_argument("--say", action="append", default=[], metavar="TEXT",
                     help="send TEXT, print the answers, and exit when the bot is quiet (repeatable)")
     ch.add_argument("--wait", type=float, default=3.0, help="with --say: seconds of quiet that end an answer")
     ch.add_argument("--user", type=int, help="speak as this Telegram user id (default: the configured operator)")
     ch.set_defaults(func=cmd_chat)
-    r = sub.add_parser("resolver", help="ask the resolver: status, accuracy, calibration, backfill")
+    h = command("health", "exit 0 if SERVICE's heartbeat says healthy (healthchecks)")
+    h.add_argument("service")
+    h.add_argument("--instance", help="check this instance only (default: any instance)")
+    h.add_argument("--wait", type=float, default=12.0, help="seconds to wait for a heartbeat (default 12)")
+    h.set_defaults(func=cmd_health)
+    d = command("desk", "raw executor answers as JSON: status, orders, reconcile ...")
+    d.add_argument("verb", choices=DESK_VERBS)
+    d.add_argument("--reason", help="why (pause)")
+    d.add_argument("--open", action="store_true", help="only open orders (orders)")
+    d.add_argument("--limit", type=int, help="how many rows (orders, fills)")
+    d.set_defaults(func=cmd_desk)
+    r = command("resolver", "raw resolver answers as JSON: status, accuracy, backfill ...")
     r.add_argument("verb", choices=RESOLVER_VERBS)
     r.add_argument("--days", type=float, default=30, help="the window in days (default 30)")
     r.add_argument("--family", help="only this family (weather, btc ...)")
     r.add_argument("--bins", type=int, help="calibration bins (default 10)")
     r.set_defaults(func=cmd_resolver)
+    command("migrate", "apply database migrations (KDESK_DATABASE_URL)").set_defaults(func=cmd_migrate)
+    command("provision", "create JetStream streams and the control KV (KDESK_NATS_URL)"
+            ).set_defaults(func=cmd_provision)
     return p
 
 

@@ -284,6 +284,115 @@ def control(mode: str, data: dict[str, Any]) -> None:
     console().print(banner(mode, what))
 
 
+def strike(strike_type: str | None, floor: Any, cap: Any) -> str:
+    """A bracket's range in °F from Kalshi's strike fields (`greater`: above the floor; `less`: below the cap)."""
+    def deg(x: Any) -> str:
+        return f"{float(x):g}°"
+
+    return {"less": lambda: f"< {deg(cap)}", "less_or_equal": lambda: f"≤ {deg(cap)}",
+            "greater": lambda: f"> {deg(floor)}", "greater_or_equal": lambda: f"≥ {deg(floor)}",
+            "between": lambda: f"{float(floor):g}–{deg(cap)}"}.get(strike_type or "", lambda: strike_type or "?")()
+
+
+def forecast(mode: str, data: dict[str, Any]) -> None:
+    """The `forecast` answer: the run and the observed max, members' maxima by model, the brackets beside the
+    market (model probability, YES bid / ask, mid)."""
+    out = console()
+    out.print(banner(mode, f"forecast {data['city']} ({data['station']}) · {data['climate_date']}"))
+    run = data.get("run")
+    if run is None:
+        out.print("ensemble: no run received yet")
+    else:
+        out.print(f"run {str(run['run_time'])[:16].replace('T', ' ')} UTC ({age(run['age_s'])} old) · "
+                  f"{data['members']} member(s) for this day")
+    obs, top = data.get("observed"), data.get("observed_max_f")
+    if top is not None:
+        last = f"{obs['temp_f']:g}°F " if obs.get("temp_f") is not None else ""
+        out.print(f"observed max so far {top:g}°F · last report {last}at {str(obs['observed_at'])[11:16]} UTC "
+                  f"({age(obs['age_s'])} old)")
+    elif obs is not None and obs["climate_date"] != data["climate_date"]:
+        out.print(f"observed: none for this day yet (the last report is for {obs['climate_date']})")
+    else:
+        out.print("observed: no report for this day yet")
+    if data["models"]:
+        t = _table(("model", "l"), ("members", "r"), ("min °F", "r"), ("mean °F", "r"), ("max °F", "r"),
+                   title="ensemble members' daily max")
+        for m in data["models"]:
+            t.add_row(m["model"], str(m["members"]), f"{m['min_f']:.1f}", f"{m['mean_f']:.1f}", f"{m['max_f']:.1f}")
+        out.print(t)
+    else:
+        out.print(f"no ensemble members for {data['climate_date']}")
+    blend = data.get("blend")
+    if blend:
+        out.print(f"model: mean {num(blend['mean_f'], '.1f')}°F · sd {num(blend['sd_f'], '.1f')}°F · "
+                  f"station bias {num(blend['bias_f'], '+.1f')}°F · confidence {num(blend['confidence'], '.2f')}")
+    brackets = data["brackets"]
+    if not brackets:
+        out.print(f"no markets for {data['climate_date']}; dates known: {', '.join(data['dates']) or 'none'}")
+        return
+    t = _table(("bracket", "l"), ("market", "l"), ("model", "r"), ("YES bid", "r"), ("YES ask", "r"),
+               ("mid", "r"), ("model−mid", "r"), title=" · ".join(data["events"]))
+    for b in brackets:
+        mp, mid = b["model_prob"], b["market_prob"]
+        diff = num(mp - mid, "+.2f") if mp is not None and mid is not None else "—"
+        t.add_row(strike(b["strike_type"], b["floor_strike"], b["cap_strike"]),
+                  b["ticker"].removeprefix(b["event_ticker"] + "-"), num(mp, ".2f"), price(b["yes_bid_ticks"]),
+                  price(b["yes_ask_ticks"]), num(mid, ".2f"), diff)
+    out.print(t)
+    if data.get("model_prob_sum") is not None:
+        out.print(f"[dim]{len(brackets)} bracket(s); model probabilities sum to {data['model_prob_sum']:.3f}[/]")
+
+
+def ws_status(mode: str, data: dict[str, Any]) -> None:
+    """The `ws_status` answer: one row per connection of the feeds instance that answered, then their URLs."""
+    out = console()
+    conns = data["connections"]
+    out.print(banner(mode, f"{len(conns)} connection(s) of feeds/{data['instance']}"))
+    colour = {"connected": "green", "polling": "cyan", "reconnecting": "yellow", "connecting": "yellow"}
+    t = _table(("venue", "l"), ("state", "l"), ("last message", "r"), ("reconnects", "r"),
+               ("failing", "r"), ("messages", "r"))
+    for c in conns:
+        t.add_row(c["name"], f"[{colour.get(c['state'], 'red')}]{c['state']}[/]",
+                  "never" if c["last_message_age_s"] is None else f"{age(c['last_message_age_s'])} ago",
+                  str(c["reconnects"]), f"{c['failures_in_a_row']}×" if c.get("failures_in_a_row") else "",
+                  f"{c['messages']:,}")
+    out.print(t)
+    for c in conns:
+        out.print(f"[dim]{c['name']:<9} {c['kind']:<6} {c['url']}[/]", overflow="fold")
+    if any(c.get("failures_in_a_row") for c in conns):
+        out.print("[dim]failing: connection attempts failed in a row (the next waits longer, up to 30 s)[/]")
+
+
+def mode_view(mode: str, data: dict[str, Any]) -> None:
+    """`kdesk mode`: the desk's mode, the control bucket's mode and live arming, the executor's view."""
+    out = console()
+    out.print(banner(mode, "mode"))
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="dim")
+    t.add_column(overflow="fold")
+    t.add_row("desk mode", f"{data['desk_mode'].upper()} (KDESK_MODE of the running desk)")
+    control = data.get("control_mode")
+    if control is None:
+        t.add_row("control mode", "not set: orders allowed in this mode")
+    elif control == data["desk_mode"]:
+        t.add_row("control mode", f"{control.upper()}: orders allowed in this mode")
+    else:
+        t.add_row("control mode", f"[yellow]{control.upper()}[/]: this {data['desk_mode'].upper()} desk places no new "
+                  f"orders (mode_changed); restart it with KDESK_MODE={control} to trade there")
+    until = data.get("live_armed_until")
+    t.add_row("live", f"[red]armed[/] until {until[:16].replace('T', ' ')} UTC" if data.get("live_armed")
+              else "not armed" + (f" (expired {until[:16].replace('T', ' ')} UTC)" if until else ""))
+    ex = data.get("executor")
+    if ex is None:
+        t.add_row("executor", "[yellow]not answering[/]")
+    else:
+        t.add_row("executor", ("[yellow]blocked[/]: " + ex["blocked"] if ex.get("blocked") else "[green]trading[/]")
+                  + f" · live {'allowed' if ex.get('allow_live') else 'not allowed'} (KDESK_ALLOW_LIVE)")
+    out.print(t)
+    if data.get("changed"):
+        out.print(data["changed"])
+
+
 __all__ = [
     "accuracy",
     "alerts",
@@ -292,7 +401,9 @@ __all__ = [
     "contracts",
     "control",
     "fills",
+    "forecast",
     "health",
+    "mode_view",
     "orderbook",
     "orders",
     "pnl",
@@ -301,5 +412,7 @@ __all__ = [
     "signals",
     "sparkline",
     "status",
+    "strike",
     "usd",
+    "ws_status",
 ]

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from libs.common.backoff import Backoff
@@ -64,6 +65,11 @@ class Child:
     next_start: float = 0.0
     state: str = "starting"
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    # What its health check last said while this process runs (None: nothing passed yet, shown as "starting"):
+    # "ready", "degraded" or "silent", with a short why. `kdesk up` feeds it (services/ctl/readiness.py).
+    health: str | None = None
+    health_detail: str = ""
+    spawned_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def restarts(self) -> int:
@@ -92,7 +98,9 @@ class Supervisor:
             *child.spec.argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True, preexec_fn=child_preexec())
         child.started_at = time.monotonic()
+        child.spawned_at = datetime.now(UTC)
         child.state = "running"
+        child.health, child.health_detail = None, ""
         child.pumps = [asyncio.create_task(self._pump(child, child.proc))]
         self.say(f"[supervisor] {child.spec.name:<9} started  pid {child.proc.pid}"
                  + (f" (restart #{child.restarts})" if child.restarts else ""))
@@ -142,16 +150,38 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), tick_s)
 
-    def status_lines(self) -> list[str]:
-        """One line per service: state, pid, uptime, restarts."""
+    def child(self, name: str) -> Child | None:
+        """The supervised service called `name`."""
+        return next((c for c in self.children if c.spec.name == name), None)
+
+    def set_health(self, name: str, health: str, detail: str = "") -> bool:
+        """Record what the running service's health check says; True when that changed (worth a status line)."""
+        c = self.child(name)
+        if c is None or c.state != "running" or (c.health, c.health_detail) == (health, detail):
+            return False
+        c.health, c.health_detail = health, detail
+        return True
+
+    def shown_state(self, c: Child) -> str:
+        """`starting` until the health check first passes, then what it says; else the process state."""
+        return (c.health or "starting") if c.state == "running" else c.state
+
+    def all_ready(self) -> bool:
+        """Every service runs and passes its health check."""
+        return bool(self.children) and all(c.state == "running" and c.health == "ready" for c in self.children)
+
+    def status_block(self, c: Child) -> list[str]:
+        """One service: state (health), pid, uptime, restarts; then, indented, why it is not ready."""
         now = time.monotonic()
-        lines = []
-        for c in self.children:
-            pid = c.proc.pid if c.proc and c.state == "running" else "-"
-            up = f"{now - c.started_at:.0f}s" if c.state == "running" else "-"
-            lines.append(f"{c.spec.name:<9} {c.state:<8} pid {pid!s:<7} up {up:<6} restarts {c.restarts}"
-                         + (f" last exit {c.last_exit}" if c.last_exit is not None else ""))
-        return lines
+        pid = c.proc.pid if c.proc and c.state == "running" else "-"
+        up = f"{now - c.started_at:.0f}s" if c.state == "running" else "-"
+        line = (f"{c.spec.name:<9} {self.shown_state(c):<8} pid {pid!s:<7} up {up:<6} restarts {c.restarts}"
+                + (f" last exit {c.last_exit}" if c.last_exit is not None else ""))
+        return [line] + ([f"{'':<9} {c.health_detail}"] if c.state == "running" and c.health_detail else [])
+
+    def status_lines(self) -> list[str]:
+        """Per service: state, pid, uptime, restarts (and a second line saying why it is not ready)."""
+        return [line for c in self.children for line in self.status_block(c)]
 
     async def stop(self) -> None:
         """SIGTERM every service, wait for the grace period, SIGKILL whatever is left."""

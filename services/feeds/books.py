@@ -231,6 +231,7 @@ class RestBookPoller:
         self.backoff = Backoff(base_s=2 * interval_s, cap_s=60.0)
         self.books: dict[str, LocalBook] = {}
         self._polls = 0
+        self.last_ok_at: datetime | None = None  # the last poll that answered (`ws_status` lists the poller)
 
     def track(self, tickers: Sequence[str]) -> None:
         """Poll these markets (others are dropped); the dict is updated in place, readers keep their reference."""
@@ -266,6 +267,7 @@ class RestBookPoller:
                 log.warning("rest_book_poll_failed", error=str(e), failures=self.backoff.failures,
                             retry_in_s=round(delay, 1))
             else:
+                self.last_ok_at = utcnow()
                 if self.freshness is not None:
                     self.freshness.mark("kalshi_rest_books")
                 self.backoff.reset()

@@ -27,6 +27,7 @@ from libs.common.runtime import ServiceRuntime
 from libs.common.simnet import SimEndpoints
 from libs.common.stations import BY_SERIES
 from services.feeds.books import BookFanout, DivergenceCheck, RestBookPoller, SnapshotSampler
+from services.feeds.connections import Connection, KalshiLink, RestLink, serve_ws_status
 from services.feeds.discovery import Discovery
 from services.feeds.spot import BarBuilder, VenueFeed, bitstamp, coinbase, kraken
 from services.feeds.spot import binance as binance_venue
@@ -93,15 +94,27 @@ async def run_feeds(rt: ServiceRuntime) -> None:
     fanout = BookFanout(emit, mode=mode)
     tasks.append(asyncio.create_task(fanout.run(stop), name="book-fanout"))
 
+    links: list[Connection] = []  # every connection, for `cmd.feeds.ws_status`
     if key is not None:
+        link: KalshiLink | None = None
+
+        def on_book(book: Any) -> None:
+            if link is not None:
+                link.seen()
+            fanout.on_book(book)
+
         async def on_message(frame: dict[str, Any]) -> None:
+            if link is not None:
+                link.seen()
             ev = trade_event(frame, mode)
             if ev is not None:
                 await emit(subjects.md_trade(ev.series_ticker, ev.ticker), ev)
             elif frame.get("type") == "market_lifecycle_v2":
                 wake.set()
 
-        ws = KalshiWS(environment(s), key, on_book=fanout.on_book, on_message=on_message)
+        ws = KalshiWS(environment(s), key, on_book=on_book, on_message=on_message)
+        link = KalshiLink(ws)
+        links.append(link)
         rt.freshness.expect("kalshi_ws", 120)
         books = ws.books
 
@@ -126,6 +139,7 @@ async def run_feeds(rt: ServiceRuntime) -> None:
         log.info("kalshi_no_keys_polling_books", env=rest.env.name)
         poller = RestBookPoller(rest, fanout, freshness=rt.freshness)
         books = poller.books
+        links.append(RestLink(rest.env.rest_url, poller))
 
         async def track(tickers: list[str]) -> None:
             poller.track(tickers)
@@ -160,8 +174,10 @@ async def run_feeds(rt: ServiceRuntime) -> None:
         venues.append(binance_venue(urls["binance"]))
     for venue in venues:
         feed = VenueFeed(venue, spot_emit, mode=mode, freshness=rt.freshness)
+        links.append(feed)
         tasks.append(asyncio.create_task(feed.run(stop), name=f"spot-{venue.name}"))
     tasks.append(asyncio.create_task(bars.run(stop), name="spot-bars"))
+    await serve_ws_status(rt.bus, links, instance=s.instance)
 
     # Weather: ensembles and observations for the settlement stations of the configured weather series.
     wx_root = s.weather_root()

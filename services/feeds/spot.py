@@ -447,6 +447,7 @@ class VenueFeed:
         self.emit_errors = 0
         self.last_tick: SpotTick | None = None
         self.last_malformed: str | None = None  # the latest parse error, for health detail
+        self.last_frame_at: datetime | None = None  # when the last frame arrived (our clock), for `ws_status`
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, subscribe and publish until `stop` is set; reconnects with back-off on any failure."""
@@ -524,8 +525,18 @@ class VenueFeed:
         await stop.wait()
         await conn.close()
 
+    def status(self, now: datetime) -> dict[str, Any]:
+        """The connection as plain data (`cmd.feeds.ws_status`): state, reconnects, last message age, counts."""
+        state = "connected" if self.connected.is_set() else "reconnecting" if self.connects else "connecting"
+        age = None if self.last_frame_at is None else round(max((now - self.last_frame_at).total_seconds(), 0.0), 3)
+        return {"name": self.venue.name, "kind": "spot", "url": self.venue.url, "state": state,
+                "connects": self.connects, "reconnects": max(self.connects - 1, 0),
+                "failures_in_a_row": self.backoff.failures, "messages": self.frames, "ticks": self.ticks,
+                "malformed": self.malformed, "last_message_age_s": age}
+
     async def _handle(self, raw: str | bytes) -> None:
         self.frames += 1
+        self.last_frame_at = self.clock()
         try:
             ticks = self.venue.parse(raw)
         except VenueMessageError as e:

@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiogram import BaseMiddleware, Dispatcher, F, Router
@@ -30,21 +30,19 @@ from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.filters import Command, CommandObject
 from aiogram.types import BotCommand, CallbackQuery, Message, TelegramObject, Update
 
+from libs.common import control
 from libs.common.bus import Bus, CommandError
-from libs.common.config import Mode, Settings
+from libs.common.config import Settings
+from libs.common.control import CONFIRM_LIVE, CONFIRM_WINDOW_S, MODES
 from libs.common.events import Heartbeat, utcnow
 from libs.common.logs import get_logger, redact_text
-from libs.common.subjects import ControlKey
 from services.notifier import charts, render
 from services.notifier.store import NotifierStore, Outgoing
 
 log = get_logger(__name__)
 
-CONFIRM_LIVE = "CONFIRM LIVE"
-CONFIRM_WINDOW_S = 60.0
 REFUSAL_EVERY_S = 60.0
 FAMILIES = ("weather", "btc", "llm")
-MODES = tuple(m.value for m in Mode)
 DESK_SERVICES = ("feeds", "signals", "executor", "resolver")
 
 
@@ -323,8 +321,7 @@ class NotifierBot:
             return Answer([render.lines(self.mode, "usage: /family <weather|btc|llm> on|off")], outcome="error",
                           detail="bad arguments")
         family, state = words
-        kv = await self.bus.control()
-        await kv.put(ControlKey.family_enabled(family), b"true" if state == "on" else b"false")
+        await control.set_family(await self.bus.control(), family, state == "on")
         return Answer([render.lines(self.mode, f"family {family} switched {state.upper()}",
                                     "new orders of this family are blocked" if state == "off" else "")])
 
@@ -370,11 +367,9 @@ class NotifierBot:
             except CommandError as e:
                 return Answer([render.lines(self.mode, "live refused: the executor is not answering",
                                             render.esc(str(e)))], outcome="error", detail="executor not answering")
-            if not st.get("allow_live"):
-                return Answer([render.lines(
-                    self.mode, "live refused: this desk does not allow live trading",
-                    "Live needs the desk started with KDESK_MODE=live, KDESK_ALLOW_LIVE=1 and production keys "
-                    "(README: Going live safely). Nothing changed.")], outcome="error", detail="live not allowed")
+            if control.live_refusal(st) is not None:
+                return Answer([render.lines(self.mode, "live refused: this desk does not allow live trading",
+                                            control.LIVE_NOT_ALLOWED)], outcome="error", detail="live not allowed")
             assert message.from_user is not None
             self.pending[message.from_user.id] = Pending("live", self.monotonic() + CONFIRM_WINDOW_S,
                                                          command_id=command_id)
@@ -383,9 +378,7 @@ class NotifierBot:
                                         f"{CONFIRM_WINDOW_S:.0f} s to arm live orders for "
                                         f"{self.settings.live_arm_hours:g} h. Anything else cancels.")],
                           outcome="awaiting_confirmation")
-        await kv.put(ControlKey.MODE, want.encode())
-        with contextlib.suppress(Exception):
-            await kv.delete(ControlKey.LIVE_ARMED_UNTIL)
+        await control.set_mode(kv, want)
         if want == self.mode:
             note = "orders allowed in this mode" + ("" if want != "live" else "; live disarmed")
         else:
@@ -394,17 +387,11 @@ class NotifierBot:
         return Answer([render.lines(self.mode, f"mode set to {want.upper()}", note)], detail=f"mode {want}")
 
     async def _mode_line(self, kv: Any) -> str:
-        got: dict[str, str | None] = {}
-        for key in (ControlKey.MODE, ControlKey.LIVE_ARMED_UNTIL):
-            try:
-                entry = await kv.get(key)
-                got[key] = entry.value.decode() if entry and entry.value else None
-            except Exception:
-                got[key] = None
-        armed = got[ControlKey.LIVE_ARMED_UNTIL]
+        sw = await control.read_mode(kv)
+        armed = sw.live_armed_until
         return render.lines(self.mode, f"desk mode {self.mode.upper()}",
-                            f"control mode: {got[ControlKey.MODE] or '(not set)'}",
-                            f"live armed until {armed}" if armed else "live not armed")
+                            f"control mode: {sw.mode or '(not set)'}",
+                            f"live armed until {armed.isoformat()}" if armed else "live not armed")
 
     async def on_text(self, message: Message, command_id: str) -> Answer:
         """Plain text: the live confirmation, or nothing we understand."""
@@ -413,16 +400,15 @@ class NotifierBot:
         p = self.pending.get(user.id) if user else None
         if p is not None and p.kind == "live":
             del self.pending[user.id]  # type: ignore[union-attr]
-            if text != CONFIRM_LIVE:
+            verdict = control.confirmation(text, self.monotonic() - (p.deadline - CONFIRM_WINDOW_S))
+            if verdict == "wrong":
                 return Answer([render.lines(self.mode, "live not confirmed; nothing changed")],
                               outcome="error", detail="wrong confirmation")
-            if self.monotonic() > p.deadline:
+            if verdict == "late":
                 return Answer([render.lines(self.mode, "confirmation came too late; nothing changed",
                                             "Send /mode live again.")], outcome="expired", detail="too late")
-            until = self.clock() + timedelta(hours=self.settings.live_arm_hours)
-            kv = await self.bus.control()
-            await kv.put(ControlKey.MODE, b"live")
-            await kv.put(ControlKey.LIVE_ARMED_UNTIL, until.astimezone(UTC).isoformat().encode())
+            until = await control.arm_live(await self.bus.control(), now=self.clock(),
+                                           hours=self.settings.live_arm_hours)
             log.warning("live_armed", user_id=user.id if user else None, until=until.isoformat())
             return Answer([render.lines(self.mode, "LIVE armed", f"live orders allowed until "
                                         f"{until:%Y-%m-%d %H:%M} UTC; /mode sim disarms")],

@@ -29,6 +29,7 @@ from libs.common.events import (
 from libs.common.jobs import Jobs
 from libs.common.logs import get_logger
 from libs.common.runtime import ServiceRuntime
+from services.signals.forecast import serve_forecast
 from services.signals.pipeline import EdgeDecayMonitor, SignalPipeline, input_limits
 
 log = get_logger(__name__)
@@ -180,6 +181,7 @@ async def run_signals(rt: ServiceRuntime) -> None:
     await attach(rt.bus, pipeline, store)
 
     await serve_recent(rt.bus, store, emitted)
+    await serve_forecast(rt.bus, pipeline)
     for name, limit in input_limits(s.freshness).items():
         rt.freshness.expect(name, limit)
 

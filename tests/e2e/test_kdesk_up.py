@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import psutil
+import psycopg
 import pytest
 
+from libs.common.simnet import SimEndpoints, reserve_block
+from services.sim.venues import VENUES
 from tests.kit.up import start_up
+
+T = TypeVar("T")
 
 
 def _descendants_alive(pids: list[int]) -> list[int]:
@@ -53,12 +63,12 @@ def test_kdesk_up_starts_infra_and_stops_cleanly_on_sigint(tmp_path: Path) -> No
     assert _descendants_alive(children) == [], "processes left behind"
 
 
-def _kdesk(var: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _kdesk(var: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """A second terminal: no KDESK_/KALSHI_ variables but where the var directory is."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KDESK_", "KALSHI_"))}
     env["KDESK_VAR_DIR"] = str(var)
     return subprocess.run([sys.executable, "-m", "services.ctl", *args], env=env, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=90, input=stdin)
 
 
 @pytest.mark.slow
@@ -101,6 +111,11 @@ def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_pa
         assert sigs.returncode == 0 and isinstance(json.loads(sigs.stdout), list), sigs.stderr
         missing = _kdesk(var, "orderbook", "KXNOPE-26DEC01-T1")
         assert missing.returncode == 1 and "no book of KXNOPE-26DEC01-T1" in missing.stderr
+        # This desk runs without KDESK_ALLOW_LIVE: live is refused before anything is asked or changed.
+        live = _kdesk(var, "mode", "live", stdin="CONFIRM LIVE\n")
+        assert live.returncode == 1 and "live refused: this desk does not allow live trading" in live.stderr
+        assert "Type CONFIRM LIVE" not in live.stderr
+        assert json.loads(_kdesk(var, "mode", "--json").stdout)["control_mode"] is None
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
@@ -111,3 +126,136 @@ def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_pa
     gone = _kdesk(var, "status")
     assert gone.returncode == 1 and "no desk is running" in gone.stderr
     assert "no desk is running" in _kdesk(var, "chat", "--say", "/status").stderr
+
+
+def _eventually(what: str, fn: Callable[[], T | None], timeout: float = 90.0) -> T:
+    """Call `fn` until it returns something (not None); fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got is not None:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(1)
+
+
+def _rows(db_url: str, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # a desk start, its readiness, then some twenty commands, each a new Python process
+def test_forecast_ws_status_and_mode_from_a_second_terminal_against_the_exchange_and_the_database(
+        tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    base = reserve_block()  # our own port block, so the test knows the simulator's addresses (and turns Binance on)
+    sim = SimEndpoints("127.0.0.1", base)
+    urls = {v: sim.venue_url(v) + VENUES[v].path for v in VENUES}
+    proc, out = start_up(var, KDESK_SIM_BASE_PORT=str(base), KDESK_BINANCE_WS_URL=urls["binance"],
+                         KDESK_ALLOW_LIVE="1")
+    first_block = "".join(out)
+    drain = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    drain.start()
+    try:
+        # 1. `kdesk up` says where the logs are and how to reach the desk, then when each service is ready.
+        assert f"[kdesk] logs      {var / 'log'}/<service>.log" in first_block
+        assert " status` in another terminal" in first_block and " --help` lists every command" in first_block
+        assert " chat` talks to the desk's bot" in first_block
+        services = ("sim", "feeds", "signals", "executor", "resolver", "notifier")
+        assert all(re.search(rf"\[status\] {s} +starting", first_block) for s in services), first_block
+        text = _eventually("the desk-ready line", lambda: "".join(out) if "[kdesk] desk ready" in "".join(out)
+                           else None, timeout=150)
+        ready_at = text.index("[kdesk] desk ready")
+        for s in services:
+            line = re.search(rf"\[status\] {s} +ready ", text)
+            assert line is not None and line.start() < ready_at, f"{s} never turned ready:\n{text[-3000:]}"
+        db_url = re.search(r"postgres\s+embedded\s+(\S+)", text).group(1)  # type: ignore[union-attr]
+
+        # 2. forecast: every market of the event (as the exchange lists it), the run's members as stored.
+        def forecast() -> dict[str, Any] | None:
+            r = _kdesk(var, "forecast", "nyc", "--json")
+            data = json.loads(r.stdout) if r.returncode == 0 else None
+            return data if data and data["brackets"] and data["run"] and data["models"] else None
+
+        fc = _eventually("a forecast with markets and a run", forecast)
+        [event] = fc["events"]
+        with httpx.Client(timeout=10) as http:
+            listed = http.get(f"{sim.kalshi_rest_url}/events/{event}").json()
+        exchange = sorted(m["ticker"] for m in listed["markets"] or listed["event"].get("markets") or [])
+        assert len(fc["brackets"]) == len(exchange) > 0 and sorted(b["ticker"] for b in fc["brackets"]) == exchange
+        stored = _rows(db_url, "SELECT ticker FROM markets WHERE event_ticker = %s", event)
+        assert sorted(t for (t,) in stored) == exchange
+        members = _rows(db_url, "SELECT model, count(*), min(tmax_f), max(tmax_f) FROM weather_ensemble_members "
+                        "WHERE run_id = %s AND target_date = %s AND tmax_f IS NOT NULL GROUP BY model ORDER BY model",
+                        fc["run"]["id"], date.fromisoformat(fc["climate_date"]))
+        assert [(m["model"], m["members"], m["min_f"], m["max_f"]) for m in fc["models"]] == \
+            [(m, n, pytest.approx(lo), pytest.approx(hi)) for m, n, lo, hi in members]
+        assert fc["members"] == sum(n for _, n, _, _ in members)
+        for b in fc["brackets"]:
+            if b["yes_bid_ticks"] is not None and b["yes_ask_ticks"] is not None:
+                assert 0 < b["yes_bid_ticks"] < b["yes_ask_ticks"] < 10_000
+        if fc["observed"] is not None:
+            [(running_max,)] = _rows(db_url, "SELECT running_max_f FROM weather_observations WHERE station = 'KNYC' "
+                                     "AND observed_at = %s", datetime.fromisoformat(fc["observed"]["observed_at"]))
+            assert fc["observed"]["running_max_f"] == running_max
+        shown = _kdesk(var, "forecast", "nyc", fc["climate_date"])
+        assert shown.returncode == 0 and "mode SIM" in shown.stdout and f"forecast nyc (KNYC) · {fc['climate_date']}" \
+            in shown.stdout, shown.stderr
+        assert sum(b["ticker"].removeprefix(event + "-") in shown.stdout for b in fc["brackets"]) == \
+            len(exchange)
+        assert all(len(line) <= 80 for line in shown.stdout.splitlines())
+        bad = _kdesk(var, "forecast", "gotham")
+        assert bad.returncode == 1 and "no settlement station 'gotham'" in bad.stderr
+
+        # 3. ws-status: the Kalshi WebSocket and every venue the simulator serves, connected to its ports.
+        def connected() -> dict[str, Any] | None:
+            r = _kdesk(var, "ws-status", "--json")
+            conns = {c["name"]: c for c in json.loads(r.stdout)["connections"]} if r.returncode == 0 else {}
+            return conns if conns and all(c["state"] == "connected" and c["messages"] for c in conns.values()) \
+                else None
+
+        conns = _eventually("every connection connected", connected)
+        assert set(conns) == {"kalshi", *VENUES}
+        assert conns["kalshi"]["url"] == sim.kalshi_ws_url
+        assert all(conns[v]["url"] == urls[v] for v in VENUES)
+        assert all(c["last_message_age_s"] is not None and c["last_message_age_s"] < 30 for c in conns.values())
+        shown = _kdesk(var, "ws-status")
+        assert shown.returncode == 0 and "mode SIM" in shown.stdout and "5 connection(s)" in shown.stdout
+        assert all(len(line) <= 80 for line in shown.stdout.splitlines())
+
+        # 4. mode: shown, switched, and live armed only with the phrase (this desk runs with KDESK_ALLOW_LIVE=1).
+        def executor_blocked(reason: str | None) -> Callable[[], bool | None]:
+            def check() -> bool | None:
+                st = json.loads(_kdesk(var, "desk", "status").stdout)
+                return True if st["blocked"] == reason else None
+            return check
+
+        mode = json.loads(_kdesk(var, "mode", "--json").stdout)
+        assert mode == {"desk_mode": "sim", "control_mode": None, "live_armed_until": None, "live_armed": False,
+                        "executor": {"allow_live": True, "blocked": None, "paused": False}}
+        wrong = _kdesk(var, "mode", "live", stdin="confirm live\n")
+        assert wrong.returncode == 1 and "Type CONFIRM LIVE within 60 s" in wrong.stderr
+        assert "live not confirmed; nothing changed" in wrong.stderr
+        assert json.loads(_kdesk(var, "mode", "--json").stdout)["control_mode"] is None
+        armed = _kdesk(var, "mode", "live", "--json", stdin="CONFIRM LIVE\n")
+        assert armed.returncode == 0, armed.stderr
+        state = json.loads(armed.stdout)
+        assert state["control_mode"] == "live" and state["live_armed"] is True
+        until = datetime.fromisoformat(state["live_armed_until"])
+        assert abs(until - datetime.now(UTC) - timedelta(hours=8)) < timedelta(minutes=2)
+        _eventually("the sim executor blocking new orders as mode_changed", executor_blocked("mode_changed"))
+        shown = _kdesk(var, "mode")
+        assert shown.returncode == 0 and "mode SIM" in shown.stdout and "armed until" in shown.stdout
+        assert all(len(line) <= 80 for line in shown.stdout.splitlines())
+        back = _kdesk(var, "mode", "sim")
+        assert back.returncode == 0 and "mode set to SIM" in back.stdout
+        assert json.loads(_kdesk(var, "mode", "--json").stdout)["live_armed_until"] is None
+        _eventually("the executor trading again", executor_blocked(None))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        drain.join(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
