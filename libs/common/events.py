@@ -142,6 +142,10 @@ class WxForecast(Event):
     run_time: AwareDatetime
     members: tuple[WxMember, ...]
     deterministic: dict[str, float] = Field(default_factory=dict)
+    # Hourly values (°F) of each complete member ("<model>:<member>") from `trace_start` on, over
+    # today's and tomorrow's climate days: the model conditions on the hours left in the day.
+    trace_start: AwareDatetime | None = None
+    traces: dict[str, tuple[float, ...]] = Field(default_factory=dict)
 
 
 class WxObservation(Event):

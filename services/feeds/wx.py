@@ -81,6 +81,43 @@ def parse_ensemble(data: Any, fallback_model: str) -> tuple[list[datetime], dict
     return times, arrays, unit
 
 
+def reduce_ensemble(times: list[datetime], arrays: dict[str, np.ndarray], unit: str, st: Station, now: datetime, *,
+                    mode: Mode, provider: str, digest: str) -> tuple[WxForecast, list[dict[str, Any]]]:
+    """An ensemble response as the desk uses it: each member's max over today's and tomorrow's climate days,
+    and each member's hourly trace over those days (°F, 0.1) so the model can condition on the hours left;
+    plus the rows to store. `digest` identifies the content (the run id)."""
+    to_f = (lambda a: a) if "F" in unit else (lambda a: a * 9 / 5 + 32)
+    today = climate_day(now, st.tz)
+    days = [today, today + timedelta(days=1)]
+    members: list[WxMember] = []
+    rows: list[dict[str, Any]] = []
+    # The run id is the content's hash: polling an unchanged model run again stores and publishes
+    # nothing new (JetStream dedupes on the id), and a new run is a new id whenever it arrives.
+    run_id = f"wx:{provider}:{st.icao}:{digest}"
+    covered = {day: _hours_in_day(times, st.tz, day) for day in days}
+    window_start, window_end = climate_day_bounds(today, st.tz)[0], climate_day_bounds(days[-1], st.tz)[1]
+    keep = [i for i, t in enumerate(times) if window_start <= t < window_end]
+    traces: dict[str, tuple[float, ...]] = {}
+    for model, arr in sorted(arrays.items()):
+        values = to_f(arr)
+        maxima = member_daily_max(times, values, st.tz, days)
+        for day in days:
+            for k, v in enumerate(maxima[day]):
+                if np.isfinite(v):
+                    members.append(WxMember(model=model, member=k, target_date=day, tmax_f=round(float(v), 2)))
+                rows.append({"run_id": run_id, "model": model, "member": k, "target_date": day,
+                             "tmax_f": float(v) if np.isfinite(v) else None, "hours_covered": covered[day]})
+        if keep and keep == list(range(keep[0], keep[-1] + 1)):
+            for k in range(values.shape[1]):
+                if np.isfinite(values[keep, k]).all():  # JSON has no NaN: a gappy member keeps its maxima only
+                    traces[f"{model}:{k}"] = tuple(np.round(values[keep, k], 1).tolist())
+    if not members:
+        raise WeatherDataError("no member has a complete climate day")
+    event = WxForecast(id=run_id, ts_event=now, mode=mode, city=st.city, station=st.icao, run_time=now,
+                       members=tuple(members), trace_start=times[keep[0]] if traces else None, traces=traces)
+    return event, rows
+
+
 class _Poller:
     """Shared polling loop: interval, back-off on failures, freshness."""
 
@@ -163,34 +200,18 @@ class EnsemblePoller(_Poller):
         except WeatherDataError:
             self.malformed += 1
             raise
-        to_f = (lambda a: a) if "F" in unit else (lambda a: a * 9 / 5 + 32)
+        event, rows = reduce_ensemble(times, arrays, unit, st, now, mode=self.mode, provider=self.provider,
+                                      digest=hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+                                                            ).hexdigest()[:16])
+        run_id = event.id
         today = climate_day(now, st.tz)
-        days = [today, today + timedelta(days=1)]
-        members: list[WxMember] = []
-        rows: list[dict[str, Any]] = []
-        # The run id is the content's hash: polling an unchanged model run again stores and publishes
-        # nothing new (JetStream dedupes on the id), and a new run is a new id whenever it arrives.
-        digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-        run_id = f"wx:{self.provider}:{st.icao}:{digest}"
-        covered = {day: _hours_in_day(times, st.tz, day) for day in days}
-        for model, arr in sorted(arrays.items()):
-            maxima = member_daily_max(times, to_f(arr), st.tz, days)
-            for day in days:
-                for k, v in enumerate(maxima[day]):
-                    if np.isfinite(v):
-                        members.append(WxMember(model=model, member=k, target_date=day, tmax_f=round(float(v), 2)))
-                    rows.append({"run_id": run_id, "model": model, "member": k, "target_date": day,
-                                 "tmax_f": float(v) if np.isfinite(v) else None, "hours_covered": covered[day]})
-        if not members:
-            raise WeatherDataError("no member has a complete climate day")
-        deterministic = await self._deterministic(days)
-        event = WxForecast(id=run_id, ts_event=now, mode=self.mode, city=st.city, station=st.icao, run_time=now,
-                           members=tuple(members), deterministic={d.isoformat(): v for d, v in deterministic.items()})
+        deterministic = await self._deterministic([today, today + timedelta(days=1)])
+        event = event.model_copy(update={"deterministic": {d.isoformat(): v for d, v in deterministic.items()}})
         await self._store(run_id, now, sorted(arrays), rows)
         await self.emit(subjects.md_wx_forecast(st.city), event)
         if self.freshness is not None:
             self.freshness.mark(self.name)
-        log.info("ensemble_run", station=st.icao, members=len(members), models=len(arrays))
+        log.info("ensemble_run", station=st.icao, members=len(event.members), models=len(arrays))
         return event
 
     async def _deterministic(self, days: list[date]) -> dict[date, float]:

@@ -12,7 +12,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,14 @@ from libs.common.market_view import MarketState, MarketView
 from libs.common.money import ONE_DOLLAR
 from libs.common.stations import BY_SERIES
 from services.signals.btc_model import VenueQuote, composite_spot, ewma_vol, market_probabilities, momentum
-from services.signals.weather_model import Bracket, WeatherModelError, bracket_probabilities
+from services.signals.weather_model import (
+    Bracket,
+    WeatherModelError,
+    WeatherParams,
+    bracket_probabilities,
+    excess_probability,
+    remaining_maxima,
+)
 
 MODEL_VERSION = "1"
 VALIDITY = timedelta(seconds=60)
@@ -69,6 +76,10 @@ def input_limits(f: FreshnessLimits) -> dict[str, float]:
     return {"md_book": f.book_s, "md_spot": f.spot_s, "md_wx_forecast": f.forecast_s, "md_wx_obs": f.obs_s}
 
 
+def _epoch_h(t: datetime) -> float:
+    return t.timestamp() / 3600.0
+
+
 class SignalPipeline:
     """The state and decisions of the signals service (I/O injected).
 
@@ -92,10 +103,14 @@ class SignalPipeline:
         self.events: dict[str, set[str]] = {}
         self.forecasts: dict[str, WxForecast] = {}  # station -> latest run
         self.obs: dict[str, WxObservation] = {}  # station -> latest
+        # station -> (climate day, its readings °F by time): the CLI max can exceed the largest (excess_probability)
+        self.readings: dict[str, tuple[date, dict[datetime, float]]] = {}
         self.spot: dict[str, tuple[int, datetime]] = {}  # venue -> (price ticks, venue's timestamp)
-        self.spot_path: deque[tuple[float, float]] = deque(maxlen=3600)  # (monotonic s, composite USD)
+        self.spot_path: deque[tuple[float, float]] = deque(maxlen=3600)  # (venue epoch s, composite USD)
         self.weather_p: dict[str, ModelP] = {}
         self.station_bias: dict[str, float] = {}  # station -> forecast bias °F (the resolver fits it)
+        self.weather_params = WeatherParams()
+        self._traces: dict[str, tuple[str, float, dict[str, np.ndarray]]] = {}  # station -> (run id, start h, arrays)
         self.last: dict[str, Emitted] = {}
         self.suppressed: Counter[str] = Counter()
         self.emitted = 0
@@ -109,9 +124,17 @@ class SignalPipeline:
         return self.view.by_ticker
 
     async def on_market(self, m: MarketDefinition) -> None:
-        """A market definition or lifecycle change."""
+        """A market definition or lifecycle change.
+
+        A weather market that arrives after its station's forecast is priced now, not at the next run or
+        observation (the ladder is per event: a new market changes its neighbours' coverage too)."""
         self.view.on_market(m)
-        self.events.setdefault(m.event_ticker, set()).add(m.ticker)
+        tickers = self.events.setdefault(m.event_ticker, set())
+        new = m.ticker not in tickers
+        tickers.add(m.ticker)
+        st = BY_SERIES.get(m.series_ticker)
+        if new and st is not None and st.icao in self.forecasts:
+            self._weather_ladder(m.event_ticker, [self.markets[t].defn for t in tickers if t in self.markets])
 
     async def on_book(self, b: BookUpdate) -> Signal | None:
         """A book changed: re-evaluate that market."""
@@ -130,9 +153,21 @@ class SignalPipeline:
         """A new observation: the running max may rule brackets out."""
         prev = self.obs.get(o.station)
         self.obs[o.station] = o
+        self._remember(o)
         if prev is not None and prev.climate_date == o.climate_date and prev.running_max_f == o.running_max_f:
             return []
         return await self._refresh_weather(o.station)
+
+    def _remember(self, o: WxObservation) -> None:
+        """Keep the newest climate day's readings of each station."""
+        day, seen = self.readings.get(o.station, (o.climate_date, {}))
+        if o.climate_date > day:
+            day, seen = o.climate_date, {}
+        elif o.climate_date < day:
+            return
+        if o.temp_f is not None:
+            seen[o.observed_at] = o.temp_f
+        self.readings[o.station] = (day, seen)
 
     async def on_param(self, p: ModelParamUpdate) -> list[Signal]:
         """A fitted parameter from the resolver; a station's bias re-prices its ladders at once."""
@@ -145,11 +180,13 @@ class SignalPipeline:
 
     async def on_spot(self, t: SpotTick) -> None:
         """A venue tick: update the composite path used for volatility."""
-        now = time.monotonic()
+        # Spaced by the venue's own clock, not ours: a replay or a burst of buffered ticks must not look
+        # like a second of price history per tick.
+        at = t.ts_event.timestamp()
         self.spot[t.venue] = (t.price, t.ts_event)
         cs = self._composite()
-        if cs is not None and (not self.spot_path or now - self.spot_path[-1][0] >= 1.0):
-            self.spot_path.append((now, cs[0] / ONE_DOLLAR))
+        if cs is not None and (not self.spot_path or at - self.spot_path[-1][0] >= 1.0):
+            self.spot_path.append((at, cs[0] / ONE_DOLLAR))
 
     def input_ages(self) -> dict[str, float | None]:
         """Age of the freshest input of each kind by its source's timestamp (None: none yet), for heartbeats."""
@@ -200,13 +237,31 @@ class SignalPipeline:
         observed = obs.running_max_f if obs is not None and obs.climate_date == day else None
         brackets = [Bracket(d.ticker, d.strike_type or "", float(d.floor_strike) if d.floor_strike is not None
                             else None, float(d.cap_strike) if d.cap_strike is not None else None) for d in defs]
+        prm = self.weather_params
+        common: dict[str, Any] = {"bias_f": self.station_bias.get(st.icao, 0.0), "observed_max_f": observed,
+                                  "data_age_hours": (now - f.run_time).total_seconds() / 3600}
+        traces = self._trace_arrays(f)
         try:
-            res = bracket_probabilities({k: np.array(v) for k, v in members.items()}, brackets,
-                                        bias_f=self.station_bias.get(st.icao, 0.0),
-                                        lead_hours=max((end - f.run_time).total_seconds() / 3600, 0.0),
-                                        observed_max_f=observed,
-                                        hours_left_in_day=max((end - now).total_seconds() / 3600, 0.0),
-                                        data_age_hours=(now - f.run_time).total_seconds() / 3600)
+            if traces is not None:
+                start, _ = climate_day_bounds(day, st.tz)
+                got = self.readings.get(st.icao)
+                recent = sorted(got[1].items())[-prm.nowcast_obs:] if got is not None else []
+                if not recent and obs is not None and obs.temp_f is not None:
+                    recent = [(obs.observed_at, obs.temp_f)]
+                rest = remaining_maxima(traces[0], traces[1], day_start_h=_epoch_h(start), day_end_h=_epoch_h(end),
+                                        now_h=_epoch_h(now), obs=[(_epoch_h(t), v) for t, v in recent],
+                                        nowcast_timescale_h=prm.nowcast_timescale_h)
+                readings = list(got[1].values()) if got is not None and got[0] == day else []
+                excess = excess_probability(readings, prm.micro_sd_f) if readings else prm.past_excess_p
+                res = bracket_probabilities(rest, brackets, remaining=True, spread_scale=prm.spread_scale,
+                                            peak_offset_f=prm.peak_offset_f, past_excess_p=excess,
+                                            min_sd_f=prm.min_sd_f, lead_sd_f_per_day=prm.lead_sd_f_per_day,
+                                            tail_weight=prm.tail_weight, tail_scale=prm.tail_scale,
+                                            lead_hours=max((end - now).total_seconds() / 3600, 0.0), **common)
+            else:  # a run without hourly traces: daily maxima, truncated at the observation (steps 1-5)
+                res = bracket_probabilities({k: np.array(v) for k, v in members.items()}, brackets,
+                                            lead_hours=max((end - f.run_time).total_seconds() / 3600, 0.0),
+                                            hours_left_in_day=max((end - now).total_seconds() / 3600, 0.0), **common)
         except WeatherModelError:
             self.suppressed["model_error"] += len(defs)
             return
@@ -219,6 +274,20 @@ class SignalPipeline:
         for d in defs:
             self.weather_p[d.ticker] = ModelP(res.probabilities[d.ticker], res.confidence, "wx_ens", inputs, now)
         self.ladders.append((event, defs, self.weather_p[defs[0].ticker], dict(res.probabilities)))
+
+    def _trace_arrays(self, f: WxForecast) -> tuple[float, dict[str, np.ndarray]] | None:
+        """The run's member traces as (start epoch hour, model -> members x hours), cached per run."""
+        if not f.traces or f.trace_start is None:
+            return None
+        cached = self._traces.get(f.station)
+        if cached is None or cached[0] != f.id:
+            rows: dict[str, list[tuple[float, ...]]] = {}
+            for key, values in f.traces.items():
+                rows.setdefault(key.rsplit(":", 1)[0], []).append(values)
+            width = min(len(v) for vs in rows.values() for v in vs)
+            cached = self._traces[f.station] = (f.id, _epoch_h(f.trace_start),
+                                                {m: np.array([v[:width] for v in vs]) for m, vs in rows.items()})
+        return cached[1], cached[2]
 
     # -- btc ------------------------------------------------------------------------------------
 

@@ -28,6 +28,18 @@ The pipeline, and why each step is there:
    i.e. no tightening with 12 h or more left, a point mass at the observed max at the end of the day, and
    monotone in between. 12 h (noon LST) is a placeholder to fit on observation history. Without an observed
    max, hours_left_in_day is ignored.
+6. The rest of the day (preferred, `remaining=True`, when the run carries hourly member traces): each member
+   is first reduced by `remaining_maxima` to its maximum over the hours *left* in the climate day, after a
+   nowcast correction — the latest observation's error against that member at the observation's time,
+   decaying with `nowcast_timescale_h` (forecast errors persist for about a day). Then the settlement is
+   max(what was observed, what is still to come), member by member: P(S < t) = P(floor < t) · F_rest(t). The
+   floor is the largest hourly METAR so far, or one degree more with `past_excess_p` (the CLI max comes from
+   5-minute values the hourly reports miss). No truncate-and-renormalise, no clock rule: once the peak has
+   passed, the members' remaining maxima sit below the observed max and the mass collects on it.
+   `spread_scale` widens members' deviations from the mean (ensembles are under-dispersive) and
+   `peak_offset_f` lifts each member's hourly maximum towards the 5-minute peak. `WeatherParams` holds the
+   values fitted on simulated days under the sim's honest truth (benchmarks/fit_weather.py); the resolver can
+   refit them on real resolved days.
 """
 
 from __future__ import annotations
@@ -52,6 +64,71 @@ _CONF_AGE_HALF_H = 18.0
 _SUPPORT_SDS = 8.0
 # Below this much forecast mass above the observed max, the forecast is treated as wrong: all mass at the obs.
 _MIN_TAIL_MASS = 1e-12
+
+
+@dataclass(frozen=True, slots=True)
+class WeatherParams:
+    """The model's tunable parameters. The defaults are a grid fit on honest sim days (benchmarks/fit_weather.py:
+    mean |p - p_ideal|, which in expectation is minimising Brier); the resolver can refit them on real days."""
+
+    lead_sd_f_per_day: float = 1.5  # kernel widening per day from now to the end of the climate day
+    min_sd_f: float = 0.5
+    tail_weight: float = 0.02
+    tail_scale: float = 2.5
+    spread_scale: float = 1.2  # ensembles are under-dispersive
+    peak_offset_f: float = 0.7  # hourly values miss the 5-minute peak the CLI reports
+    past_excess_p: float = 0.3  # P(CLI max > largest hourly report) when the day's reports are unknown
+    nowcast_timescale_h: float = 30.0  # how long an observed forecast error persists
+    micro_sd_f: float = 0.2  # the 5-minute wander around the hourly level (excess_probability)
+    nowcast_obs: int = 1  # observations the nowcast shift averages (older ones predate the run: 1 fits best)
+
+
+def excess_probability(readings: list[float], micro_sd_f: float, unseen_per_hour: int = 11) -> float:
+    """P(the CLI max exceeds the largest hourly reading so far), from the day's whole-°F hourly readings.
+
+    The CLI max is the largest 5-minute value; each hour has `unseen_per_hour` values the hourly report does
+    not show, scattered by `micro_sd_f` around a level the report pins to its whole degree (flat within ±0.5).
+    The excess happens when one of them reaches the next whole degree: hours whose report was the maximum
+    matter most, an hour two degrees lower hardly at all."""
+    if not readings or micro_sd_f <= 0:
+        return 0.0
+    top = max(readings)
+    grid = (np.arange(16) + 0.5) / 16 - 0.5  # where in its whole degree the hour's level lay
+    stay = 1.0
+    for y in readings:
+        if top - y > 3:
+            continue
+        below = _phi((top + 0.5 - (y + grid)) / micro_sd_f)
+        stay *= float(np.mean(below**unseen_per_hour))
+    return 1.0 - stay
+
+
+def remaining_maxima(trace_start_h: float, traces: dict[str, np.ndarray], *, day_start_h: float, day_end_h: float,
+                     now_h: float, obs: list[tuple[float, float]] | None = None,
+                     nowcast_timescale_h: float = 30.0) -> dict[str, np.ndarray]:
+    """Each member's maximum over the hours of the climate day still to come (step 6).
+
+    `traces` maps a model to its (n_members x n_hours) hourly values from epoch hour `trace_start_h`; `obs` are
+    the latest observations, (epoch hour, °F), newest last: each member is shifted by the observations minus its
+    own values at their times (averaged: one whole-°F report is noisy), the shift decaying from the newest as
+    exp(-(t - t_obs) / nowcast_timescale_h). Hours are UTC epoch hours. A model whose traces do not reach the
+    day is left out; no hour left gives an empty array per model."""
+    out: dict[str, np.ndarray] = {}
+    for model, arr in traces.items():
+        vals = np.atleast_2d(np.asarray(arr, dtype=float))
+        hours = trace_start_h + np.arange(vals.shape[1])
+        if hours.size == 0 or hours[-1] < day_start_h or hours[0] >= day_end_h:
+            continue
+        usable = [(h, f) for h, f in (obs or []) if hours[0] <= h <= hours[-1]]
+        if usable and nowcast_timescale_h > 0:
+            t_obs = np.array([h for h, _ in usable])
+            at_obs = np.stack([np.interp(t_obs, hours, row) for row in vals])  # members x observations
+            delta = (np.array([f for _, f in usable])[None, :] - at_obs).mean(axis=1)
+            decay = np.exp(-np.clip(hours - t_obs[-1], 0.0, None) / nowcast_timescale_h)
+            vals = vals + delta[:, None] * decay[None, :]
+        left = (hours >= max(day_start_h, now_h)) & (hours < day_end_h)
+        out[model] = vals[:, left].max(axis=1) if left.any() else np.empty(0)
+    return out
 
 
 class WeatherModelError(ValueError):
@@ -178,6 +255,10 @@ def bracket_probabilities(
     lead_sd_f_per_day: float = 0.6,
     tail_weight: float = 0.02,
     tail_scale: float = 2.5,
+    remaining: bool = False,
+    spread_scale: float = 1.0,
+    peak_offset_f: float = 0.0,
+    past_excess_p: float = 0.0,
 ) -> WeatherForecastResult:
     """Turn ensemble daily maxima (°F per model) into P(YES) for each bracket of one event (ref E1)."""
     for name, v in (("lead_hours", lead_hours), ("min_sd_f", min_sd_f), ("data_age_hours", data_age_hours),
@@ -196,6 +277,12 @@ def bracket_probabilities(
         raise WeatherModelError(f"hours_left_in_day must be a finite number >= 0 or None, got {hours_left_in_day!r}")
     if not brackets:
         raise LadderError("no brackets: an event needs at least one market")
+    if not (spread_scale > 0 and math.isfinite(peak_offset_f) and 0.0 <= past_excess_p <= 1.0):
+        raise WeatherModelError(f"spread_scale must be > 0, peak_offset_f finite and past_excess_p in [0, 1], got "
+                                f"{spread_scale!r}, {peak_offset_f!r}, {past_excess_p!r}")
+    if remaining and observed_max_f is not None and not any(np.asarray(v).size for v in members.values()):
+        # Nothing of the day is left to come: the settlement is the observed floor (or one more, see step 6).
+        members = {"observed": np.array([observed_max_f - 50.0])}
 
     ranges = [b.integer_range() for b in brackets]
     order = sorted(range(len(brackets)), key=lambda i: ranges[i][0])
@@ -212,8 +299,9 @@ def bracket_probabilities(
         prev_hi, prev_t = hi, brackets[i].ticker
 
     x, w, model_means, model_w, used = _pool(members, weights)
-    debiased = x - bias_f  # E1.5: bias = forecast - observed, so subtract it
+    debiased = x - bias_f + (peak_offset_f if remaining else 0.0)  # E1.5: bias = forecast - observed
     mean_c = float(w @ debiased)
+    debiased = mean_c + spread_scale * (debiased - mean_c)
     s2 = float(w @ (debiased - mean_c) ** 2)
     k_eff = 1.0 / float(w @ w)
     h2 = (4.0 / (3.0 * k_eff)) ** 0.4  # E1.2 Silverman factor: kernel variance = h2 x ensemble variance
@@ -253,7 +341,7 @@ def bracket_probabilities(
         n_min = math.floor(observed_max_f + 0.5)  # E1.7 rounding, half up, of the running max
         lo_f = max(lo_f, n_min - 1.0)
         hi_f = max(hi_f, n_min + 1.0)
-        if hours_left_in_day is not None:
+        if hours_left_in_day is not None and not remaining:
             g = min(1.0, hours_left_in_day / TIGHTEN_HOURS)
     support = np.arange(math.floor(lo_f), math.ceil(hi_f) + 1, dtype=np.int64)
     edges = np.append(support - 0.5, support[-1] + 0.5)
@@ -264,6 +352,10 @@ def bracket_probabilities(
         if observed_max_f is None:
             return base_cdf(t)
         obs = observed_max_f
+        if remaining:
+            # max(floor, rest): the floor is the observed max, or a degree more with past_excess_p.
+            floor_below = np.where(t > obs + 1.0, 1.0, np.where(t > obs, 1.0 - past_excess_p, 0.0))
+            return floor_below * base_cdf(t)
         f_obs = float(base_cdf(np.array([obs]))[0])
         tail = 1.0 - f_obs
         if g == 0.0 or tail < _MIN_TAIL_MASS:
@@ -337,5 +429,8 @@ __all__ = [
     "StrikeType",
     "WeatherForecastResult",
     "WeatherModelError",
+    "WeatherParams",
     "bracket_probabilities",
+    "excess_probability",
+    "remaining_maxima",
 ]

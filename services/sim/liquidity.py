@@ -1,9 +1,14 @@
 """Background traders: market makers quoting around each market's hidden truth, and takers trading through.
 
 They give the simulated books realistic depth and flow. Every agent believes the same fair value,
-`truth + mispricing[ticker]`: with no mispricing the books centre on the truth; a mispricing shifts the
+`belief + mispricing[ticker]`: with no mispricing the books centre on the belief; a mispricing shifts the
 whole crowd (makers and takers alike), so the book stays two-sided and stays wrong — which is how a
 test builds a "mispriced vs fair" market for the desk to find.
+
+The belief is the market's fixed truth, or, where the scenario gives an ideal that moves with the news
+(`world.ideals`: honest weather days, BTC hours), a crowd that learns: the ideal as it stood
+`crowd_lag_s` ago, with a logit-normal error redrawn every `crowd_every_s`, so the crowd improves as
+information arrives and is a real baseline for the desk's model, neither the truth nor the listing prior.
 
 Guarantees: makers bid at or below fair and offer at or above it (except that a far-out strike still gets
 a 1¢ bid and a 99¢ offer, as on Kalshi); takers pay at most `max_cross` beyond fair; every agent's
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
 
 from libs.common.matching.types import BookSide, ExchangeError, OrderRequest
@@ -38,6 +44,11 @@ class BackgroundTraders:
     max_inventory: int = 500 * ONE_CONTRACT  # per agent and market, in 1/100 contract
     take_probability: float = 0.25  # share of actions that are takers
     max_cross: float = 0.03  # a taker pays at most this much beyond fair
+    # A realistic retail crowd, not an oracle: half an hour behind the news, and a logit error of 0.5 (a fair
+    # 50 % market is believed anywhere from about 38 % to 62 %).
+    crowd_lag_s: float = 1800.0  # the crowd hears the news this late (markets with a moving ideal)
+    crowd_noise: float = 0.5  # logit-sd of the crowd's error about the (lagged) ideal
+    crowd_every_s: float = 1800.0  # how long one crowd error lasts
     actions: int = 0
     _cursor: int = field(default=0, repr=False)
     _quotes: dict[tuple[str, str], list[str]] = field(default_factory=dict, repr=False)
@@ -52,9 +63,19 @@ class BackgroundTraders:
         """The agents' user ids (makers, then takers)."""
         return MAKERS + TAKERS
 
+    def belief(self, ticker: str) -> float:
+        """The crowd's P(YES) before any mispricing: the fixed truth, or a lagged, noisy ideal."""
+        world = self.world
+        if not world.has_ideal(ticker):
+            return world.truth[ticker]
+        now = world.clock()
+        p = min(max(world.ideal_p(ticker, now - timedelta(seconds=self.crowd_lag_s)), 1e-4), 1 - 1e-4)
+        z = world.rng_for("crowd", ticker, int(now.timestamp() // self.crowd_every_s)).gauss(0, 1)
+        return 1.0 / (1.0 + math.exp(-(math.log(p / (1 - p)) + self.crowd_noise * z)))
+
     def fair(self, ticker: str) -> float:
-        """What the crowd believes P(YES) is: the truth shifted by the market's mispricing, kept in (0, 1)."""
-        return min(max(self.world.truth[ticker] + self.mispricing.get(ticker, 0.0), 0.0), 1.0)
+        """What the crowd believes P(YES) is: its belief shifted by the market's mispricing, kept in (0, 1)."""
+        return min(max(self.belief(ticker) + self.mispricing.get(ticker, 0.0), 0.0), 1.0)
 
     def step(self, n: int = 1) -> int:
         """Take `n` actions on active markets (makers requote them in turn, takers pick at random)."""

@@ -18,15 +18,16 @@ from zoneinfo import ZoneInfo
 from libs.common.climate import climate_day, climate_day_bounds
 from libs.common.events import WxMember
 from libs.common.money import PriceGrid
+from libs.common.stations import Station
+from services.sim.btc_truth import BtcPath
 from services.sim.catalog import EventInfo, MarketInfo, SeriesInfo
+from services.sim.weather_truth import bracket_mass
 from services.sim.world import World
 
 if TYPE_CHECKING:
-    from services.sim.wxfake import WeatherTruth
+    from services.sim.weather_truth import WeatherTruth
 
 ET = ZoneInfo("America/New_York")
-BRIDGE_TERMS = 200
-YEAR_S = 365 * 86_400
 
 
 def _phi(x: float) -> float:
@@ -53,15 +54,28 @@ def _weather_series(world: World, series: str, city: str) -> None:
         contract_terms_url="https://kalshi.com/docs/contract-terms/HIGHTEMP.pdf", tags=["weather", city]))
 
 
+def weather_of(world: World) -> WeatherTruth:
+    """The world's station weather (created on first use, from the world's seed)."""
+    if world.weather is None:
+        from services.sim.wxfake import WeatherTruth
+
+        world.weather = WeatherTruth(world.seed)
+    return world.weather
+
+
 def weather_event(world: World, *, series: str = "KXHIGHNY", city: str = "New York", station: str = "KNYC",
                   tz: str = "America/New_York", day: date, true_mean_f: float | None = None,
                   true_max_f: float | None = None, spread_f: float = 2.5) -> str:
     """Six markets (two tails, four 2°F brackets) for one climate day; returns the event ticker.
 
-    The day's max is distributed normal(`true_max_f`, `spread_f`) and reported in whole °F; that
-    distribution is every market's truth, and one seeded draw from it (`world.facts[event]["true_max_f"]`)
-    is the outcome. `true_mean_f` is the same centre under its older name; if neither is given it is drawn.
-    The ladder is centred on Kalshi's own forecast: the true centre plus a little seeded noise.
+    Without a centre, the day is the station's honest weather (services/sim/weather_truth.py): the outcome
+    is the true CLI max, each market's truth is the ideal probability at listing, and `world.ideals`
+    answers the ideal at any later moment (the crowd follows it; the bench scores against it).
+
+    With `true_max_f` (or its older name `true_mean_f`) a test fixes the centre: the day's max is
+    distributed normal(centre, `spread_f`) in whole °F, that distribution is every market's fixed truth,
+    and one seeded draw from it is the outcome — pinned in the station's weather, so the fake services
+    report the same max. The ladder is centred on Kalshi's own forecast: the centre plus a little noise.
     """
     if true_mean_f is not None and true_max_f is not None and true_mean_f != true_max_f:
         raise ValueError("give the centre of the daily max once: true_max_f (or its old name true_mean_f)")
@@ -69,9 +83,20 @@ def weather_event(world: World, *, series: str = "KXHIGHNY", city: str = "New Yo
     event = weather_event_ticker(series, day)
     rng = world.rng_for("weather", event)
     centre = true_max_f if true_max_f is not None else true_mean_f
-    mu = centre if centre is not None else rng.uniform(38, 72)
+    weather = weather_of(world)
+    open_time = datetime.combine(day - timedelta(days=1), time(10), zone).astimezone(UTC)  # 10 AM local
+    listed_at = max(open_time, world.clock())
+    if centre is None:
+        weather.add_station(Station(series=series, city=city.lower(), icao=station, cli=station[1:], lat=40.5,
+                                    lon=-74.0, tz=tz))
+        pmf = weather.ideal_pmf(station, day, listed_at)
+        mu = sum(k * p for k, p in pmf.items())
+        spread_f = math.sqrt(max(sum((k - mu) ** 2 * p for k, p in pmf.items()), 0.25))
+        actual = weather.day_max(station, day)
+    else:
+        mu = centre
+        actual = round(rng.gauss(mu, spread_f))
     lo = round(mu + rng.gauss(0, 1.5)) - 3  # ladder: T<lo>, B<lo>.5 ... B<lo+6>.5, T<lo+7>
-    actual = round(rng.gauss(mu, spread_f))
     hi = lo + 7
     _weather_series(world, series, city)
     close = climate_day_end_utc(day, zone)
@@ -79,23 +104,33 @@ def weather_event(world: World, *, series: str = "KXHIGHNY", city: str = "New Yo
                               title=f"Highest temperature in {city} on {day:%b %d, %Y}?",
                               sub_title=f"On {day:%b %d, %Y}", strike_date=close))
 
+    bounds = [(-math.inf, lo - 1)] + [(lo + 2 * k, lo + 2 * k + 1) for k in range(4)] + [(hi + 1, math.inf)]
+
     def p_range(a: float, b: float) -> float:  # P(a <= max rounded to whole °F <= b)
+        if centre is None:
+            return bracket_mass(pmf, a, b)
         return _phi((b + 0.5 - mu) / spread_f) - _phi((a - 0.5 - mu) / spread_f)
 
     ladder: list[tuple[str, str, Decimal | None, Decimal | None, str, float, bool]] = [
-        (f"T{lo}", "less", None, Decimal(lo), f"{lo - 1}° or below", p_range(-math.inf, lo - 1), actual < lo)]
+        (f"T{lo}", "less", None, Decimal(lo), f"{lo - 1}° or below", p_range(*bounds[0]), actual < lo)]
     for k in range(4):
         a = lo + 2 * k
         ladder.append((f"B{a}.5", "between", Decimal(a), Decimal(a + 1), f"{a}° to {a + 1}°", p_range(a, a + 1),
                        a <= actual <= a + 1))
-    ladder.append((f"T{hi}", "greater", Decimal(hi), None, f"{hi + 1}° or above", p_range(hi + 1, math.inf),
+    ladder.append((f"T{hi}", "greater", Decimal(hi), None, f"{hi + 1}° or above", p_range(*bounds[-1]),
                    actual > hi))
     winner = next(f"{event}-{suffix}" for suffix, *_, wins in ladder if wins)
+    if centre is not None:
+        weather.add_station(Station(series=series, city=city.lower(), icao=station, cli=station[1:], lat=40.5,
+                                    lon=-74.0, tz=tz))
+        weather.pin(station, day, actual)
     world.facts[event] = {"kind": "weather", "series": series, "station": station, "tz": tz, "date": day,
-                          "mean_f": mu, "spread_f": spread_f, "true_max_f": actual, "winner": winner}
-    open_time = datetime.combine(day - timedelta(days=1), time(10), zone).astimezone(UTC)  # 10 AM local
+                          "mean_f": mu, "spread_f": spread_f, "true_max_f": actual, "winner": winner,
+                          "honest": centre is None}
     cli = "CLI" + station[1:]  # KNYC -> CLINYC: the rules name the station by its climate report id
+    tickers = []
     for suffix, kind, floor, cap, sub, p, wins in ladder:
+        tickers.append(f"{event}-{suffix}")
         world.add_market(MarketInfo(
             ticker=f"{event}-{suffix}", event_ticker=event, series_ticker=series,
             title=f"Will the high temp in {city} be {sub} on {day:%b %d, %Y}?",
@@ -107,6 +142,12 @@ def weather_event(world: World, *, series: str = "KXHIGHNY", city: str = "New Yo
                           "according to The Weather Company, then the market resolves to Yes.",
             created_time=open_time),
             truth=min(max(p, 0.0), 1.0), outcome="yes" if wins else "no")
+    if centre is None:
+        def ideal(now: datetime) -> dict[str, float]:
+            later = weather.ideal_pmf(station, day, max(now, open_time))
+            return {t: bracket_mass(later, a, b) for t, (a, b) in zip(tickers, bounds, strict=True)}
+
+        world.ideals[event] = (ideal, 300.0)
     return event
 
 
@@ -120,39 +161,30 @@ def ensemble_around(facts: dict[str, Any], *, seed: int = 3, per_model: int = 50
                  for k in range(per_model))
 
 
+def btc_path_of(world: World, start: datetime, spot: float, vol: float) -> BtcPath:
+    """The world's BTC price path (one continuous path; created at the first listing, from `spot`)."""
+    if world.btc is None:
+        world.btc = BtcPath(world.rng_for("btc-path").getrandbits(63), start, spot, vol)
+    return world.btc
+
+
 def _btc_window(world: World, close: datetime, spot: float, vol: float, horizon_s: float) -> dict[str, Any]:
-    """The hour's BTC facts: start price, seeded settlement price (lognormal, zero drift), path noise seed."""
+    """The hour's BTC facts: the path's price at the open and the settlement (the 60 s average before the close)."""
     key = f"btc:{close.isoformat()}"
     if key not in world.facts:
-        rng = world.rng_for("btc", close.isoformat())
-        tau = horizon_s / YEAR_S
-        z = rng.gauss(0, 1)
-        settle = spot * math.exp(vol * math.sqrt(tau) * z - 0.5 * vol * vol * tau)
-        world.facts[key] = {"kind": "btc", "open": close - timedelta(seconds=horizon_s), "close": close,
-                            "spot0": spot, "vol": vol, "settle_price": round(settle, 2),
-                            "noise_seed": rng.getrandbits(32)}
+        opened = close - timedelta(seconds=horizon_s)
+        path = btc_path_of(world, opened, spot, vol)
+        world.facts[key] = {"kind": "btc", "open": opened, "close": close, "spot0": path.price_at(max(opened,
+                                                                                                      path.start)),
+                            "vol": vol, "settle_price": path.settlement_price(close)}
     return world.facts[key]
 
 
 def btc_price_at(world: World, t: datetime) -> float:
-    """The simulated BTC price at `t`: a seeded path from each window's start price to its settlement price."""
-    windows = sorted((f for f in world.facts.values() if f.get("kind") == "btc"), key=lambda f: f["close"])
-    if not windows:
+    """The simulated BTC price at `t` (the path's last 100 ms print; before the path starts, its first price)."""
+    if world.btc is None:
         return 90_000.0
-    f = next((w for w in windows if w["open"] <= t <= w["close"]), windows[-1] if t > windows[-1]["close"]
-             else windows[0])
-    a, b = float(f["spot0"]), float(f["settle_price"])
-    span = (f["close"] - f["open"]).total_seconds()
-    x = min(max((t - f["open"]).total_seconds() / span, 0.0), 1.0)
-    # A Brownian bridge from spot0 to the settlement price with the window's volatility (Karhunen–Loève
-    # series), so the path the venues show is as volatile as the truths the markets were priced with.
-    zs = f.get("bridge_z")
-    if zs is None:
-        rng = random.Random(int(f["noise_seed"]))
-        zs = f["bridge_z"] = [rng.gauss(0, 1) for _ in range(BRIDGE_TERMS)]
-    sd_total = a * float(f["vol"]) * math.sqrt(span / YEAR_S)
-    wiggle = sum(z * math.sqrt(2) * math.sin((k + 1) * math.pi * x) / ((k + 1) * math.pi) for k, z in enumerate(zs))
-    return a + (b - a) * x + wiggle * sd_total
+    return world.btc.price_at(max(t, world.btc.start))
 
 
 def _btc_series(world: World, series: str, title: str) -> None:
@@ -174,12 +206,6 @@ def btc_event_ticker(series: str, close: datetime) -> str:
     return f"{series}-{close.astimezone(ET):%y%b%d%H}".upper()
 
 
-def _btc_cdf(spot: float, vol: float, tau: float) -> Callable[[float], float]:
-    """P(settlement < x) under a driftless lognormal from `spot` over `tau` years."""
-    sd = vol * math.sqrt(tau)
-    return lambda x: _phi((math.log(x / spot) + 0.5 * sd * sd) / sd)
-
-
 def _btc_event_facts(world: World, event: str, window: dict[str, Any]) -> None:
     world.facts[event] = {"kind": "btc_event", "window": f"btc:{window['close'].isoformat()}",
                           "settle_price": window["settle_price"]}
@@ -187,14 +213,19 @@ def _btc_event_facts(world: World, event: str, window: dict[str, Any]) -> None:
 
 def btc_ladder(world: World, *, series: str = "KXBTCD", close: datetime, spot: float, vol: float = 0.5,
                n_strikes: int = 20, step: int = 500, horizon_s: float = 3600) -> str:
-    """An hourly "above K" ladder (`T<K-0.01>`, strike_type greater) around `spot`; returns the event ticker.
+    """An hourly "above K" ladder (`T<K-0.01>`, strike_type greater) around the price at the open; returns the
+    event ticker.
 
-    Truths are the lognormal digital P(settle > K - 0.01) given `spot` and annual `vol` over `horizon_s`;
-    outcomes compare the seeded settlement price in `world.facts[f"btc:{close}"]` (also under the event).
+    The world's BTC path (services/sim/btc_truth.py) starts at `spot` when this is the world's first BTC listing.
+    Truths are the ideal P(settle > K - 0.01) at listing, outcomes compare the settlement (the 60 s average
+    before the close, in `world.facts[f"btc:{close}"]`), and `world.ideals` answers the ideal at any moment.
     """
     window = _btc_window(world, close, spot, vol, horizon_s)
     settle = float(window["settle_price"])
-    cdf = _btc_cdf(spot, vol, horizon_s / YEAR_S)
+    spot = float(window["spot0"])
+    assert world.btc is not None
+    path: BtcPath = world.btc
+    law = path.forecast(close, max(window["open"], world.clock()))
     event = btc_event_ticker(series, close)
     _btc_series(world, series, "Bitcoin price above ...?")
     world.add_event(EventInfo(event_ticker=event, series_ticker=series,
@@ -203,6 +234,7 @@ def btc_ladder(world: World, *, series: str = "KXBTCD", close: datetime, spot: f
     _btc_event_facts(world, event, window)
     centre = round(spot / step) * step
     open_time = close - timedelta(seconds=horizon_s)
+    strikes: dict[str, float] = {}
     for i in range(n_strikes):
         k = centre + (i - n_strikes // 2) * step
         strike = Decimal(k) - Decimal("0.01")
@@ -215,7 +247,14 @@ def btc_ladder(world: World, *, series: str = "KXBTCD", close: datetime, spot: f
             rules_primary="If the simple average of the sixty seconds of CF Benchmarks' Bitcoin Real-Time Index "
                           f"(BRTI) before {_et_label(close)} is above {strike}, "
                           "then the market resolves to Yes."),
-            truth=1.0 - cdf(float(strike)), outcome="yes" if settle > float(strike) else "no")
+            truth=law.above(float(strike)), outcome="yes" if settle > float(strike) else "no")
+        strikes[f"{event}-T{strike}"] = float(strike)
+
+    def ideal(now: datetime) -> dict[str, float]:
+        later = path.forecast(close, max(now, open_time))
+        return {t: later.above(k) for t, k in strikes.items()}
+
+    world.ideals[event] = (ideal, 1.0)
     return event
 
 
@@ -228,7 +267,9 @@ def btc_range(world: World, *, series: str = "KXBTC", close: datetime, spot: flo
     """
     window = _btc_window(world, close, spot, vol, horizon_s)
     settle = float(window["settle_price"])
-    cdf = _btc_cdf(spot, vol, horizon_s / YEAR_S)
+    spot = float(window["spot0"])
+    assert world.btc is not None
+    path: BtcPath = world.btc
     event = btc_event_ticker(series, close)
     _btc_series(world, series, "Bitcoin price range")
     world.add_event(EventInfo(event_ticker=event, series_ticker=series,
@@ -239,16 +280,24 @@ def btc_range(world: World, *, series: str = "KXBTC", close: datetime, spot: flo
     low = round(spot / width) * width - (n_brackets // 2) * width
     high = low + n_brackets * width
     open_time = close - timedelta(seconds=horizon_s)
-    # A settlement price has cents, so (a + width - 0.01, a + width) is empty: P(bracket) = F(a + width) - F(a).
+    # A settlement price has cents: the brackets [a, a + width - 0.01] and the two tails cover every price once.
+    def probabilities(now: datetime) -> list[float]:
+        law = path.forecast(close, max(now, open_time))
+        return [law.below(low)] + [law.between(low + i * width, float(Decimal(low + (i + 1) * width) - cent))
+                                   for i in range(n_brackets)] + [law.above(float(Decimal(high) - cent))]
+
+    at_listing = probabilities(max(open_time, world.clock()))
     rows: list[tuple[str, str, Decimal | None, Decimal | None, str, float, bool]] = [
-        (f"T{Decimal(low) - cent}", "less", None, Decimal(low), f"Below ${low:,}", cdf(low), settle < low)]
+        (f"T{Decimal(low) - cent}", "less", None, Decimal(low), f"Below ${low:,}", at_listing[0], settle < low)]
     for i in range(n_brackets):
         a = low + i * width
         cap = Decimal(a + width) - cent
-        rows.append((f"B{a + width // 2}", "between", Decimal(a), cap, f"${a:,} to ${cap:,}",
-                     cdf(a + width) - cdf(a), a <= settle <= float(cap)))
+        rows.append((f"B{a + width // 2}", "between", Decimal(a), cap, f"${a:,} to ${cap:,}", at_listing[i + 1],
+                     a <= settle <= float(cap)))
     rows.append((f"T{Decimal(high) - cent}", "greater", Decimal(high) - cent, None, f"${high:,} or above",
-                 1.0 - cdf(high), settle >= high))
+                 at_listing[-1], settle >= high))
+    tickers = [f"{event}-{suffix}" for suffix, *_ in rows]
+    world.ideals[event] = (lambda now: dict(zip(tickers, probabilities(now), strict=True)), 1.0)
     for suffix, kind, floor, cap, sub, p, wins in rows:
         world.add_market(MarketInfo(
             ticker=f"{event}-{suffix}", event_ticker=event, series_ticker=series, title=f"Bitcoin price {sub}?",
@@ -296,14 +345,5 @@ def default_world(seed: int, now: datetime, clock: Callable[[], datetime] | None
 
 
 def weather_truth(world: World) -> WeatherTruth:
-    """The fake weather services' truth, read live from the world's weather events (listed as time passes)."""
-    from services.sim.wxfake import WeatherTruth
-
-    class _WorldTruth(WeatherTruth):
-        def day_max(self, icao: str, day: date) -> float:
-            for f in world.facts.values():
-                if f.get("kind") == "weather" and f["station"] == icao and f["date"] == day:
-                    return float(f["true_max_f"])
-            return super().day_max(icao, day)
-
-    return _WorldTruth(world.seed)
+    """The fake weather services' truth: the world's station weather, which its weather events settle on."""
+    return weather_of(world)

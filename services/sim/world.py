@@ -32,6 +32,12 @@ class World:
         self.outcomes: dict[str, Result] = {}  # market ticker -> how it will settle
         self.facts: dict[str, dict[str, Any]] = {}  # event ticker (and btc:<close>) -> the underlying truth
         self.traders: Any = None  # BackgroundTraders, when attached
+        self.weather: Any = None  # the stations' WeatherTruth, created by the weather scenarios
+        self.btc: Any = None  # the BTC price path (BtcPath), created by the first BTC listing
+        # event ticker -> (the ideal P(YES) of its markets at a time, how long one answer stays good in s):
+        # what a perfect forecaster with the desk's information would say (tests and the bench; never the desk).
+        self.ideals: dict[str, tuple[Callable[[datetime], dict[str, float]], float]] = {}
+        self._ideal_cache: dict[tuple[str, int], dict[str, float]] = {}
         # Scenario hooks called on every advance(now), e.g. to list the next hour's BTC events.
         self.rollers: list[Callable[[World, datetime], None]] = []
         self._unsettled: dict[str, MarketInfo] = {}  # markets not finalized yet: what advance() looks at
@@ -113,6 +119,27 @@ class World:
         if facts.get("kind") == "btc_event":
             return f"{facts['settle_price']:.2f}"
         return ""
+
+    def ideal_p(self, ticker: str, now: datetime | None = None) -> float:
+        """The ideal P(YES) of a market at `now`: its event's ideal if the scenario gave one, else its truth."""
+        event = self.catalog.markets[ticker].event_ticker
+        entry = self.ideals.get(event)
+        if entry is None:
+            return self.truth[ticker]
+        fn, every_s = entry
+        now = now or self.clock()
+        key = (event, int(now.timestamp() // every_s))
+        got = self._ideal_cache.get(key)
+        if got is None:
+            if len(self._ideal_cache) > 4096:  # a long-running sim: forget the oldest answers
+                for old in list(self._ideal_cache)[:2048]:
+                    del self._ideal_cache[old]
+            got = self._ideal_cache[key] = fn(now)
+        return got[ticker]
+
+    def has_ideal(self, ticker: str) -> bool:
+        """Whether the market's ideal probability moves with time (a scenario registered one)."""
+        return self.catalog.markets[ticker].event_ticker in self.ideals
 
     def active_markets(self) -> list[str]:
         """Markets trading now, in listing order."""

@@ -1,68 +1,61 @@
-"""Fake Open-Meteo (ensemble + forecast) and NWS observations, shaped like the real APIs (data_sources.md A2, B4).
+"""Fake Open-Meteo (ensemble + forecast) and NWS observations and climate reports, shaped like the real APIs
+(data_sources.md A2, B1–B4).
 
-Driven by `WeatherTruth`: each station's climate day has a true maximum (from the simulated world,
-so the weather markets settle on what these services show), an hourly curve peaking mid-afternoon
-local standard time, and ensemble members spread around it with a per-model bias and spread.
+Driven by `WeatherTruth` (services/sim/weather_truth.py): the ensemble serves the newest model run available
+at the fake's clock, whose members know the weather only up to the run's start; observations are the true
+trace at each hourly METAR, in whole °F as ASOS reports them (sent as tenths of °C, which round-trips);
+the climate report carries the day's true CLI maximum, so the markets, the CLI and the feeds agree.
 """
 
 from __future__ import annotations
 
-import math
-import random
-import zlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from libs.common.climate import climate_day, standard_offset
 from libs.common.logs import get_logger
 from libs.common.stations import STATIONS, Station
+from services.sim.weather_truth import ERROR_TIMESCALE_H, MODELS, WeatherTruth, round_half_up
 
 log = get_logger(__name__)
 
-# Canonical ensemble names (A1) with members including the control, and this fake's bias/spread per model.
-MODELS: dict[str, tuple[int, float, float]] = {
-    "ncep_gefs025": (31, -0.8, 2.6),
-    "ecmwf_ifs025_ensemble": (51, 0.3, 2.0),
-    "dwd_icon_global_eps": (40, -0.3, 2.4),
-    "gem_global_ensemble": (21, 0.8, 3.0),
-}
 ALIASES = {"gfs025": "ncep_gefs025", "gfs_seamless": "ncep_gefs_seamless", "ecmwf_ifs025": "ecmwf_ifs025_ensemble",
            "gem_global": "gem_global_ensemble", "icon_global": "dwd_icon_global_eps",
            "icon_global_eps": "dwd_icon_global_eps", "cmc_gem_geps": "gem_global_ensemble"}
+__all__ = ["MODELS", "WeatherFake", "WeatherTruth"]
 
 
-def _seed(*parts: object) -> int:
-    return zlib.crc32("|".join(map(str, parts)).encode())
+def _epoch_hours(times: list[datetime]) -> np.ndarray:
+    return np.array([int(t.timestamp()) // 3600 for t in times], dtype=np.int64)
 
 
-class WeatherTruth:
-    """True daily maxima and hourly temperatures per station."""
+def observed_f(truth: WeatherTruth, station: Station, t: datetime) -> float:
+    """What ASOS reports at `t`: the true 5-minute value in whole °F."""
+    return float(round_half_up(truth.temp_f(station, t)))
 
-    def __init__(self, seed: int, maxima: dict[tuple[str, date], float] | None = None) -> None:
-        self.seed = seed
-        self.maxima = dict(maxima or {})
 
-    def day_max(self, icao: str, day: date) -> float:
-        """The climate day's true max °F (seeded when no scenario fixed it)."""
-        if (icao, day) not in self.maxima:
-            self.maxima[(icao, day)] = round(random.Random(_seed(self.seed, icao, day)).gauss(55, 10))
-        return self.maxima[(icao, day)]
-
-    def temp_f(self, station: Station, t: datetime) -> float:
-        """Temperature at `t`: 15 °F diurnal swing peaking at 15:00 LST, reaching the day's max exactly then."""
-        day = climate_day(t, station.tz)
-        lst = t.astimezone(UTC) + standard_offset(station.tz, day)
-        h = lst.hour + lst.minute / 60
-        mx = self.day_max(station.icao, day)
-        return mx - 15.0 * (0.5 - 0.5 * math.cos(2 * math.pi * (h - 15) / 24))
-
-    def member_offset(self, station: Station, model: str, member: int, day: date) -> float:
-        """A member's error for a day: the model's bias plus a seeded draw of its spread."""
-        _, bias, sd = MODELS[model]
-        return bias + random.Random(_seed(self.seed, station.icao, model, member, day)).gauss(0, sd)
+def ensemble_hourly(truth: WeatherTruth, station: Station, hours: list[datetime], models: list[str], now: datetime,
+                    unit: str = "°F", conv: Callable[[np.ndarray], np.ndarray] = lambda f: np.round(f, 1)
+                    ) -> tuple[dict[str, list[Any]], dict[str, str]]:
+    """The `hourly` and `hourly_units` of an ensemble answer at `now`: the newest run's members (A2 keys)."""
+    hourly: dict[str, list[Any]] = {"time": [t.strftime("%Y-%m-%dT%H:%M") for t in hours]}
+    units: dict[str, str] = {"time": "iso8601"}
+    weather = truth.station(station.icao)
+    run = weather.latest_run(now)
+    epoch_h = _epoch_hours(hours)
+    for model in models:
+        values = conv(weather.members_f(run, model, epoch_h))
+        for k in range(values.shape[0]):
+            key = "temperature_2m" + (f"_member{k:02d}" if k else "")
+            if len(models) > 1:
+                key += f"_{model}"  # several models: every key gets the canonical model suffix (A2)
+            hourly[key] = values[k].tolist()
+            units[key] = unit
+    return hourly, units
 
 
 class WeatherFake:
@@ -147,10 +140,10 @@ class WeatherFake:
         start = self.clock().astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=past)
         return [start + timedelta(hours=i) for i in range(24 * (days + past))]
 
-    def _unit(self, request: web.Request) -> tuple[str, Callable[[float], float]]:
+    def _unit(self, request: web.Request) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
         if request.query.get("temperature_unit", "celsius") == "fahrenheit":
-            return "°F", lambda f: round(f, 1)
-        return "°C", lambda f: round((f - 32) * 5 / 9, 1)
+            return "°F", lambda f: np.round(f, 1)
+        return "°C", lambda f: np.round((f - 32) * 5 / 9, 1)
 
     async def _ensemble(self, request: web.Request) -> web.Response:
         station = self._station_at(request)
@@ -161,29 +154,25 @@ class WeatherFake:
         unknown = [m for m in models if m not in MODELS]
         if unknown:
             return web.json_response({"error": True, "reason": f"Invalid model {unknown[0]}"}, status=400)
-        hourly: dict[str, list[Any]] = {"time": [t.strftime("%Y-%m-%dT%H:%M") for t in hours]}
-        units: dict[str, str] = {"time": "iso8601"}
-        for model in models:
-            n_members, _, _ = MODELS[model]
-            for k in range(n_members):
-                key = "temperature_2m" + (f"_member{k:02d}" if k else "")
-                if len(models) > 1:
-                    key += f"_{model}"  # several models: every key gets the canonical model suffix (A2)
-                series = []
-                for t in hours:
-                    day = climate_day(t, station.tz)
-                    base = self.truth.temp_f(station, t) + self.truth.member_offset(station, model, k, day)
-                    series.append(conv(base))
-                hourly[key] = series
-                units[key] = unit
+        hourly, units = ensemble_hourly(self.truth, station, hours, models, self.clock(), unit, conv)
         return web.json_response(self._envelope(station, units, hourly))
 
     async def _forecast(self, request: web.Request) -> web.Response:
         station = self._station_at(request)
         hours = self._hours(request)
         unit, conv = self._unit(request)
+        # The deterministic run: the newest run's expected error decaying from what it assimilated.
+        weather = self.truth.station(station.icao)
+        run = weather.latest_run(self.clock())
+        tau = int(run.timestamp()) // 3600
+        epoch_h = _epoch_hours(hours)
+        eps0 = weather.eps_at_hour(tau)
+        lead = np.maximum(epoch_h - tau, 0)
+        values = weather.centre_f(epoch_h.astype(float)) + np.where(
+            epoch_h <= tau, [weather.eps_at_hour(int(h)) if h <= tau else 0.0 for h in epoch_h],
+            eps0 * np.exp(-lead / ERROR_TIMESCALE_H))
         hourly = {"time": [t.strftime("%Y-%m-%dT%H:%M") for t in hours],
-                  "temperature_2m": [conv(self.truth.temp_f(station, t) - 0.5) for t in hours]}
+                  "temperature_2m": conv(values).tolist()}
         return web.json_response(self._envelope(station, {"time": "iso8601", "temperature_2m": unit}, hourly))
 
     @staticmethod
@@ -210,7 +199,7 @@ class WeatherFake:
             t -= timedelta(hours=1)
         features = []
         while t >= start and len(features) < limit:
-            c = round((self.truth.temp_f(station, t) - 32) * 5 / 9, 1)
+            c = round((observed_f(self.truth, station, t) - 32) * 5 / 9, 1)
             features.append({"id": f"https://api.weather.gov/stations/{icao}/observations/{t.isoformat()}",
                              "type": "Feature", "properties": {
                                  "stationId": icao, "timestamp": t.isoformat(), "rawMessage": f"METAR {icao} ...",
@@ -246,7 +235,7 @@ class WeatherFake:
 
     def cli_text(self, station: Station, day: date, issued: datetime) -> str:
         """A final CLI bulletin in the B2 layout for `day`."""
-        mx = round(self.truth.day_max(station.icao, day))
+        mx = self.truth.day_max(station.icao, day)
         local = issued + standard_offset(station.tz, day)
         text = (f"CDUS41 KOKX {issued:%d%H%M}\nCLI{station.cli}\n\nCLIMATE REPORT\nNATIONAL WEATHER SERVICE\n"
                 f"{local:%I%M %p} LST {local:%a %b %d %Y}\n\n"

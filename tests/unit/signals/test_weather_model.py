@@ -13,8 +13,11 @@ from libs.common.station_bias import fit_station_bias
 from services.signals.weather_model import (
     Bracket,
     LadderError,
+    WeatherForecastResult,
     WeatherModelError,
     bracket_probabilities,
+    excess_probability,
+    remaining_maxima,
 )
 
 
@@ -192,3 +195,60 @@ def test_fit_station_bias_shrinks_towards_zero() -> None:
     assert many == pytest.approx(2000 / 1010)
     with_nan = fit_station_bias(np.array([62.0, np.nan, 61.0]), np.array([60.0, 60.0, np.nan]), prior_n=1)
     assert with_nan == pytest.approx(1.0)  # one valid pair: 2 / (1 + 1)
+
+
+# -- the rest of the day (remaining=True) ------------------------------------------------------------------
+
+
+def by_degree(r: WeatherForecastResult, lo: int, hi: int) -> dict[int, float]:
+    return {int(k): float(p) for k, p in zip(r.support, r.pmf, strict=True) if lo <= k <= hi}
+
+
+def test_after_the_peak_the_mass_collects_on_the_observed_max_without_a_late_rise() -> None:
+    """The old model truncated a daily distribution at the observed max and still expected ~1.5 °F more at
+    16:00; conditioning on the remaining hours, members whose rest of the day stays below the observation put
+    the settlement on it (or one degree above with `past_excess_p`), nothing higher."""
+    below = {"m": normal_members(4, mu=57.0, sd=0.8)}  # the members' max over the hours left: 5 °F below
+    r = bracket_probabilities(below, ladder(), lead_hours=6.0, observed_max_f=62.0, remaining=True, min_sd_f=0.5)
+    pmf = by_degree(r, 55, 70)
+    assert pmf[62] > 0.999 and r.mean_f == pytest.approx(62.0, abs=0.01)
+    r = bracket_probabilities(below, ladder(), lead_hours=6.0, observed_max_f=62.0, remaining=True, min_sd_f=0.5,
+                              past_excess_p=0.3)
+    pmf = by_degree(r, 55, 70)
+    assert pmf[62] == pytest.approx(0.7, abs=1e-3) and pmf[63] == pytest.approx(0.3, abs=1e-3)
+    assert sum(p for k, p in pmf.items() if k < 62 or k > 63) < 1e-3  # only the 2 % wide tail
+
+
+def test_when_the_rest_of_the_day_is_warmer_the_members_decide_not_the_observation() -> None:
+    warmer = {"m": normal_members(5, mu=66.0, sd=1.0)}
+    r = bracket_probabilities(warmer, ladder(), lead_hours=6.0, observed_max_f=60.0, remaining=True, min_sd_f=0.5,
+                              tail_weight=0.0)
+    assert by_degree(r, 60, 60).get(60, 0.0) < 1e-6
+    assert r.mean_f == pytest.approx(66.0, abs=0.3)
+
+
+def test_no_hours_left_means_the_observed_floor() -> None:
+    r = bracket_probabilities({"m": np.empty(0)}, ladder(), lead_hours=0.0, observed_max_f=61.0, remaining=True,
+                              past_excess_p=0.0)
+    assert r.probabilities["B61.5"] == pytest.approx(1.0)
+
+
+def test_remaining_maxima_takes_the_hours_left_and_the_nowcast_shift() -> None:
+    # Two members, hourly from epoch hour 100: a warm morning then cooling.
+    traces = {"m": np.array([[50, 55, 60, 58, 54, 50], [52, 56, 59, 57, 53, 49]], dtype=float)}
+    rest = remaining_maxima(100.0, traces, day_start_h=100.0, day_end_h=106.0, now_h=103.0)
+    assert rest["m"].tolist() == [58.0, 57.0]  # hours 103..105 only
+    # The observation at hour 103 is 2 °F above member 0 and 3 above member 1: each is lifted at that hour.
+    shifted = remaining_maxima(100.0, traces, day_start_h=100.0, day_end_h=106.0, now_h=103.0, obs=[(103.0, 60.0)],
+                               nowcast_timescale_h=30.0)
+    assert shifted["m"].tolist() == pytest.approx([60.0, 60.0])
+    assert remaining_maxima(100.0, traces, day_start_h=100.0, day_end_h=106.0, now_h=106.0)["m"].size == 0
+
+
+def test_excess_probability_grows_with_readings_at_the_top_and_with_the_wander() -> None:
+    assert excess_probability([], 0.3) == 0.0
+    one = excess_probability([60, 61, 62, 61], 0.3)
+    three = excess_probability([60, 62, 62, 62, 61], 0.3)
+    assert 0 < one < three < 1
+    assert excess_probability([60, 62, 62, 62, 61], 0.1) < three
+    assert excess_probability([52, 62], 0.3) == pytest.approx(excess_probability([62], 0.3))  # far below: no effect

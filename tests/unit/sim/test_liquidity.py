@@ -1,4 +1,4 @@
-"""Background traders: two-sided books near the truth, bounded inventory, deterministic, conserving money."""
+"""Background traders: two-sided books near the crowd's belief, bounded inventory, deterministic, conserving money."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def mid(w: World, ticker: str) -> float:
     return (yes[-1][0] + ONE_DOLLAR - no[-1][0]) / (2 * ONE_DOLLAR)
 
 
-def test_every_active_market_gets_a_two_sided_book_near_the_truth() -> None:
+def test_every_active_market_gets_a_two_sided_book_near_the_crowds_belief() -> None:
     w, traders = traded_world(9)
     active = w.active_markets()
     assert len(active) == 44 and traders.actions == 500
@@ -32,7 +32,7 @@ def test_every_active_market_gets_a_two_sided_book_near_the_truth() -> None:
         yes, no = w.engine.book(t, 1)
         assert yes and no, f"{t} is one-sided"
         assert yes[-1][0] + no[-1][0] < ONE_DOLLAR, f"{t} is crossed"
-        assert abs(mid(w, t) - w.truth[t]) < 0.15, t
+        assert abs(mid(w, t) - traders.belief(t)) < 0.15, t
     assert len(w.engine.trades()) > 20  # takers traded through
 
 
@@ -71,12 +71,12 @@ def test_the_same_seed_gives_the_same_books_and_another_seed_does_not() -> None:
 def test_mispricing_shifts_the_crowd_and_keeps_the_book_two_sided() -> None:
     probe = default_world(12, NOW, clock=lambda: NOW)
     target = next(t for t in probe.active_markets() if 0.2 < probe.truth[t] < 0.5)
-    w, _ = traded_world(12, steps=1_000, mispricing={target: 0.25})
+    w, traders = traded_world(12, steps=1_000, mispricing={target: 0.25})
     yes, no = w.engine.book(target, 1)
     assert yes and no
-    assert abs(mid(w, target) - (w.truth[target] + 0.25)) < 0.04  # mispriced by design
+    assert abs(mid(w, target) - (traders.belief(target) + 0.25)) < 0.04  # mispriced by design
     others = [t for t in w.active_markets() if t != target]
-    assert all(abs(mid(w, t) - w.truth[t]) < 0.15 for t in others)
+    assert all(abs(mid(w, t) - traders.belief(t)) < 0.15 for t in others)
 
 
 def test_no_active_markets_means_no_actions() -> None:
