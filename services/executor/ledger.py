@@ -147,11 +147,15 @@ class Ledger:
             return list((await s.scalars(select(Order).where(Order.mode == self.mode)
                                          .order_by(Order.id.desc()).limit(limit))).all())
 
-    async def mark_sent(self, coid: str, sent_at: datetime) -> None:
+    async def mark_sent(self, coid: str, sent_at: datetime, *, exchange_index: int | None = None) -> None:
+        """The intent is about to leave: `pending`, with the shard it is sent to (its route from now on)."""
+        values: dict[str, Any] = {"status": "pending", "sent_at": sent_at}
+        if exchange_index is not None:
+            values["exchange_index"] = exchange_index
         async with self.sessions() as s, s.begin():
             await s.execute(update(Order).where(Order.mode == self.mode, Order.client_order_id == coid,
                                                 Order.status == "intent")
-                            .values(status="pending", sent_at=sent_at))
+                            .values(**values))
 
     async def set_state(self, coid: str, state: OrderState, *, accepted: bool = False) -> tuple[Order | None, bool]:
         """Record the venue's view of an order and its events; (the row, whether anything changed).

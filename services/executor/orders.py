@@ -13,6 +13,13 @@ retried create of the same id is answered 409 and recovered by the client — on
 Following: `user_order` frames carry an order's full totals, `fill` frames one execution each; both
 come from the private WebSocket (or the paper broker), and `poll()` reads the same facts over REST as
 the fallback. Event ids derive from the transition, so replays and the WS/REST overlap are stored once.
+
+Routing: Kalshi's exchange is sharded and a call that does not say where to go reaches shard 0
+(kalshi_api.md §3.12), where a shard-2 (crypto) order is unknown. Every call here names the order's
+market and its shard, from the market definition (`exchange_index`; the ledger row keeps the one the
+order was sent with), or asks Kalshi to route by the market (`-1`) when no definition says. A cancel
+answered 404 is therefore never read as "already gone": the order is looked up by id and by
+client_order_id, canceled again where it really lives, and the ledger follows what the venue shows.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from libs.common.kalshi import errors as E
 from libs.common.kalshi.models import CreateOrderResult, WsFill, WsUserOrder
 from libs.common.kalshi.models import Fill as RestFill
 from libs.common.kalshi.models import Order as RestOrder
+from libs.common.kalshi.rest import AUTO_ROUTE
 from libs.common.logs import get_logger
 from services.executor.broker import Broker
 from services.executor.ledger import FillFact, Ledger, OrderState
@@ -56,6 +64,30 @@ class OrderLifecycle:
         self.sent = 0
         self.malformed = 0
 
+    # -- routing ---------------------------------------------------------------------------------
+
+    def shard(self, ticker: str, row: Order | None = None) -> int | None:
+        """The exchange index `ticker` lives on: its market definition's, else the one the order was sent
+        with (the ledger row); None when neither says."""
+        st = self.markets.get(ticker)
+        if st is not None and st.defn.exchange_index is not None:
+            return st.defn.exchange_index
+        if row is not None and row.exchange_index is not None:
+            return row.exchange_index
+        return None
+
+    def route(self, ticker: str, row: Order | None = None) -> int:
+        """`exchange_index` for a call that names the market: its shard, or -1 (Kalshi routes by the ticker)."""
+        shard = self.shard(ticker, row)
+        return AUTO_ROUTE if shard is None else shard
+
+    def shards(self, rows: list[Order] | None = None) -> list[int]:
+        """Every shard a market we know, or an order of ours, lives on (0 always)."""
+        known = {0, *(st.defn.exchange_index for st in self.markets.by_ticker.values()
+                      if st.defn.exchange_index is not None)}
+        known.update(r.exchange_index for r in rows or () if r.exchange_index is not None)
+        return sorted(known)
+
     # -- sending --------------------------------------------------------------------------------
 
     async def send(self, intent: Intent) -> Order | None:
@@ -63,12 +95,14 @@ class OrderLifecycle:
 
         Also resumes an intent whose earlier send died before or during the create (same id: one order).
         """
-        await self.ledger.mark_sent(intent.client_order_id, self.clock())
+        shard = self.shard(intent.ticker)
+        await self.ledger.mark_sent(intent.client_order_id, self.clock(), exchange_index=shard)
         try:
             res = await self.broker.create_order(
                 intent.ticker, intent.book_side, intent.yes_price, intent.count,  # type: ignore[arg-type]
                 time_in_force=intent.time_in_force, client_order_id=intent.client_order_id,  # type: ignore[arg-type]
-                post_only=intent.post_only, reduce_only=intent.reduce_only)
+                post_only=intent.post_only, reduce_only=intent.reduce_only,
+                exchange_index=AUTO_ROUTE if shard is None else shard)
         except E.OrderRejected as e:
             log.warning("order_rejected", ticker=intent.ticker, client_order_id=intent.client_order_id,
                         code=e.code, error=str(e))
@@ -105,7 +139,8 @@ class OrderLifecycle:
         assert row.order_id is not None
         try:
             await self.broker.amend_order(row.order_id, ticker=row.ticker, side=row.book_side,  # type: ignore[arg-type]
-                                          price=yes_price, count=row.fill_count + remaining)
+                                          price=yes_price, count=row.fill_count + remaining,
+                                          exchange_index=self.route(row.ticker, row))
         except E.NotFound:
             await self.refresh(row)  # it is gone (filled or canceled): read its final state
             return "gone"
@@ -128,7 +163,8 @@ class OrderLifecycle:
         """Contracts ahead of a resting order at its price; None when the venue cannot say right now."""
         assert row.order_id is not None
         try:
-            return (await self.broker.queue_position(row.order_id)).queue_position
+            return (await self.broker.queue_position(row.order_id,
+                                                     exchange_index=self.shard(row.ticker, row))).queue_position
         except E.NotFound:
             return None  # filled or canceled meanwhile: the next update or poll says which
         except VENUE_UNAVAILABLE as e:
@@ -137,7 +173,7 @@ class OrderLifecycle:
 
     async def refresh(self, row: Order) -> Order | None:
         """Read one order from the venue and apply it (with its fills when its fill count moved)."""
-        o = await self.read(row.order_id) if row.order_id is not None else None
+        o = await self.read(row)
         if o is None:
             return row
         if o.fill_count != row.fill_count:
@@ -208,25 +244,45 @@ class OrderLifecycle:
         for row in await self.ledger.open_orders():
             await self.refresh(row)
 
-    async def find(self, ticker: str, coid: str) -> RestOrder | None:
-        """The venue's order with this client_order_id, if it ever reached the exchange."""
-        return await self.broker.find_order(ticker, coid)
+    async def find(self, ticker: str, coid: str, row: Order | None = None) -> RestOrder | None:
+        """The venue's order with this client_order_id, if it ever reached the exchange (asked of its market's
+        shard, then of the shard Kalshi routes the ticker to, in case the definition's shard was wrong)."""
+        index = self.route(ticker, row)
+        found = await self.broker.find_order(ticker, coid, exchange_index=index)
+        if found is None and index != AUTO_ROUTE:
+            found = await self.broker.find_order(ticker, coid, exchange_index=AUTO_ROUTE)
+        return found
 
-    async def venue_resting(self) -> list[RestOrder]:
-        """Every order of this account resting on the venue (ours or not)."""
-        return await self.broker.orders(status="resting")
+    async def venue_resting(self, rows: list[Order] | None = None) -> list[RestOrder]:
+        """Every order of this account resting on the venue (ours or not), on every shard we know of.
 
-    async def read(self, order_id: str) -> RestOrder | None:
-        """One order as the venue has it; None when the venue does not know it."""
+        One unnarrowed read plus one per shard other than 0: whether a list without `exchange_index`
+        covers every shard or only shard 0 is not documented; asked this way, the answer is the same.
+        """
+        out: dict[str, RestOrder] = {o.order_id: o for o in await self.broker.orders(status="resting")}
+        for shard in self.shards(rows):
+            if shard != 0:
+                out.update((o.order_id, o) for o in await self.broker.orders(status="resting", exchange_index=shard))
+        return list(out.values())
+
+    async def read(self, row: Order) -> RestOrder | None:
+        """One of our orders as the venue has it, read on its shard; None when the venue does not know it."""
+        if row.order_id is None:
+            return None
         try:
-            return await self.broker.order(order_id)
+            return await self.broker.order(row.order_id, exchange_index=self.shard(row.ticker, row))
         except E.NotFound:
             return None
+
+    async def locate(self, row: Order) -> RestOrder | None:
+        """The venue's view of a ledger order: by its id on its shard, else by its client_order_id."""
+        return await self.read(row) or await self.find(row.ticker, row.client_order_id, row)
 
     async def cancel_foreign(self, o: RestOrder) -> bool:
         """Cancel an order the ledger does not know (reconciliation, when configured); True if done."""
         try:
-            await self.broker.cancel_order(o.order_id, ticker=o.ticker)
+            await self.broker.cancel_order(o.order_id, ticker=o.ticker, exchange_index=o.exchange_index
+                                           if o.exchange_index is not None else self.route(o.ticker))
             return True
         except E.KalshiError as e:
             log.warning("unknown_order_cancel_failed", order_id=o.order_id, error=str(e))
@@ -235,19 +291,42 @@ class OrderLifecycle:
     # -- cancelling ------------------------------------------------------------------------------
 
     async def cancel(self, row: Order, reason: str) -> bool:
-        """Cancel one resting order; True when the venue confirmed (or it was already gone)."""
+        """Cancel one resting order; True when the venue shows it no longer resting.
+
+        A 404 is not taken as "gone": the ledger says the order rests, so a venue that does not find it
+        was asked in the wrong place (or is wrong). The order is looked up by id and by client_order_id;
+        found resting, it is canceled again on the shard it reports; found final, the ledger takes that;
+        found nowhere, the ledger keeps it resting for reconciliation to decide, and this returns False.
+        """
         if row.order_id is None:
             return False
+        index = self.route(row.ticker, row)
+        confirmed = missing = False
         try:
-            await self.broker.cancel_order(row.order_id, ticker=row.ticker)
+            await self.broker.cancel_order(row.order_id, ticker=row.ticker, exchange_index=index)
+            confirmed = True
         except E.NotFound:
-            pass
+            missing = True
         except E.OrderRejected as e:
             log.warning("cancel_refused", order_id=row.order_id, code=e.code)
-        o = await self.read(row.order_id)
+        o = await self.locate(row)
+        if o is not None and o.status == "resting" and missing:
+            where = o.exchange_index if o.exchange_index is not None else AUTO_ROUTE
+            log.warning("cancel_not_found_but_resting", order_id=row.order_id, ticker=row.ticker, sent_to=index,
+                        lives_on=o.exchange_index)
+            try:
+                await self.broker.cancel_order(o.order_id, ticker=o.ticker, exchange_index=where)
+                confirmed = True
+            except (E.NotFound, E.OrderRejected) as e:
+                log.error("cancel_retry_failed", order_id=row.order_id, exchange_index=where, error=str(e))
+            o = await self.locate(row) or o
         if o is None:
-            await self.ledger.finish(row.client_order_id, "canceled", reason)
-            return True
+            if confirmed:  # the venue canceled it and cannot show it now: its answer stands
+                await self.ledger.finish(row.client_order_id, "canceled", reason)
+                return True
+            log.error("cancel_unconfirmed_order_not_found", order_id=row.order_id, client_order_id=row.client_order_id,
+                      ticker=row.ticker, exchange_index=index, answered_404=missing)
+            return False
         await self.ledger.finish_reason(row.client_order_id, reason)
         await self.sync_order(o, row.client_order_id)
         return o.status != "resting"

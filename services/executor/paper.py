@@ -571,7 +571,10 @@ class PaperBroker:
                                  fill_count=existing.fill_count, remaining_count=existing.remaining_count,
                                  already_existed=True)
 
-    async def cancel_order(self, order_id: str, *, ticker: str | None = None) -> CancelResult:
+    # The paper venue has no shards: the routes the Broker calls carry (`exchange_index`) are accepted and ignored.
+
+    async def cancel_order(self, order_id: str, *, ticker: str | None = None,
+                           exchange_index: int | None = None) -> CancelResult:
         """Cancel one resting order."""
         self._tick(ticker)
         try:
@@ -595,8 +598,8 @@ class PaperBroker:
             await self._flush()
 
     async def amend_order(self, order_id: str, *, ticker: str, side: BookSide, price: int, count: int,
-                          client_order_id: str | None = None,
-                          updated_client_order_id: str | None = None) -> AmendResult:
+                          client_order_id: str | None = None, updated_client_order_id: str | None = None,
+                          exchange_index: int | None = None) -> AmendResult:
         """Amend price and/or total count (filled + desired remaining); only a pure decrease keeps priority."""
         self._tick(ticker)
         try:
@@ -616,8 +619,8 @@ class PaperBroker:
         finally:
             await self._flush()
 
-    async def decrease_order(self, order_id: str, *, reduce_by: int | None = None,
-                             reduce_to: int | None = None) -> DecreaseResult:
+    async def decrease_order(self, order_id: str, *, reduce_by: int | None = None, reduce_to: int | None = None,
+                             ticker: str | None = None, exchange_index: int | None = None) -> DecreaseResult:
         """Reduce a resting order, keeping its queue priority; exactly one of reduce_by / reduce_to."""
         if (reduce_by is None) == (reduce_to is None):
             raise ValueError("give exactly one of reduce_by or reduce_to")
@@ -625,11 +628,13 @@ class PaperBroker:
         try:
             waiting = self._waiting.get(order_id)
             if waiting is not None:
+                _check_ticker(waiting.ticker, ticker, order_id)
                 if waiting.status != "resting":
                     raise E.OrderRejected(f"paper: order {order_id} is {waiting.status}, not resting", status=400,
                                           code="invalid_order", details="order is not resting")
                 return self._decrease_waiting(waiting, reduce_by, reduce_to)
             try:
+                _check_ticker(self._engine.get_order(PAPER_USER, order_id).ticker, ticker, order_id)
                 o = self._engine.decrease(PAPER_USER, order_id, reduce_by=reduce_by, reduce_to=reduce_to)
             except mt.ExchangeError as e:
                 raise _error(e) from None
@@ -659,7 +664,8 @@ class PaperBroker:
 
     # -- reads --------------------------------------------------------------------------------------
 
-    async def find_order(self, ticker: str, client_order_id: str) -> Order | None:
+    async def find_order(self, ticker: str, client_order_id: str, *,
+                         exchange_index: int | None = None) -> Order | None:
         """Our order in `ticker` with this client_order_id, if any (every status)."""
         return self._find(ticker, client_order_id)
 
@@ -667,7 +673,7 @@ class PaperBroker:
         return next((o for o in self._all_orders(ticker) if o.client_order_id == client_order_id), None)
 
     async def orders(self, *, ticker: str | None = None, status: str | None = None,
-                     event_ticker: str | None = None) -> list[Order]:
+                     event_ticker: str | None = None, exchange_index: int | None = None) -> list[Order]:
         """Our orders, newest first (`event_ticker` may be a comma list, as on Kalshi)."""
         events = set(event_ticker.split(",")) if event_ticker else None
         return [o for o in self._all_orders(ticker)
@@ -681,7 +687,7 @@ class PaperBroker:
     def _event_of(self, ticker: str) -> str | None:
         return self._engine.market(ticker).event_ticker if self._listed(ticker) else None
 
-    async def order(self, order_id: str) -> Order:
+    async def order(self, order_id: str, *, exchange_index: int | None = None) -> Order:
         """One of our orders (NotFound otherwise)."""
         if order_id in self._waiting:
             return self._waiting[order_id]
@@ -728,7 +734,7 @@ class PaperBroker:
                               settled_time=s.settled_time)
                 for s in self._engine.settlements(PAPER_USER) if ticker is None or s.ticker == ticker]
 
-    async def queue_position(self, order_id: str) -> QueuePosition:
+    async def queue_position(self, order_id: str, *, exchange_index: int | None = None) -> QueuePosition:
         """Contracts (1/100) ahead of one resting order at its price; 0 = first in line."""
         waiting = self._waiting.get(order_id)
         if waiting is not None and waiting.status == "resting":
@@ -740,7 +746,8 @@ class PaperBroker:
             raise _error(e) from None
         return QueuePosition(order_id=order_id, market_ticker=ticker, queue_position=ahead)
 
-    async def queue_positions(self, market_tickers: Sequence[str]) -> list[QueuePosition]:
+    async def queue_positions(self, market_tickers: Sequence[str], *,
+                              exchange_index: int | None = None) -> list[QueuePosition]:
         """Queue positions of our resting orders in these markets."""
         out = []
         for ticker in market_tickers:

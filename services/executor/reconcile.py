@@ -76,7 +76,7 @@ class Reconciler:
         rep.fills_repaired = await self.orders.sync_fills()
         if self.compare_positions:
             await self._positions(rep)
-        rep.balance = (await self.broker.balance()).balance
+        rep.balance = (await self.broker.balance()).total
         self.last = rep
         if rep.disagreements:
             await self.pause("reconcile")
@@ -98,7 +98,7 @@ class Reconciler:
                 continue
             if now - (row.sent_at or row.created_at) < self.unanswered_after:
                 continue  # possibly still in flight on another replica
-            found = await self.orders.find(row.ticker, row.client_order_id)
+            found = await self.orders.find(row.ticker, row.client_order_id, row)
             if found is None:
                 await self.ledger.finish(row.client_order_id, "canceled", "never_reached_exchange")
                 rep.never_sent.append(row.client_order_id)
@@ -109,8 +109,9 @@ class Reconciler:
             rep.adopted.append(row.client_order_id)
 
     async def _resting(self, rep: Report) -> None:
-        resting = await self.orders.venue_resting()
-        ours = {o.client_order_id: o for o in await self.ledger.open_orders()}
+        open_rows = await self.ledger.open_orders()
+        resting = await self.orders.venue_resting(open_rows)
+        ours = {o.client_order_id: o for o in open_rows}
         seen: set[str] = set()
         for o in resting:
             coid = o.client_order_id or ""
@@ -125,11 +126,12 @@ class Reconciler:
                     rep.adopted.append(row.client_order_id)
                 continue
             await self._unknown(o, rep)
-        # Ledger says resting, exchange no longer lists it: read its final state.
+        # Ledger says resting, exchange no longer lists it: read its final state (by id on its shard, then
+        # by client_order_id); only an order neither finds is closed as not on the exchange.
         for coid, row in ours.items():
             if coid in seen or row.order_id is None or row.status != "resting":
                 continue
-            o = await self.orders.read(row.order_id)
+            o = await self.orders.locate(row)
             if o is None:
                 await self.ledger.finish(coid, "canceled", "not_on_exchange")
                 continue

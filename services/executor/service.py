@@ -172,7 +172,7 @@ class Executor:
         return [RestOrder(order_id=row.order_id, client_order_id=row.client_order_id, ticker=row.ticker,
                           outcome_side=row.outcome_side, book_side=row.book_side, status="resting",
                           yes_price=row.yes_price, fill_count=row.fill_count, remaining_count=row.remaining_count,
-                          initial_count=row.initial_count)
+                          initial_count=row.initial_count, exchange_index=row.exchange_index)
                 for row in await self.ledger.open_orders() if row.order_id is not None and row.status == "resting"]
 
     def _add_jobs(self) -> None:
@@ -347,7 +347,7 @@ class Executor:
 
     async def refresh_balance(self) -> int:
         assert self.desk is not None
-        bal = (await self.broker.balance()).balance
+        bal = (await self.broker.balance()).total  # every shard's collateral (balance_breakdown)
         self.desk.bankroll = bal
         return bal
 

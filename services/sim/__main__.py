@@ -5,7 +5,8 @@
 With no arguments it reads KDESK_SIM_BASE_PORT (set by `kdesk up`; else KDESK_SIM_PORT, else 8089),
 KDESK_SIM_HOST (127.0.0.1), KDESK_SIM_SEED (1),
 KDESK_SIM_KEYS_DIR (`$KDESK_VAR_DIR/sim/keys`, i.e. var/sim/keys) and KDESK_SIM_BALANCE (10000.00
-dollars per account), which is how `kdesk up` starts it. Every `<key_id>.pub.pem` in the keys
+dollars per account, split evenly over the exchange shards the markets live on: 0 and 2 for BTC),
+which is how `kdesk up` starts it. Every `<key_id>.pub.pem` in the keys
 directory becomes an API key acting for user `<key_id>` with a funded account; the directory is
 rescanned every few seconds, so keys created after start work too. The fake crypto venues
 (services/sim/venues.py) listen on the next ports of the block (libs/common/simnet.py), their
@@ -52,7 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=int(env.get("KDESK_SIM_SEED", "1")))
     p.add_argument("--keys-dir", type=Path, default=Path(env.get("KDESK_SIM_KEYS_DIR", var_dir / "sim" / "keys")))
     p.add_argument("--balance", default=env.get("KDESK_SIM_BALANCE", "10000.00"),
-                   help="starting balance of each key's account, in dollars")
+                   help="starting balance of each key's account, in dollars (split evenly over its shards)")
     p.add_argument("--tick-s", type=float, default=float(env.get("KDESK_SIM_TICK_S", "1.0")),
                    help="seconds between world steps (lifecycle, expiries, background traders)")
     p.add_argument("--no-traders", action="store_true", help="do not run background traders")

@@ -28,7 +28,7 @@ class SeriesInfo:
     contract_url: str = ""
     contract_terms_url: str = ""
     tags: list[str] = field(default_factory=list)
-    exchange_index: int = 0
+    exchange_index: int = 0  # the shard its new events are created on (kalshi_api.md §3.12)
     # Discovery categories (SDK 3.34 `categories`); empty = just `category`.
     categories: list[str] = field(default_factory=list)
     last_updated: datetime | None = None  # None = when its first market was listed
@@ -48,8 +48,15 @@ class EventInfo:
     sub_title: str = ""
     strike_date: datetime | None = None
     mutually_exclusive: bool = True
-    exchange_index: int = 0
+    # The shard the event and all its markets live on; None = its series' (set when listed). An event
+    # created before its series moved shards stays where it was, so the event, not the series, decides.
+    exchange_index: int | None = None
     last_updated: datetime | None = None  # None = when its first market was listed
+
+    @property
+    def shard(self) -> int:
+        """The shard the event lives on (its `exchange_index`, resolved when the catalog listed it)."""
+        return self.exchange_index if self.exchange_index is not None else 0
 
     @property
     def collateral_return_type(self) -> str:
@@ -81,7 +88,7 @@ class MarketInfo:
     created_time: datetime | None = None
     settlement_timer_seconds: int = 3600
     can_close_early: bool = False
-    exchange_index: int = 0
+    exchange_index: int | None = None  # None = its event's (set when listed); never another shard than the event's
     expiration_value: str = ""
     # Settlement bounds (docs `getting_started/settlement_bounds`, SDK 3.34): "default" never has a
     # floor; "floor" markets carry `settlement_floor_dollars`, starting at $0. Always "default" in
@@ -93,7 +100,12 @@ class MarketInfo:
         """The engine's view of this market."""
         return MarketSpec(ticker=self.ticker, event_ticker=self.event_ticker, series_ticker=self.series_ticker,
                           grid=self.grid, fee_type=series.fee_type, fee_multiplier=series.fee_multiplier,
-                          status="initialized")
+                          status="initialized", exchange_index=self.shard)
+
+    @property
+    def shard(self) -> int:
+        """The shard the market lives on (its `exchange_index`, resolved when the catalog listed it)."""
+        return self.exchange_index if self.exchange_index is not None else 0
 
 
 @dataclass
@@ -109,9 +121,12 @@ class Catalog:
         self.series[s.ticker] = s
 
     def add_event(self, e: EventInfo) -> None:
-        """List an event of a listed series."""
-        if e.series_ticker not in self.series:
+        """List an event of a listed series (on its series' shard unless it names one)."""
+        series = self.series.get(e.series_ticker)
+        if series is None:
             raise KeyError(f"unknown series {e.series_ticker}")
+        if e.exchange_index is None:
+            e.exchange_index = series.exchange_index
         self.events[e.event_ticker] = e
 
     def add_market(self, m: MarketInfo) -> None:
@@ -123,6 +138,12 @@ class Catalog:
             raise ValueError(f"settlement_bounds_type must be 'default' or 'floor', got {m.settlement_bounds_type!r}")
         if m.settlement_bounds_type == "floor" and event.collateral_return_type in ("MECNET", "DIRECNET"):
             raise ValueError(f"{m.ticker}: markets of {event.collateral_return_type} events are always 'default'")
+        # "All child markets of an event will live on the same exchange instance" (sharding guide FAQ).
+        if m.exchange_index is None:
+            m.exchange_index = event.exchange_index
+        elif m.exchange_index != event.exchange_index:
+            raise ValueError(f"{m.ticker}: exchange_index {m.exchange_index}, but its event {event.event_ticker} "
+                             f"lives on {event.exchange_index}")
         self.markets[m.ticker] = m
 
     def markets_of(self, event_ticker: str) -> list[MarketInfo]:

@@ -159,7 +159,7 @@ def event_json(e: EventInfo, series: SeriesInfo | None, markets: list[Json] | No
         "settlement_sources": [dict(x) for x in series.settlement_sources] if series else [],
         "last_updated_ts": rfc3339(e.last_updated or updated),
         "fee_type_override": None, "fee_multiplier_override": None,
-        "exchange_index": e.exchange_index,
+        "exchange_index": e.shard,
     }
     if markets is not None:
         out["markets"] = markets
@@ -203,7 +203,7 @@ def market_json(m: MarketInfo, spec: MarketSpec, top: Top, stats: MarketStats) -
         "rules_primary": m.rules_primary, "rules_secondary": m.rules_secondary,
         "primary_participant_key": None,
         "price_level_structure": m.price_level_structure, "price_ranges": m.grid.to_api(),
-        "is_provisional": False, "exchange_index": m.exchange_index,
+        "is_provisional": False, "exchange_index": m.shard,
         "settlement_bounds_type": m.settlement_bounds_type,
     }
     if m.settlement_bounds_type == "floor":
@@ -407,7 +407,7 @@ def ws_lifecycle_created(m: MarketInfo) -> Json:
         "strike_type": m.strike_type, "floor_strike": number(m.floor_strike), "cap_strike": number(m.cap_strike),
     })
     return {
-        "event_type": "created", "market_ticker": m.ticker, "exchange_index": m.exchange_index,
+        "event_type": "created", "market_ticker": m.ticker, "exchange_index": m.shard,
         "open_ts": unix_s(m.open_time), "close_ts": unix_s(m.close_time),
         "price_level_structure": m.price_level_structure, "price_ranges": m.grid.to_api(),
         "additional_metadata": meta,
@@ -417,7 +417,7 @@ def ws_lifecycle_created(m: MarketInfo) -> Json:
 def ws_event_lifecycle(e: EventInfo, series: SeriesInfo | None) -> Json:
     """`event_lifecycle` msg for a newly listed event."""
     return _present({
-        "event_ticker": e.event_ticker, "exchange_index": e.exchange_index, "title": e.title,
+        "event_ticker": e.event_ticker, "exchange_index": e.shard, "title": e.title,
         "subtitle": e.sub_title, "collateral_return_type": e.collateral_return_type,
         "series_ticker": e.series_ticker, "strike_date": unix_s(e.strike_date) if e.strike_date else None,
         "strike_period": "",

@@ -5,6 +5,19 @@ real JSON shapes (render.py), checks signed requests (auth.py), optionally enfor
 rate limits (ratelimit.py) and injects faults (faults.py). The World owns the matching engine,
 the catalog and the clock; the exchange only translates. Everything runs on one asyncio loop, so
 engine calls and the events they emit never interleave.
+
+Shards (kalshi_api.md §3.12). Every market lives on its event's exchange index (KXBTC* on 2, the rest
+on 0) and every order call is routed as production routes it: an explicit `exchange_index` goes to
+that shard, `-1` to the shard of the market the call names, and an omitted index to the named market's
+shard (`auto_route_by_ticker`, the reference's reading) or to shard 0 (the sharding guide of
+2026-08-11: "If omitted: defaults to 0"). A call that names no market and no index goes to shard 0.
+A shard that does not hold the order (or the market) answers 404 `not_found`, as that matching engine
+would: a cancel of a shard-2 order sent without its route fails; it does not find the order anyway.
+Collateral is kept per shard (the engine's wallets, funded by `fund`) and reported in
+`balance_breakdown`; `balance` without an index is the account's total. Positions, fills and
+settlements cover every shard unless an `exchange_index` narrows them, and so does the order list
+under the reference's reading (under the guide's it is shard 0's) — UNCONFIRMED on the real API; the
+desk asks each shard by name where it matters.
 """
 
 from __future__ import annotations
@@ -13,7 +26,7 @@ import asyncio
 import base64
 import contextlib
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -33,6 +46,7 @@ from libs.common.matching.types import (
     PositionUpdate,
     Trade,
 )
+from libs.common.matching.types import Order as EngineOrder
 from libs.common.money import MoneyError, parse_count, parse_dollars
 from services.sim import render
 from services.sim.auth import AuthError, KeyRing, wall_clock_ms
@@ -53,6 +67,9 @@ _DAY = timedelta(days=1)
 T = TypeVar("T")
 # What /account/limits reports when no rate limit is enforced: a tier no client will hit.
 _UNLIMITED = Tier("unlimited", 1_000_000, 1_000_000)
+# The exchange indexes (kalshi_api.md §3.12): 0 default, 1 combos, 2 crypto, 3 tennis and baseball.
+SHARDS: dict[int, str] = {0: "default", 1: "exotics", 2: "crypto", 3: "tennis and baseball"}
+AUTO_ROUTE = -1  # `exchange_index: -1`: route by the market ticker the call names
 
 
 class World(Protocol):
@@ -75,6 +92,27 @@ def _bad(message: str) -> ExchangeError:
 
 def _not_found(what: str) -> ExchangeError:
     return ExchangeError("not_found", "not found", status=404, details=what)
+
+
+def _order_not_found(order_id: str) -> ExchangeError:
+    # Word for word what the engine says of an order it does not know: another shard's engine does not.
+    return ExchangeError("not_found", f"order {order_id} not found", status=404, details=order_id)
+
+
+def _index_value(raw: object, where: str) -> int | None:
+    """An `exchange_index` as sent (a query string or a JSON integer); None when absent."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = int(raw)
+        except ValueError:
+            raise _bad(f"{where}: exchange_index must be an integer, got {raw!r}") from None
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise _bad(f"{where}: exchange_index must be an integer, got {raw!r}")
+    if raw != AUTO_ROUTE and raw not in SHARDS:
+        raise _bad(f"{where}: exchange_index must be -1 (route by market) or one of {sorted(SHARDS)}, got {raw}")
+    return raw
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -308,8 +346,11 @@ class SimExchange:
     def __init__(self, world: World, *, rate_limit: Tier | None = None,
                  auth_clock: Callable[[], datetime] | None = None, max_skew_s: float = 30.0,
                  ping_interval_s: float = 10.0, background: bool = False, tick_s: float = 1.0,
-                 traders: Stepper | None = None, trader_steps: int = 1) -> None:
+                 traders: Stepper | None = None, trader_steps: int = 1, auto_route_by_ticker: bool = True) -> None:
+        """`auto_route_by_ticker=False` sends an order call that names a market but no `exchange_index` to
+        shard 0 (the sharding guide's wording) instead of the market's shard (the reference's)."""
         self.world = world
+        self.auto_route_by_ticker = auto_route_by_ticker
         self.faults = Faults()
         # Skew is checked against wall time unless told otherwise: clients sign with their wall clock.
         clock_ms = (lambda: render.ts_ms(auth_clock())) if auth_clock is not None else wall_clock_ms
@@ -391,24 +432,87 @@ class SimExchange:
     def exchange_index(self, ticker: str) -> int:
         """The shard a market lives on."""
         m = self.catalog.markets.get(ticker)
-        return m.exchange_index if m is not None else 0
+        return m.shard if m is not None else 0
+
+    # -- routing (kalshi_api.md §3.12) ------------------------------------------------------------
+
+    def _shard_of(self, ticker: str) -> int:
+        m = self.catalog.markets.get(ticker)
+        if m is None:
+            raise ExchangeError("not_found", f"market {ticker} not found", status=404, details=ticker)
+        return m.shard
+
+    def route(self, exchange_index: object, ticker: str | None, where: str) -> int:
+        """The shard an order call goes to: its `exchange_index`, else the market it names, else shard 0."""
+        idx = _index_value(exchange_index, where)
+        if idx == AUTO_ROUTE:
+            if not ticker:
+                raise _bad(f"{where}: exchange_index -1 routes by market ticker, and none was given")
+            return self._shard_of(ticker)
+        if idx is not None:
+            return idx
+        if ticker and self.auto_route_by_ticker:
+            return self._shard_of(ticker)
+        return 0
+
+    def _market_on(self, shard: int, ticker: str) -> None:
+        """404 unless `ticker` is listed on `shard` (another shard's engine does not know the market)."""
+        if ticker in self.catalog.markets and self._shard_of(ticker) != shard:
+            raise ExchangeError("not_found", f"market {ticker} not found on exchange index {shard}", status=404,
+                                details=ticker)
+
+    def _order_on(self, user: str, order_id: str, shard: int) -> EngineOrder:
+        """The user's order if it lives on `shard`; 404 as from an engine that never saw it otherwise."""
+        o = self.engine.get_order(user, order_id)
+        if self.exchange_index(o.ticker) != shard:
+            raise _order_not_found(order_id)
+        return o
+
+    def _list_shard(self, request: web.Request, ticker: str | None) -> int | None:
+        """The shard a portfolio list is narrowed to (None = every shard)."""
+        raw = request.query.get("exchange_index")
+        if raw is None or raw == "":
+            return None
+        return self.route(raw, ticker, request.path)
 
     # -- users ----------------------------------------------------------------------------------
 
-    def register_key(self, key_id: str, public_key_pem: bytes, user_id: str, *, balance: int | None = None) -> None:
-        """Accept signatures of `key_id` as `user_id`; open the user's account with `balance` ticks if given."""
+    def register_key(self, key_id: str, public_key_pem: bytes, user_id: str, *,
+                     balance: int | Mapping[int, int] | None = None) -> None:
+        """Accept signatures of `key_id` as `user_id`; open the user's account with `balance` if given (see `fund`)."""
         self.keys.register(key_id, public_key_pem, user_id)
         if balance is not None:
             self.fund(user_id, balance)
 
-    def fund(self, user_id: str, balance: int) -> bool:
-        """Open `user_id`'s engine account with `balance` ticks unless it exists; True when opened."""
+    def funded_shards(self) -> list[int]:
+        """Shards a new account is funded on: 0 and every shard a listed series or event lives on."""
+        return sorted({0, *(s.exchange_index for s in self.catalog.series.values()),
+                       *(e.shard for e in self.catalog.events.values())})
+
+    def fund(self, user_id: str, balance: int | Mapping[int, int]) -> bool:
+        """Open `user_id`'s engine account unless it exists; True when opened.
+
+        Collateral is per shard (Kalshi: "preallocate collateral on a given exchange shard"): a mapping
+        gives each exchange index its ticks; a number is split evenly over `funded_shards()` (the
+        remainder on shard 0), so the account's total is that number.
+        """
         try:
             self.engine.balance(user_id)
             return False
         except (ExchangeError, KeyError):
-            self.engine.open_account(user_id, balance)
-            return True
+            pass
+        if isinstance(balance, Mapping):
+            shards = dict(balance)
+        else:
+            on = self.funded_shards()
+            share, rest = divmod(balance, len(on))
+            shards = {k: share + (rest if k == 0 else 0) for k in on}
+        for k in shards:
+            if k not in SHARDS:
+                raise ValueError(f"exchange index {k} is not one of {sorted(SHARDS)}")
+        for k, amount in sorted(shards.items()):
+            self.engine.open_account(user_id, amount, exchange_index=k)
+        return True
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -643,7 +747,7 @@ class SimExchange:
             "exchange_index_statuses": [
                 {"exchange_index": i, "description": d, "exchange_active": True, "trading_active": trading,
                  "intra_exchange_transfers_active": True}
-                for i, d in ((0, "default"), (1, "exotics"), (2, "crypto"), (3, "tennis and baseball"))],
+                for i, d in SHARDS.items()],
         })
 
     async def _exchange_schedule(self, request: web.Request) -> web.StreamResponse:
@@ -795,12 +899,17 @@ class SimExchange:
 
     async def _balance(self, request: web.Request) -> web.StreamResponse:
         user = self._user(request)
-        bal = self.engine.balance(user)
-        value = self.engine.portfolio_value(user)
+        # With an exchange_index: that shard's balance; without: the account's (the breakdown's sum).
+        shard = _index_value(request.query.get("exchange_index"), "GET /portfolio/balance")
+        if shard == AUTO_ROUTE:
+            raise _bad("GET /portfolio/balance: exchange_index -1 needs a market; give a shard")
+        bal = self.engine.balance(user, shard)
+        value = self.engine.portfolio_value(user, shard)
         return _json({
             "balance": render.cents(bal), "balance_dollars": render.dollars(bal),
             "portfolio_value": render.cents(value), "updated_ts": render.unix_s(self.clock()),
-            "balance_breakdown": [{"exchange_index": 0, "balance": render.dollars(bal)}],
+            "balance_breakdown": [{"exchange_index": k, "balance": render.dollars(v)}
+                                  for k, v in self.engine.balances(user).items()],
         })
 
     async def _positions(self, request: web.Request) -> web.StreamResponse:
@@ -811,8 +920,11 @@ class SimExchange:
         count_filter = set(_q_list(request, "count_filter"))
         if count_filter - {"position", "total_traded"}:
             raise _bad("count_filter takes 'position' and/or 'total_traded'")
+        shard = self._list_shard(request, ticker)
         keyed = []
         for i, p in enumerate(self.engine.positions(user)):
+            if shard is not None and self.exchange_index(p.ticker) != shard:
+                continue
             info = self.catalog.markets.get(p.ticker)
             event = info.event_ticker if info else self.engine.market(p.ticker).event_ticker
             # Settled positions leave this endpoint (since 2025-12); they are in /portfolio/settlements.
@@ -842,9 +954,11 @@ class SimExchange:
         ticker = request.query.get("ticker") or None
         order_id = request.query.get("order_id") or None
         lo, hi = _q_time(request, "min_ts"), _q_time(request, "max_ts")
+        shard = self._list_shard(request, ticker)
         keyed = [(i, f) for i, f in enumerate(self.engine.fills(user))
                  if (ticker is None or f.ticker == ticker) and (order_id is None or f.order_id == order_id)
-                 and (lo is None or f.created_time >= lo) and (hi is None or f.created_time <= hi)]
+                 and (lo is None or f.created_time >= lo) and (hi is None or f.created_time <= hi)
+                 and (shard is None or self.exchange_index(f.ticker) == shard)]
         page, cursor = _paginate(keyed, limit, request.query.get("cursor"), newest_first=True)
         return _json({"fills": [render.fill_json(f, exchange_index=self.exchange_index(f.ticker)) for f in page],
                       "cursor": cursor})
@@ -855,9 +969,11 @@ class SimExchange:
         ticker = request.query.get("ticker") or None
         event = request.query.get("event_ticker") or None
         lo, hi = _q_time(request, "min_ts"), _q_time(request, "max_ts")
+        shard = self._list_shard(request, ticker)
         keyed = [(i, s) for i, s in enumerate(self.engine.settlements(user))
                  if (ticker is None or s.ticker == ticker) and (event is None or s.event_ticker == event)
-                 and (lo is None or s.settled_time >= lo) and (hi is None or s.settled_time <= hi)]
+                 and (lo is None or s.settled_time >= lo) and (hi is None or s.settled_time <= hi)
+                 and (shard is None or self.exchange_index(s.ticker) == shard)]
         page, cursor = _paginate(keyed, limit, request.query.get("cursor"), newest_first=True)
         return _json({"settlements": [render.settlement_json(s, exchange_index=self.exchange_index(s.ticker))
                                       for s in page], "cursor": cursor})
@@ -873,9 +989,16 @@ class SimExchange:
         if status not in (None, "resting", "canceled", "executed"):
             raise _bad(f"status must be resting, canceled or executed, got {status!r}")
         lo, hi = _q_time(request, "min_ts"), _q_time(request, "max_ts")
+        # An order read is routed like any order call; without an index or a market it lists every shard,
+        # unless omitted indexes mean shard 0 (auto_route_by_ticker=False).
+        shard = self._list_shard(request, ticker)
+        if shard is None and not self.auto_route_by_ticker:
+            shard = 0
         keyed = []
         for i, o in enumerate(self.engine.orders(user)):
             if (ticker and o.ticker != ticker) or (status and o.status != status):
+                continue
+            if shard is not None and self.exchange_index(o.ticker) != shard:
                 continue
             if events and self.engine.market(o.ticker).event_ticker not in events:
                 continue
@@ -886,12 +1009,20 @@ class SimExchange:
         return _json({"orders": [render.order_json(o, exchange_index=self.exchange_index(o.ticker)) for o in page],
                       "cursor": cursor})
 
+    def _order_routed(self, request: web.Request) -> EngineOrder:
+        """The order of a by-id read, on the shard its `exchange_index` names (shard 0 when omitted: the
+        call names no market to route by)."""
+        oid = request.match_info["order_id"]
+        shard = self.route(request.query.get("exchange_index"), None, request.path)
+        return self._order_on(self._user(request), oid, shard)
+
     async def _order_get(self, request: web.Request) -> web.StreamResponse:
-        o = self.engine.get_order(self._user(request), request.match_info["order_id"])
+        o = self._order_routed(request)
         return _json({"order": render.order_json(o, exchange_index=self.exchange_index(o.ticker))})
 
     async def _queue_position(self, request: web.Request) -> web.StreamResponse:
-        n = self.engine.queue_position(self._user(request), request.match_info["order_id"])
+        o = self._order_routed(request)
+        n = self.engine.queue_position(self._user(request), o.order_id)
         return _json({"queue_position_fp": render.count(n)})
 
     async def _queue_positions(self, request: web.Request) -> web.StreamResponse:
@@ -900,10 +1031,15 @@ class SimExchange:
         event = request.query.get("event_ticker") or None
         if not tickers and not event:
             raise _bad("one of market_tickers or event_ticker is required")
+        # The markets named route themselves (-1, or omitted by the reference's reading); an index narrows.
+        idx = _index_value(request.query.get("exchange_index"), request.path)
+        shard = (None if self.auto_route_by_ticker else 0) if idx is None else None if idx == AUTO_ROUTE else idx
         out = []
         for o in self.engine.orders(user, status="resting"):
             if (tickers and o.ticker not in tickers) or (
                     event and self.engine.market(o.ticker).event_ticker != event):
+                continue
+            if shard is not None and self.exchange_index(o.ticker) != shard:
                 continue
             out.append({"order_id": o.order_id, "market_ticker": o.ticker,
                         "queue_position_fp": render.count(self.engine.queue_position(user, o.order_id))})
@@ -944,6 +1080,7 @@ class SimExchange:
         if n == 0:
             raise ExchangeError("invalid_order_size", "count must be positive", status=400,
                                 details="count must be at least 0.01")
+        self._market_on(self.route(body.get("exchange_index"), ticker, "create order"), ticker)  # type: ignore[arg-type]
         return OrderRequest(
             ticker=ticker, book_side=side, price=price, count=n,  # type: ignore[arg-type]
             time_in_force=tif, self_trade_prevention_type=stp,  # type: ignore[arg-type]
@@ -976,7 +1113,10 @@ class SimExchange:
         return _json(self._place_json(self.engine.place(user, req)), 201)
 
     async def _cancel(self, request: web.Request) -> web.StreamResponse:
-        order, reduced = self.engine.cancel(self._user(request), request.match_info["order_id"])
+        user, oid = self._user(request), request.match_info["order_id"]
+        q = request.query
+        self._order_on(user, oid, self.route(q.get("exchange_index"), q.get("market_ticker") or None, "cancel order"))
+        order, reduced = self.engine.cancel(user, oid)
         return _json({"order_id": order.order_id, "client_order_id": order.client_order_id or "",
                       "reduced_by": render.count(reduced), "ts_ms": self._now_ms()})
 
@@ -987,6 +1127,8 @@ class SimExchange:
         side = _book_side(body)
         price = _field_price(body)
         n = _field_count(body, "count")
+        self._order_on(user, request.match_info["order_id"], self.route(body.get("exchange_index"), ticker,
+                                                                        "amend order"))
         self._check_trading()
         res = self.engine.amend(user, request.match_info["order_id"], ticker=ticker, book_side=side, price=price,
                                 count=n, client_order_id=_field_str(body, "client_order_id", required=False),
@@ -1008,6 +1150,8 @@ class SimExchange:
         to = _field_count(body, "reduce_to", required=False)
         if (by is None) == (to is None):
             raise _bad("exactly one of reduce_by and reduce_to is required")
+        self._order_on(user, request.match_info["order_id"], self.route(
+            body.get("exchange_index"), _field_str(body, "market_ticker", required=False), "decrease order"))
         o = self.engine.decrease(user, request.match_info["order_id"], reduce_by=by, reduce_to=to)
         return _json({"order_id": o.order_id, "client_order_id": o.client_order_id or "",
                       "remaining_count": render.count(o.remaining_count), "ts_ms": self._now_ms()})
@@ -1050,6 +1194,10 @@ class SimExchange:
             try:
                 if not isinstance(oid, str) or not oid:
                     raise _bad("order_id is required")
+                # Each item is routed on its own: its exchange_index, else its market_ticker, else shard 0.
+                self._order_on(user, oid, self.route(item.get("exchange_index"),
+                                                     _field_str(item, "market_ticker", required=False),
+                                                     "batch cancel"))
                 order, reduced = self.engine.cancel(user, oid)
                 out.append({"order_id": order.order_id, "client_order_id": order.client_order_id or "",
                             "reduced_by": render.count(reduced), "ts_ms": self._now_ms(), "error": None})

@@ -26,14 +26,15 @@ from tests.kit.desk import (
     signal,
     signals_settled,
 )
-from tests.kit.sim import EVENT, SERIES, TICKERS, sim_rig
+from tests.kit.sim import BTC_SHARD, EVENT, FUNDS, SERIES, TICKERS, sim_rig
 
 T = TICKERS[2]  # KXHIGHNY-26NOV23-B52.5
 
 
 def mm_quotes(rig, ticker: str, bid: int, ask: int, size: int = 5_000) -> None:
     """A market maker (another user) quotes `ticker`: YES bid at `bid`, YES ask at `ask` (NO bid $1 - ask)."""
-    rig.client("mm")  # register + fund
+    rig.exchange.fund("mm", {0: FUNDS, BTC_SHARD: FUNDS})  # deep pockets on both shards (once)
+    rig.client("mm")  # register
     eng = rig.exchange.engine
     eng.place("mm", OrderRequest(ticker, "bid", bid, size, "good_till_canceled", "taker_at_cross"))
     eng.place("mm", OrderRequest(ticker, "ask", ask, size, "good_till_canceled", "taker_at_cross"))

@@ -192,7 +192,7 @@ async def _decided(bus: Bus, reason: str) -> bool:
 class QueueContractChanged(KalshiRest):
     """The real client, except the venue's queue-position answer no longer parses (a contract change)."""
 
-    async def queue_position(self, order_id: str) -> QueuePosition:
+    async def queue_position(self, order_id: str, *, exchange_index: int | None = None) -> QueuePosition:
         raise E.MalformedResponse("queue_position: 'queue_position_fp' missing (contract changed?)")
 
 

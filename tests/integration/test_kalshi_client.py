@@ -14,6 +14,7 @@ from libs.common.kalshi import (
     KalshiWS,
     LocalBook,
     NotFound,
+    OrderRef,
     OrderRejected,
     RateLimited,
     ServerError,
@@ -166,7 +167,8 @@ async def test_batch_orders_and_cancel_all(rig: SimRig) -> None:
     items = await alice.batch_create(bodies)
     assert [i.error is None for i in items] == [True, True, True, False]
     assert items[3].error is not None and items[3].error.code == "invalid_price"
-    cancelled = await alice.batch_cancel([items[0].order_id])  # type: ignore[list-item]
+    assert items[0].order_id is not None
+    cancelled = await alice.batch_cancel([OrderRef(items[0].order_id, TICKERS[0])])
     assert cancelled[0].reduced_by == 100
     await alice.cancel_all()
     assert [o for o in await alice.orders(status="resting")] == []

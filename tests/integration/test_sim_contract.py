@@ -39,7 +39,7 @@ from services.sim.ratelimit import Tier
 from services.sim.server import SimExchange
 from tests.kit import kalshi_contract as contract
 from tests.kit.keys import public_pem, rsa_key
-from tests.kit.sim import BTC_TICKERS, EVENT, SERIES, TICKERS, hand_world
+from tests.kit.sim import BTC_SHARD, BTC_TICKERS, EVENT, SERIES, TICKERS, hand_world
 
 FUNDS = 10_000 * 10_000
 FLOOR_SERIES = "KXGOVSHUT"
@@ -316,6 +316,7 @@ async def _drive(rig: Rig) -> None:
         status, _ = await rig.call("DELETE", "/portfolio/events/orders/batched", a,
                                    body={"orders": [{"order_id": first}, {"order_id": "nope"}]})
         assert status == 200
+        await _drive_shards(rig)
         await rig.order(a, t3, "bid", "0.11", "1")
         assert (await rig.call("DELETE", "/portfolio/events/orders", a))[0] == 204
         # Error answers keep Kalshi's error shape.
@@ -373,6 +374,41 @@ async def _drive(rig: Rig) -> None:
         await fb.drain()
 
 
+async def _drive_shards(rig: Rig) -> None:
+    """A BTC market (exchange index 2): every order call with its route, the reads narrowed to the shard,
+    and the unrouted calls that reach shard 0 and answer 404 (kalshi_api.md §3.12)."""
+    a, b = rig.alice, rig.bob
+    btc, shard = BTC_TICKERS[0], BTC_SHARD
+    bid = (await rig.order(a, btc, "bid", "0.20", "3", exchange_index=shard))["order_id"]
+    await rig.order(b, btc, "ask", "0.20", "1", exchange_index=shard, time_in_force="immediate_or_cancel")
+    for path, params in ((f"/portfolio/orders/{bid}", {"exchange_index": shard}),
+                         (f"/portfolio/orders/{bid}/queue_position", {"exchange_index": shard}),
+                         ("/portfolio/orders", {"ticker": btc, "exchange_index": shard}),
+                         ("/portfolio/orders", {"exchange_index": shard, "status": "resting"}),
+                         ("/portfolio/orders/queue_positions", {"market_tickers": btc, "exchange_index": shard}),
+                         ("/portfolio/balance", {"exchange_index": shard}),
+                         ("/portfolio/positions", {"exchange_index": shard}),
+                         ("/portfolio/fills", {"ticker": btc, "exchange_index": -1}),
+                         ("/portfolio/settlements", {"exchange_index": shard})):
+        assert (await rig.call("GET", path, a, params=params))[0] == 200, path
+    # Neither index nor market: shard 0 answers, and it does not know the order.
+    path = f"/portfolio/events/orders/{bid}"
+    for method, p, body in (("DELETE", path, None), ("GET", f"/portfolio/orders/{bid}", None),
+                            ("POST", f"{path}/decrease", {"reduce_by": "1"})):
+        status, err = await rig.call(method, p, a, body=body)
+        assert status == 404 and err["error"]["code"] == "not_found", (method, p, err)
+    assert (await rig.call("POST", f"{path}/decrease", a,
+                           body={"reduce_by": "1", "exchange_index": shard, "market_ticker": btc}))[0] == 200
+    assert (await rig.call("POST", f"{path}/amend", a, body={
+        "ticker": btc, "side": "bid", "price": "0.21", "count": "3", "exchange_index": shard}))[0] == 200
+    assert (await rig.call("DELETE", path, a, params={"exchange_index": shard, "market_ticker": btc}))[0] == 200
+    other = (await rig.order(a, btc, "bid", "0.19", "1", exchange_index=shard))["order_id"]
+    status, batch = await rig.call("DELETE", "/portfolio/events/orders/batched", a, body={"orders": [
+        {"order_id": other}, {"order_id": other, "exchange_index": shard, "market_ticker": btc}]})
+    assert status == 200 and batch["orders"][0]["error"]["code"] == "not_found"
+    assert batch["orders"][1]["error"] is None and batch["orders"][1]["reduced_by"] == "1.00"
+
+
 # -- the contract holds -----------------------------------------------------------------------------
 
 async def test_simulator_answers_meet_the_documented_contract(exercised: Recorder) -> None:
@@ -389,6 +425,30 @@ async def test_every_endpoint_and_channel_was_checked(exercised: Recorder) -> No
     assert set(CHANNELS) <= channels
     error_statuses = {s for answers in exercised.rest.values() for s, _ in answers if s >= 400}
     assert {400, 404, 409} <= error_statuses
+
+
+async def test_shards_are_reported_where_the_reference_says(exercised: Recorder) -> None:
+    """`balance_breakdown` per funded shard, summing to the balance; `exchange_index` on orders, fills,
+    positions and private fills of the BTC market (2) and the weather markets (0)."""
+    balances = [body for status, body in exercised.rest["GET /portfolio/balance"] if status == 200]
+    assert balances and all([b["exchange_index"] for b in body["balance_breakdown"]] == [0, BTC_SHARD]
+                            for body in balances)
+    whole = [body for body in balances if len(body["balance_breakdown"]) == 2 and body["balance_dollars"] == str(
+        sum(Decimal(b["balance"]) for b in body["balance_breakdown"]))]
+    assert whole, "a balance without exchange_index is the sum of its breakdown"
+    shard_of = {t: BTC_SHARD for t in BTC_TICKERS} | {t: 0 for t in TICKERS}
+
+    def seen(rows: list[dict[str, Any]], key: str) -> set[tuple[str, int]]:
+        return {(r[key], r["exchange_index"]) for r in rows if r[key] in shard_of}
+
+    orders = [o for _, body in exercised.rest["GET /portfolio/orders"] for o in body.get("orders", [])]
+    fills = [f for _, body in exercised.rest["GET /portfolio/fills"] for f in body.get("fills", [])]
+    positions = [p for _, body in exercised.rest["GET /portfolio/positions"] for p in body.get("market_positions", [])]
+    ws_fills = [f["msg"] for f in exercised.ws["fill"]]
+    for rows, key in ((orders, "ticker"), (fills, "ticker"), (positions, "ticker"), (ws_fills, "market_ticker")):
+        got = seen(rows, key)
+        assert all(shard_of[t] == i for t, i in got), got
+        assert {i for _, i in got} == {0, BTC_SHARD}, (key, got)
 
 
 def _market(rec: Recorder, ticker: str) -> dict[str, Any]:
@@ -537,6 +597,16 @@ FORMAT_FAULTS = [
     ("GET /events/{ticker}", "event.settlement_sources", _DROP),
     ("GET /portfolio/balance", "balance", "1000"),
     ("GET /portfolio/balance", "balance_dollars", 10.0),
+    ("GET /portfolio/balance", "balance_breakdown", None),  # optional, but never null
+    ("GET /portfolio/balance", "balance_breakdown.0.exchange_index", "0"),
+    ("GET /portfolio/balance", "balance_breakdown.0.balance", 5000.0),
+    ("GET /portfolio/balance", "balance_breakdown.1.exchange_index", 0),  # one entry per shard
+    ("GET /portfolio/orders", "orders.0.exchange_index", None),
+    ("GET /portfolio/orders/{order_id}", "order.exchange_index", "2"),
+    ("GET /portfolio/positions", "market_positions.0.exchange_index", _DROP),
+    ("GET /portfolio/fills", "fills.0.exchange_index", _DROP),
+    ("GET /markets/{ticker}", "market.exchange_index", None),
+    ("ws fill", "msg.exchange_index", _DROP),
     ("GET /portfolio/positions", "market_positions.0.position_fp", "-4"),
     ("GET /portfolio/fills", "fills.0.fee_cost", "1"),
     ("GET /portfolio/fills", "fills.0.fill_id", "someone-else"),

@@ -32,7 +32,7 @@ def desk_settings(**kw: Any) -> Settings:
 
 
 async def publish_definitions(bus: Bus, rig: SimRig, tickers: list[str]) -> None:
-    """What feeds publishes for each market: its definition (strikes, grid, fees)."""
+    """What feeds publishes for each market: its definition (strikes, grid, fees, shard)."""
     for t in tickers:
         m = rig.exchange.catalog.markets[t]
         series = rig.exchange.catalog.series[m.series_ticker]
@@ -41,7 +41,7 @@ async def publish_definitions(bus: Bus, rig: SimRig, tickers: list[str]) -> None
             series_ticker=m.series_ticker, status="active", strike_type=m.strike_type, floor_strike=m.floor_strike,
             cap_strike=m.cap_strike, close_time=m.close_time,
             price_ranges=tuple(PriceRange(start=a, end=b, step=c) for a, b, c in m.grid.ranges),
-            fee_type=series.fee_type, fee_multiplier=series.fee_multiplier))
+            fee_type=series.fee_type, fee_multiplier=series.fee_multiplier, exchange_index=m.shard))
 
 
 async def publish_book(bus: Bus, rig: SimRig, ticker: str) -> BookUpdate:

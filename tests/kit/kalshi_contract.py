@@ -550,6 +550,10 @@ class GetBalanceResponse(Strict):
         # "`balance` truncates sub-cent amounts" (changelog 2026-05-28).
         if self.balance != int(_d(self.balance_dollars) * 100):
             raise ValueError(f"balance {self.balance} (cents) is not balance_dollars {self.balance_dollars} truncated")
+        # "A separate balance maintained per exchange shard" (sharding guide): one entry per shard.
+        shards = [b.exchange_index for b in self.balance_breakdown or ()]
+        if len(shards) != len(set(shards)):
+            raise ValueError(f"balance_breakdown lists an exchange_index twice: {shards}")
         return self
 
 

@@ -27,6 +27,7 @@ BTC_SERIES = "KXBTCD"
 BTC_EVENT = "KXBTCD-26NOV2317"
 BTC_TICKERS = [f"{BTC_EVENT}-T{k}" for k in ("78499.99", "78999.99", "79499.99")]
 FUNDS = 10_000 * 10_000  # $10,000
+BTC_SHARD = 2  # the exchange index the BTC markets live on (weather: 0)
 
 
 @dataclass
@@ -39,13 +40,15 @@ class HandWorld:
 
 
 def hand_world(*, fee_type: str = "quadratic", now: datetime | None = None) -> HandWorld:
-    """One NYC weather event (six markets) and three BTC strikes, all active, whole-cent grid."""
+    """One NYC weather event (six markets, shard 0) and three BTC strikes (shard 2), all active, whole-cent grid."""
     now = now or datetime.now(UTC)
     engine = MatchingEngine(lambda: datetime.now(UTC))
     catalog = Catalog()
     wx = SeriesInfo(ticker=SERIES, title="Highest temperature in NYC", category="Climate and Weather",
                     frequency="daily", fee_type=fee_type)
-    btc = SeriesInfo(ticker=BTC_SERIES, title="Bitcoin above", category="Crypto", frequency="hourly")
+    # Crypto lives on shard 2, as Kalshi's new crypto events do since 2026-08-24 (kalshi_api.md §3.12).
+    btc = SeriesInfo(ticker=BTC_SERIES, title="Bitcoin above", category="Crypto", frequency="hourly",
+                     exchange_index=BTC_SHARD)
     catalog.add_series(wx)
     catalog.add_series(btc)
     catalog.add_event(EventInfo(event_ticker=EVENT, series_ticker=SERIES, title="NYC high Nov 23"))

@@ -14,12 +14,13 @@ from libs.common.kalshi.errors import (
     TradingPaused,
     TransportError,
 )
-from libs.common.kalshi.rest import DEMO, PROD, Environment, KalshiRest, sim_environment
+from libs.common.kalshi.rest import AUTO_ROUTE, DEMO, PROD, Environment, KalshiRest, OrderRef, sim_environment
 from libs.common.kalshi.signing import Signer, load_private_key
 from libs.common.kalshi.ws import KalshiWS
 
 __all__ = [
-    "DEMO", "PROD", "AuthError", "Environment", "KalshiError", "KalshiRest", "KalshiWS", "LocalBook",
-    "MalformedResponse", "MarketInactive", "NotFound", "OrderAlreadyExists", "OrderRejected", "RateLimited",
+    "AUTO_ROUTE", "DEMO", "PROD", "AuthError", "Environment", "KalshiError", "KalshiRest", "KalshiWS", "LocalBook",
+    "MalformedResponse", "MarketInactive", "NotFound", "OrderAlreadyExists", "OrderRef", "OrderRejected",
+    "RateLimited",
     "ServerError", "Signer", "TradingPaused", "TransportError", "load_private_key", "sim_environment",
 ]

@@ -245,7 +245,7 @@ async def _probe_v2_cancel(rest: KalshiRest) -> list[str]:
     """Cancel an order id nobody has: harmless, and it must be refused with Kalshi's error shape."""
     ghost = str(uuid.uuid4())
     try:
-        answer = await rest.cancel_order(ghost)
+        answer = await rest.cancel_order(ghost, exchange_index=0)  # asked of the default shard, on purpose
     except E.NotFound:
         return []
     except E.AuthError:

@@ -174,6 +174,13 @@ class PublicTrade(KalshiModel):
     created_time: AwareDatetime
 
 
+class ShardBalance(KalshiModel):
+    """One exchange shard's balance (`balance_breakdown[]`): collateral is kept per shard."""
+
+    exchange_index: int
+    balance: SignedDollars
+
+
 class Balance(KalshiModel):
     """Cash balance in ticks (`balance_dollars` is exact; the legacy `balance` is whole cents)."""
 
@@ -181,11 +188,23 @@ class Balance(KalshiModel):
     balance_dollars: SignedDollars | None = None
     portfolio_value_cents: Cents | None = Field(default=None, alias="portfolio_value")
     updated_ts: int | None = None
+    breakdown: list[ShardBalance] = Field(default_factory=list, alias="balance_breakdown")
 
     @property
     def balance(self) -> int:
         """Balance in $0.0001 (exact when the API sends `balance_dollars`)."""
         return self.balance_dollars if self.balance_dollars is not None else self.balance_cents
+
+    @property
+    def by_shard(self) -> dict[int, int]:
+        """Balance per exchange index, in $0.0001 (empty when the API gives no breakdown)."""
+        return {b.exchange_index: b.balance for b in self.breakdown}
+
+    @property
+    def total(self) -> int:
+        """The account's balance over every shard: the breakdown's sum when there is one. Whether `balance`
+        without an `exchange_index` means every shard or shard 0 is not documented; the sum is right either way."""
+        return sum(b.balance for b in self.breakdown) if self.breakdown else self.balance
 
 
 class MarketPosition(KalshiModel):
@@ -257,6 +276,7 @@ class Order(OrderTotals):
     created_time: AwareDatetime | None = None
     last_update_time: AwareDatetime | None = None
     expiration_time: AwareDatetime | None = None
+    exchange_index: int | None = None  # the shard it lives on
 
 
 class CreateOrderResult(KalshiModel):

@@ -7,6 +7,12 @@ for creates that carry a `client_order_id`, which Kalshi deduplicates. A 409
 and returns it marked `already_existed`. `trading_is_paused` is raised at once, never looped.
 Attempts and waits are stamina's: `max_attempts` in all, exponential from `backoff_base_s` plus up to
 `backoff_base_s` of jitter, capped at `backoff_cap_s`; each retry is logged as `stamina.retry_scheduled`.
+
+Routing (kalshi_api.md §3.12). Kalshi's exchange is sharded, and an order call goes to shard 0 unless it
+says otherwise: every order call here takes the shard (`exchange_index`, `AUTO_ROUTE` = route by the
+market named) and, where the endpoint has one, the market (`market_ticker`). A cancel of a shard-2 order
+sent without them reaches shard 0 and answers 404 while the order keeps resting. The client sends what
+it is given; the caller knows the market and its shard (the executor: from the market definition).
 """
 
 from __future__ import annotations
@@ -56,6 +62,25 @@ DEMO_WS = "wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2"
 
 BookSide = Literal["bid", "ask"]
 TimeInForce = Literal["fill_or_kill", "good_till_canceled", "immediate_or_cancel"]
+AUTO_ROUTE = -1  # `exchange_index: -1`: Kalshi routes to the shard of the market ticker the call names
+
+
+@dataclass(frozen=True)
+class OrderRef:
+    """An order with its route: its market and the shard that market lives on (None = not known)."""
+
+    order_id: str
+    ticker: str | None = None
+    exchange_index: int | None = None
+
+    def item(self) -> dict[str, Any]:
+        """The batch-cancel item: `{order_id, exchange_index, market_ticker}`, routed on its own."""
+        out: dict[str, Any] = {"order_id": self.order_id}
+        if self.exchange_index is not None:
+            out["exchange_index"] = self.exchange_index
+        if self.ticker:
+            out["market_ticker"] = self.ticker
+        return out
 
 
 @dataclass(frozen=True)
@@ -264,25 +289,29 @@ class KalshiRest:
                                              {"ticker": ticker}, auth=True, limit=1000)]
 
     async def orders(self, *, ticker: str | None = None, status: str | None = None,
-                     event_ticker: str | None = None) -> list[Order]:
-        """Our orders (all pages)."""
-        params = {"ticker": ticker, "status": status, "event_ticker": event_ticker}
+                     event_ticker: str | None = None, exchange_index: int | None = None) -> list[Order]:
+        """Our orders (all pages), on one shard when `exchange_index` says which."""
+        params = {"ticker": ticker, "status": status, "event_ticker": event_ticker, "exchange_index": exchange_index}
         return [o async for o in self._pages("/portfolio/orders", "orders", Order, params, auth=True, limit=1000)]
 
-    async def order(self, order_id: str) -> Order:
-        """One of our orders."""
-        return await self._get(f"/portfolio/orders/{order_id}", Order, key="order", auth=True)
+    async def order(self, order_id: str, *, exchange_index: int | None = None) -> Order:
+        """One of our orders, read on its shard (shard 0 when `exchange_index` is None)."""
+        return await self._get(f"/portfolio/orders/{order_id}", Order, key="order", auth=True,
+                               params={"exchange_index": exchange_index})
 
-    async def queue_position(self, order_id: str) -> QueuePosition:
-        """Contracts ahead of one resting order."""
-        resp = await self._request("GET", f"/portfolio/orders/{order_id}/queue_position", auth=True)
+    async def queue_position(self, order_id: str, *, exchange_index: int | None = None) -> QueuePosition:
+        """Contracts ahead of one resting order, asked of its shard (shard 0 when `exchange_index` is None)."""
+        resp = await self._request("GET", f"/portfolio/orders/{order_id}/queue_position", auth=True,
+                                   params={"exchange_index": exchange_index})
         data = {"order_id": order_id, **_json(resp, "queue_position")}
         return _parse(QueuePosition, data, "queue_position", None)
 
-    async def queue_positions(self, market_tickers: Sequence[str]) -> list[QueuePosition]:
-        """Queue positions of our resting orders in these markets."""
+    async def queue_positions(self, market_tickers: Sequence[str], *,
+                              exchange_index: int | None = None) -> list[QueuePosition]:
+        """Queue positions of our resting orders in these markets (`exchange_index`: their shard)."""
         resp = await self._request("GET", "/portfolio/orders/queue_positions",
-                                   params={"market_tickers": ",".join(market_tickers)}, auth=True)
+                                   params={"market_tickers": ",".join(market_tickers),
+                                           "exchange_index": exchange_index}, auth=True)
         return [_parse(QueuePosition, q, "queue_positions", "queue_positions")
                 for q in _json(resp, "queue_positions").get("queue_positions") or []]
 
@@ -325,7 +354,7 @@ class KalshiRest:
         except E.OrderAlreadyExists:
             if client_order_id is None:
                 raise
-            existing = await self.find_order(ticker, client_order_id)
+            existing = await self.find_order(ticker, client_order_id, exchange_index=options.get("exchange_index"))
             if existing is None:
                 raise
             log.info("order_already_placed", ticker=ticker, client_order_id=client_order_id,
@@ -335,23 +364,25 @@ class KalshiRest:
                                      already_existed=True)
         return _parse(CreateOrderResult, _json(resp, "create_order"), "create_order", None)
 
-    async def find_order(self, ticker: str, client_order_id: str) -> Order | None:
-        """Our order in `ticker` with this client_order_id, if any (reads every status)."""
-        for o in await self.orders(ticker=ticker):
+    async def find_order(self, ticker: str, client_order_id: str, *,
+                         exchange_index: int | None = None) -> Order | None:
+        """Our order in `ticker` with this client_order_id, if any (reads every status, on `exchange_index`)."""
+        for o in await self.orders(ticker=ticker, exchange_index=exchange_index):
             if o.client_order_id == client_order_id:
                 return o
         return None
 
-    async def cancel_order(self, order_id: str, *, ticker: str | None = None) -> CancelResult:
-        """Cancel one order."""
+    async def cancel_order(self, order_id: str, *, ticker: str | None = None,
+                           exchange_index: int | None = None) -> CancelResult:
+        """Cancel one order, routed by its shard and/or market (neither: shard 0)."""
         resp = await self._request("DELETE", f"/portfolio/events/orders/{order_id}",
                                    call=_Call(idempotent=True, write=True, cost=CANCEL_COST),
-                                   params={"market_ticker": ticker}, auth=True)
+                                   params={"market_ticker": ticker, "exchange_index": exchange_index}, auth=True)
         return _parse(CancelResult, _json(resp, "cancel_order"), "cancel_order", None)
 
     async def amend_order(self, order_id: str, *, ticker: str, side: BookSide, price: int, count: int,
-                          client_order_id: str | None = None,
-                          updated_client_order_id: str | None = None) -> AmendResult:
+                          client_order_id: str | None = None, updated_client_order_id: str | None = None,
+                          exchange_index: int | None = None) -> AmendResult:
         """Amend price and/or total count (filled + desired remaining); only a pure decrease keeps priority."""
         body: dict[str, Any] = {"ticker": ticker, "side": side, "price": format_dollars(price),
                                 "count": format_count(count)}
@@ -359,17 +390,24 @@ class KalshiRest:
             body["client_order_id"] = client_order_id
         if updated_client_order_id:
             body["updated_client_order_id"] = updated_client_order_id
+        if exchange_index is not None:
+            body["exchange_index"] = exchange_index
         resp = await self._request("POST", f"/portfolio/events/orders/{order_id}/amend",
                                    call=_Call(idempotent=True, write=True), body=body, auth=True)
         return _parse(AmendResult, _json(resp, "amend_order"), "amend_order", None)
 
-    async def decrease_order(self, order_id: str, *, reduce_by: int | None = None,
-                             reduce_to: int | None = None) -> DecreaseResult:
-        """Reduce a resting order (keeps its queue priority); exactly one of reduce_by / reduce_to."""
+    async def decrease_order(self, order_id: str, *, reduce_by: int | None = None, reduce_to: int | None = None,
+                             ticker: str | None = None, exchange_index: int | None = None) -> DecreaseResult:
+        """Reduce a resting order (keeps its queue priority); exactly one of reduce_by / reduce_to; routed by
+        its shard and/or market (neither: shard 0)."""
         if (reduce_by is None) == (reduce_to is None):
             raise ValueError("give exactly one of reduce_by or reduce_to")
-        body = {"reduce_by": format_count(reduce_by)} if reduce_by is not None \
+        body: dict[str, Any] = {"reduce_by": format_count(reduce_by)} if reduce_by is not None \
             else {"reduce_to": format_count(reduce_to)}  # type: ignore[arg-type]
+        if ticker:
+            body["market_ticker"] = ticker
+        if exchange_index is not None:
+            body["exchange_index"] = exchange_index
         resp = await self._request("POST", f"/portfolio/events/orders/{order_id}/decrease",
                                    call=_Call(idempotent=reduce_to is not None, write=True), body=body, auth=True)
         return _parse(DecreaseResult, _json(resp, "decrease_order"), "decrease_order", None)
@@ -383,11 +421,11 @@ class KalshiRest:
         return [_parse(BatchCreateItem, o, "batch_create", "orders")
                 for o in _json(resp, "batch_create").get("orders") or []]
 
-    async def batch_cancel(self, order_ids: Sequence[str]) -> list[BatchCancelItem]:
-        """Cancel several orders."""
+    async def batch_cancel(self, orders: Sequence[OrderRef]) -> list[BatchCancelItem]:
+        """Cancel several orders; each item carries its own route (orders of several shards in one call)."""
         resp = await self._request("DELETE", "/portfolio/events/orders/batched",
-                                   call=_Call(idempotent=True, write=True, cost=CANCEL_COST * len(order_ids)),
-                                   body={"orders": [{"order_id": i} for i in order_ids]}, auth=True)
+                                   call=_Call(idempotent=True, write=True, cost=CANCEL_COST * len(orders)),
+                                   body={"orders": [o.item() for o in orders]}, auth=True)
         return [_parse(BatchCancelItem, o, "batch_cancel", "orders")
                 for o in _json(resp, "batch_cancel").get("orders") or []]
 

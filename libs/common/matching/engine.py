@@ -17,6 +17,10 @@ Money is integer throughout ($0.0001 ticks, counts in 1/100 contract); the rules
 - Collateral. A resting order reserves what filling its remainder at its limit would cost, plus the taker fee
   on it (an upper bound on the maker fee it will actually pay). A reduce-only order reserves nothing: it can
   only close contracts, which releases cash, and it is re-capped to the position whenever it trades.
+- Shards. Cash lives per exchange shard (`MarketSpec.exchange_index`, kalshi_api.md §3.12): an order
+  reserves, pays and is paid on its market's shard only, so funds on shard 0 cannot back a shard-2 order.
+  An account opened without a shard is pooled instead: one wallet serves every shard (synthetic
+  traders, a paper broker — venues where the split means nothing).
 - Solvency is enforced at each fill: a taker that cannot pay for the next fill stops there (rest cancelled,
   reason "InsufficientBalance"), a maker that cannot is cancelled and matching moves on. Neither happens
   with whole-cent prices and whole-contract counts; they absorb the tick-rounding corner cases so no
@@ -91,17 +95,42 @@ class _Resting:
 
 
 @dataclass(slots=True)
-class _User:
-    """One account: cash (including reserved collateral), orders, positions, history."""
+class _Wallet:
+    """Cash on one shard, including the collateral its resting orders reserve."""
 
-    cash: int
+    cash: int = 0
     reserved: int = 0
+
+    @property
+    def available(self) -> int:
+        return self.cash - self.reserved
+
+
+@dataclass(slots=True)
+class _User:
+    """One account: wallets (per shard, or one pooled), orders, positions, history."""
+
+    wallets: dict[int, _Wallet]
+    pooled: bool = False  # one wallet (key 0) serves every shard
     orders: list[str] = field(default_factory=list)  # ids in creation order
     client_ids: dict[str, str] = field(default_factory=dict)  # every client_order_id ever used -> order id
     resting: dict[str, _Resting] = field(default_factory=dict)
     positions: dict[str, Position] = field(default_factory=dict)  # unsettled, by ticker
     fills: list[Fill] = field(default_factory=list)
     settlements: list[Settlement] = field(default_factory=list)
+
+    def wallet(self, shard: int) -> _Wallet:
+        """The wallet that pays for orders on `shard` (created empty when first used)."""
+        key = 0 if self.pooled else shard
+        w = self.wallets.get(key)
+        if w is None:
+            w = self.wallets[key] = _Wallet()
+        return w
+
+    def available(self, shard: int) -> int:
+        """Cash on `shard` not held by resting orders (0 on a shard never funded)."""
+        w = self.wallets.get(0 if self.pooled else shard)
+        return w.available if w is not None else 0
 
 
 @dataclass(slots=True)
@@ -232,7 +261,7 @@ class MatchingEngine:
             u = self._users[user_id]
             yes, no = max(pos.position, 0), max(-pos.position, 0)
             revenue = (yes if result == "yes" else no) * _PAIR
-            u.cash += revenue
+            u.wallet(m.spec.exchange_index).cash += revenue
             s = Settlement(user_id=user_id, ticker=ticker, event_ticker=m.spec.event_ticker, market_result=result,
                            yes_count=yes, no_count=no, yes_total_cost=pos.market_exposure if yes else 0,
                            no_total_cost=pos.market_exposure if no else 0, revenue=revenue,
@@ -250,29 +279,47 @@ class MatchingEngine:
 
     # -- accounts -------------------------------------------------------------------------------
 
-    def open_account(self, user_id: str, balance: int) -> None:
-        """Create an account with `balance` ticks available, or set an existing one's available balance."""
+    def open_account(self, user_id: str, balance: int, *, exchange_index: int | None = None) -> None:
+        """Create an account with `balance` ticks available, or set an existing one's available balance.
+
+        With `exchange_index` the balance is that shard's and the account keeps one wallet per shard
+        (fund each shard with its own call); without, the account is pooled: one wallet for every shard.
+        """
         u = self._users.get(user_id)
         if u is None:
-            self._users[user_id] = _User(cash=balance)
-        else:
-            u.cash = balance + u.reserved
+            self._users[user_id] = _User({exchange_index or 0: _Wallet(balance)}, pooled=exchange_index is None)
+            return
+        if u.pooled != (exchange_index is None):
+            kind = "pooled (one wallet for every shard)" if u.pooled else "kept per shard"
+            raise ValueError(f"the account of {user_id} is {kind}; fund it the same way it was opened")
+        w = u.wallet(exchange_index or 0)
+        w.cash = balance + w.reserved
 
-    def balance(self, user_id: str) -> int:
-        """Available cash: cash minus collateral reserved by resting orders."""
+    def balance(self, user_id: str, exchange_index: int | None = None) -> int:
+        """Available cash (cash minus collateral reserved by resting orders): on one shard, or on all of them."""
         u = self._u(user_id)
-        return u.cash - u.reserved
+        if exchange_index is None:
+            return sum(w.available for w in u.wallets.values())
+        return u.available(exchange_index)
 
-    def cash(self, user_id: str) -> int:
+    def balances(self, user_id: str) -> dict[int, int]:
+        """Available cash per shard the account holds a wallet on (a pooled account: all on shard 0)."""
+        return {k: w.available for k, w in sorted(self._u(user_id).wallets.items())}
+
+    def cash(self, user_id: str, exchange_index: int | None = None) -> int:
         """All cash, including the collateral resting orders hold (what conservation checks add up)."""
-        return self._u(user_id).cash
+        u = self._u(user_id)
+        if exchange_index is None:
+            return sum(w.cash for w in u.wallets.values())
+        w = u.wallets.get(0 if u.pooled else exchange_index)
+        return w.cash if w is not None else 0
 
-    def portfolio_value(self, user_id: str) -> int:
-        """Open positions marked at the best bid of their side, rounded down (0 if none)."""
+    def portfolio_value(self, user_id: str, exchange_index: int | None = None) -> int:
+        """Open positions (on one shard, or all) marked at the best bid of their side, rounded down (0 if none)."""
         total = 0
         for ticker, pos in self._u(user_id).positions.items():
-            if pos.position:
-                m = self._markets[ticker]
+            m = self._markets[ticker]
+            if pos.position and (exchange_index is None or m.spec.exchange_index == exchange_index):
                 best = m.bids("yes" if pos.position > 0 else "no").best() or 0
                 total += abs(pos.position) * best // ONE_CONTRACT
         return total
@@ -386,9 +433,11 @@ class MatchingEngine:
                       last_update_time=now, subaccount=req.subaccount, order_group_id=req.order_group_id,
                       cancel_order_on_pause=req.cancel_order_on_pause)
         need = self._reserve_for(spec, order, count, leg_price)
-        if need > u.cash - u.reserved:
+        available = u.available(spec.exchange_index)
+        if need > available:
             raise ExchangeError("available_balance_too_low", "available balance is too low for this order",
-                                details=f"needs {need} ticks, {u.cash - u.reserved} available")
+                                details=f"needs {need} ticks, {available} available on exchange index "
+                                        f"{spec.exchange_index}")
         self._orders[order.order_id] = order
         u.orders.append(order.order_id)
         if req.client_order_id is not None:
@@ -481,15 +530,16 @@ class MatchingEngine:
         taker_price = ONE_DOLLAR - maker_price  # trades at the resting price
         yes_price = maker_price if maker_leg == "yes" else taker_price
         tu, mu = self._users[taker.user_id], self._users[maker.user_id]
+        tw, mw = tu.wallet(spec.exchange_index), mu.wallet(spec.exchange_index)
         t_cost, t_num = self._cost(taker.order_id, qty, taker_price)
         m_cost, m_num = self._cost(maker.order_id, qty, maker_price)
         t_fee = self._fee(spec, qty, yes_price, True)
         m_fee = self._fee(spec, qty, yes_price, False)
         # Solvency first, before anything moves (see the module docstring).
-        if tu.cash - tu.reserved + self._cash_effect(tu, ticker, taker_leg, qty, t_cost, t_fee) < 0:
+        if tw.available + self._cash_effect(tu, ticker, taker_leg, qty, t_cost, t_fee) < 0:
             return "taker_short"
         new_reserve = self._reserve_for(spec, maker, r.entry.remaining - qty, maker_price, m_num)
-        if mu.cash - (mu.reserved - r.reserve + new_reserve) + \
+        if mw.cash - (mw.reserved - r.reserve + new_reserve) + \
                 self._cash_effect(mu, ticker, maker_leg, qty, m_cost, m_fee) < 0:
             return "maker_short"
 
@@ -498,7 +548,7 @@ class MatchingEngine:
         self._emit(BookDelta(ticker, maker_leg, maker_price, -qty, now, maker.user_id, maker.client_order_id))
         self._cost_num[taker.order_id] = t_num
         self._cost_num[maker.order_id] = m_num
-        mu.reserved += new_reserve - r.reserve
+        mw.reserved += new_reserve - r.reserve
         r.reserve = new_reserve
         for o, c, f, is_taker in ((taker, t_cost, t_fee, True), (maker, m_cost, m_fee, False)):
             o.remaining_count -= qty
@@ -555,7 +605,7 @@ class MatchingEngine:
             pos.market_exposure -= basis
         if opening:
             pos.market_exposure += cost - close_cost
-        u.cash += closing * _PAIR - cost - f
+        u.wallet(m.spec.exchange_index).cash += closing * _PAIR - cost - f
         pos.position += qty if leg == "yes" else -qty
         pos.fees_paid += f
         pos.realized_pnl -= f  # realized P&L is net of fees; fees_paid shows them separately
@@ -577,15 +627,15 @@ class MatchingEngine:
 
     def _hold(self, r: _Resting) -> None:
         spec = self._markets[r.order.ticker].spec
-        u = self._users[r.order.user_id]
-        u.reserved -= r.reserve
+        w = self._users[r.order.user_id].wallet(spec.exchange_index)
+        w.reserved -= r.reserve
         r.reserve = self._reserve_for(spec, r.order, r.entry.remaining, r.entry.price)
-        u.reserved += r.reserve
+        w.reserved += r.reserve
 
     def _unrest(self, r: _Resting) -> None:
         """Forget a resting order that has left the book; release its collateral."""
         o = r.order
-        self._users[o.user_id].reserved -= r.reserve
+        self._users[o.user_id].wallet(self._markets[o.ticker].spec.exchange_index).reserved -= r.reserve
         r.reserve = 0
         del self._resting[o.order_id]
         del self._markets[o.ticker].resting[o.order_id]
@@ -653,7 +703,7 @@ class MatchingEngine:
             if o.post_only and self._crosses(m, leg, leg_price):
                 raise ExchangeError("invalid_order", "post only cross", details="post only cross")
             need = self._reserve_for(m.spec, o, new_remaining, leg_price)
-            if need > u.cash - u.reserved + r.reserve:
+            if need > u.available(m.spec.exchange_index) + r.reserve:
                 raise ExchangeError("available_balance_too_low", "available balance is too low for this amend",
                                     details=f"needs {need} ticks")
         if renamed:

@@ -53,6 +53,9 @@ class MarketSpec:
     fee_multiplier: Decimal = Decimal(1)
     status: MarketStatus = "active"
     result: Result | None = None
+    # The shard (matching engine instance) the market lives on; collateral is kept per shard
+    # (kalshi_api.md §3.12). Every market of an event is on the same shard.
+    exchange_index: int = 0
 
 
 @dataclass(frozen=True)
