@@ -63,6 +63,15 @@ def test_kdesk_up_starts_infra_and_stops_cleanly_on_sigint(tmp_path: Path) -> No
     assert _descendants_alive(children) == [], "processes left behind"
 
 
+def _stop(proc: subprocess.Popen[str], drain: threading.Thread) -> None:
+    """Ctrl-C the desk and wait for it and its output reader."""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    drain.join(timeout=10)
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
 def _kdesk(var: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """A second terminal: no KDESK_/KALSHI_ variables but where the var directory is."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KDESK_", "KALSHI_"))}
@@ -117,11 +126,7 @@ def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_pa
         assert "Type CONFIRM LIVE" not in live.stderr
         assert json.loads(_kdesk(var, "mode", "--json").stdout)["control_mode"] is None
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        drain.join(timeout=10)
-        assert proc.stdout is not None
-        proc.stdout.close()
+        _stop(proc, drain)
     assert not (var / "run.json").exists()
     gone = _kdesk(var, "status")
     assert gone.returncode == 1 and "no desk is running" in gone.stderr
@@ -254,8 +259,4 @@ def test_forecast_ws_status_and_mode_from_a_second_terminal_against_the_exchange
         assert json.loads(_kdesk(var, "mode", "--json").stdout)["live_armed_until"] is None
         _eventually("the executor trading again", executor_blocked(None))
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
-        drain.join(timeout=10)
-        assert proc.stdout is not None
-        proc.stdout.close()
+        _stop(proc, drain)
