@@ -202,21 +202,56 @@ class ResolverStore:
 
     async def _traded(self, s: AsyncSession, signal_ids: Sequence[str],
                       result_of: dict[str, str]) -> dict[str, tuple[int, int]]:
-        """(P&L held to settlement, fees) of the fills of each signal's orders (signals that traded only)."""
+        """(P&L, fees) of the fills of each signal's orders (signals that traded only).
+
+        A signal's contracts are held to settlement unless an exit (an order of no signal: a stop, a take
+        profit, a flatten) closed them first: exit fills close the oldest opposite contracts of the market
+        (FIFO, across signals), and the pair's $1 less both legs is the closed signal's P&L, the exit's fee
+        shared by the contracts it closed. What is left settles at the market's result."""
         orders = (await s.execute(select(Order.signal_id, Order.order_id, Order.ticker).where(
             Order.mode == self.mode, Order.signal_id.in_(signal_ids), Order.fill_count > 0,
             Order.order_id.is_not(None)))).all()
         if not orders:
             return {}
-        by_order = {o.order_id: (o.signal_id, o.ticker) for o in orders}
-        fills = (await s.scalars(select(Fill).where(Fill.mode == self.mode, Fill.order_id.in_(list(by_order))))).all()
+        tickers = sorted({o.ticker for o in orders})
+        signal_of = dict((await s.execute(select(Order.order_id, Order.signal_id).where(
+            Order.mode == self.mode, Order.ticker.in_(tickers), Order.order_id.is_not(None)))).all())
+        fills = (await s.scalars(select(Fill).where(Fill.mode == self.mode, Fill.ticker.in_(tickers))
+                                 .order_by(Fill.filled_at, Fill.id))).all()
+        wanted = set(signal_ids)
         out: dict[str, tuple[int, int]] = {}
+
+        def book(sid: str | None, pnl: int, fee: int) -> None:
+            if sid is not None and sid in wanted:
+                was = out.get(sid, (0, 0))
+                out[sid] = (was[0] + pnl, was[1] + fee)
+
+        lots: dict[str, list[list[Any]]] = {}  # ticker -> open lots [signal, side, count, leg price]
         for f in fills:
-            sid, ticker = by_order[f.order_id]
-            leg_price = f.yes_price if f.outcome_side == "yes" else ONE_DOLLAR - f.yes_price
-            payout = ONE_DOLLAR if f.outcome_side == result_of.get(ticker) else 0
-            pnl, fees = out.get(sid, (0, 0))
-            out[sid] = (pnl + (payout - leg_price) * f.count // ONE_CONTRACT - f.fee_ticks, fees + f.fee_ticks)
+            leg = f.yes_price if f.outcome_side == "yes" else ONE_DOLLAR - f.yes_price
+            sid = signal_of.get(f.order_id)
+            open_lots = lots.setdefault(f.ticker, [])
+            left = f.count
+            if sid is None:  # an exit: close the oldest opposite contracts first
+                for lot in open_lots:
+                    if left == 0:
+                        break
+                    if lot[1] == f.outcome_side or lot[2] == 0:
+                        continue
+                    n = min(left, lot[2])
+                    book(lot[0], (ONE_DOLLAR - lot[3] - leg) * n // ONE_CONTRACT - f.fee_ticks * n // f.count,
+                         f.fee_ticks * n // f.count)
+                    lot[2] -= n
+                    left -= n
+                open_lots[:] = [lot for lot in open_lots if lot[2] > 0]
+            else:
+                book(sid, -f.fee_ticks, f.fee_ticks)
+            if left:
+                open_lots.append([sid, f.outcome_side, left, leg])
+        for ticker, open_lots in lots.items():
+            for sid, side, n, leg in open_lots:
+                payout = ONE_DOLLAR if side == result_of.get(ticker) else 0
+                book(sid, (payout - leg) * n // ONE_CONTRACT, 0)
         return out
 
     async def station_days(self, source: str, station: str, series: str, *,
