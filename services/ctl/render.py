@@ -57,6 +57,9 @@ def status(mode: str, ex: dict[str, Any] | None, res: dict[str, Any] | None, err
         ob = ex.get("outbox") or {}
         t.add_row("ord.* outbox", f"{ob.get('unpublished', 0)} unpublished"
                   + (f" · [red]{ob['last_error']}[/]" if ob.get("failing_in_a_row") else ""))
+        if (contract := ex.get("contract")) is not None:
+            t.add_row("Kalshi API", f"[green]contract ok[/] · {contract.get('market')}" if contract.get("ok")
+                      else "[red]CONTRACT MISMATCH[/]: " + "; ".join(contract.get("problems") or [])[:200])
     if res is None:
         t.add_row("resolver", f"[yellow]not answering[/]: {errors.get('resolver', '')}")
     else:

@@ -71,6 +71,9 @@ def status(mode: str, ex: dict[str, Any] | None, pnl: dict[str, Any] | None, bea
         else:
             out.append("trading: <b>on</b>")
         out.append(f"open orders: {ex.get('open_orders', 0)} · sent since start: {ex.get('orders_sent', 0)}")
+        contract = ex.get("contract")
+        if contract is not None and not contract.get("ok"):
+            out.append("Kalshi API: <b>contract mismatch</b>: " + esc("; ".join(contract.get("problems") or [])[:300]))
         book_age = ex.get("freshest_book_age_s")
         out.append(f"books: {ex.get('fresh_books', 0)} fresh · newest "
                    f"{'—' if book_age is None else age(book_age)} old")

@@ -66,3 +66,14 @@ def test_kdesk_pnl_parses_days_and_json() -> None:
     args = cli.build_parser().parse_args(["pnl", "--days", "30", "--json"])
     assert (args.func, args.days, args.json) == (cli.cmd_pnl, 30, True)
     assert cli.build_parser().parse_args(["pnl"]).days == 7
+
+
+def test_status_shows_the_kalshi_contract_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    ex = {"paused": True, "pause_reason": "contract: market.yes_bid_dollars", "bankroll_ticks": 0, "open_orders": 0,
+          "orders_sent": 0,
+          "contract": {"ok": False, "problems": ["market.yes_bid_dollars: '42' is not a dollar string"]}}
+    render.status("sim", ex, None, {})
+    out = capsys.readouterr().out
+    assert "CONTRACT MISMATCH" in out and "yes_bid_dollars: '42'" in out
+    render.status("sim", ex | {"paused": False, "contract": {"ok": True, "market": "KXHIGHNY-26NOV23-B52.5"}}, None, {})
+    assert "contract ok" in capsys.readouterr().out

@@ -64,3 +64,10 @@ def test_status_shows_stale_inputs_and_silent_services() -> None:
     assert "PAUSED</b> lunch" in text and "open orders: 3" in text
     assert "weather 42 min old" in text and "signals" in text and "SILENT" in text
     assert "-1.25" in text
+
+
+def test_status_names_a_kalshi_contract_mismatch() -> None:
+    ex = {"paused": True, "pause_reason": "contract", "open_orders": 0, "orders_sent": 0,
+          "contract": {"ok": False, "problems": ["series.fee_type: missing"]}}
+    assert "contract mismatch</b>: series.fee_type: missing" in render.status("sim", ex, None, [], [], {})
+    assert "contract" not in render.status("sim", ex | {"paused": False, "contract": {"ok": True}}, None, [], [], {})
