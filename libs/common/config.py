@@ -2,11 +2,13 @@
 
 Every variable is `KDESK_*` except the Kalshi credentials, which keep the names the design
 gives them (`KALSHI_DEMO_KEY_ID`, ...). A bad value fails at start with a `ConfigError` that
-names the variable; secret values are never echoed.
+names the variable; secret values are never echoed. The secrets (the Telegram token, the database
+URL, Kalshi key ids) may come from files instead: `<VARIABLE>_FILE` names one (compose secrets).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from libs.common.freshness import FreshnessLimits
 
@@ -66,6 +68,43 @@ _USD_FIELDS = ("max_order_usd", "max_market_usd", "max_event_usd", "max_family_u
                "daily_loss_limit_usd", "fixed_order_usd", "reconcile_tolerance_usd", "paper_balance_usd")
 _SECRET_FIELDS = {"kalshi_demo_key_id", "kalshi_prod_key_id", "kalshi_sim_key_id", "database_url",
                   "telegram_bot_token"}
+
+
+# Secrets that may instead come from a file named by `<VARIABLE>_FILE` (compose secrets under /run/secrets),
+# so a token or key id never has to sit in the environment.
+_FILE_FIELDS = ("telegram_bot_token", "database_url", "kalshi_demo_key_id", "kalshi_prod_key_id",
+                "kalshi_sim_key_id")
+
+
+def read_secret_files(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Values of the `_FILE_FIELDS` whose `<VARIABLE>_FILE` is set: the file's text, stripped; empty = unset."""
+    env = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    for field in _FILE_FIELDS:
+        var = _var(field) + "_FILE"
+        path = env.get(var)
+        if not path:
+            continue
+        if env.get(_var(field)):
+            raise ConfigError(f"set {_var(field)} or {var}, not both")
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"{var}: cannot read {path}: {e.strerror or e}") from None
+        if value:
+            out[field] = value
+    return out
+
+
+class _SecretFileSource(PydanticBaseSettingsSource):
+    """Settings source for `<VARIABLE>_FILE` secrets; it ranks below the environment itself."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: `__call__` reads every file at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return read_secret_files()
 
 
 def usd_to_ticks(value: str | int | Decimal) -> int:
@@ -157,6 +196,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False,
                                       validate_default=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then `*_FILE` secrets (KDESK_TELEGRAM_BOT_TOKEN_FILE, ...)."""
+        return init_settings, env_settings, dotenv_settings, _SecretFileSource(settings_cls), file_secret_settings
 
     mode: Mode = Mode.SIM
     profile: Profile = Profile.BALANCED

@@ -1,4 +1,4 @@
-"""`kdesk`: the operator CLI (up, migrate, health, provision, desk, resolver)."""
+"""`kdesk`: the operator CLI (up, run, migrate, health, provision, desk, resolver)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,40 @@ def cmd_provision(args: argparse.Namespace) -> int:
         print(f"kdesk provision: failed: {redact_text(str(e))}", file=sys.stderr)
         return EXIT_FAIL
     print("kdesk provision: streams and control bucket ready")
+    return EXIT_OK
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+def runnable_services() -> tuple[str, ...]:
+    """The services `kdesk run` knows: every `services/<name>/` with a `__main__.py`, in start order, but ctl."""
+    from services.ctl.supervisor import SERVICE_ORDER, SERVICES_DIR
+
+    found = sorted(p.parent.name for p in SERVICES_DIR.glob("*/__main__.py") if p.parent.name != "ctl")
+    return tuple([n for n in SERVICE_ORDER if n in found] + [n for n in found if n not in SERVICE_ORDER])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one service in this process, exactly as `python -m services.<name>` does (the image's commands)."""
+    import runpy
+
+    names = runnable_services()
+    if args.service not in names:
+        print(f"kdesk run: no service {args.service!r} (one of: {', '.join(names)})", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.service == "sim":
+        # Like `kdesk up`: the desk's API key pair under the var directory (a volume the desk shares under
+        # compose), its public half where the simulator registers keys. Needs a fixed KDESK_SIM_BASE_PORT.
+        s = _settings()
+        if s.sim_base_port:
+            sim_environment(s, Path(s.var_dir))
+    module = f"services.{args.service}"
+    # The service parses its own command line (the simulator has options): hand it what follows the name.
+    sys.argv = [f"python -m {module}", *args.args]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAIL)
     return EXIT_OK
 
 
@@ -886,6 +920,10 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--wait", type=float, default=3.0, help="with --say: seconds of quiet that end an answer")
     ch.add_argument("--user", type=int, help="speak as this Telegram user id (default: the configured operator)")
     ch.set_defaults(func=cmd_chat)
+    rn = command("run", "run one service in this process (the image's command)")
+    rn.add_argument("service", metavar="SERVICE", help="feeds, signals, executor, resolver, notifier or sim")
+    rn.add_argument("args", nargs=argparse.REMAINDER, help="passed to the service (sim: --port, --seed ...)")
+    rn.set_defaults(func=cmd_run)
     h = command("health", "exit 0 if SERVICE's heartbeat says healthy (healthchecks)")
     h.add_argument("service")
     h.add_argument("--instance", help="check this instance only (default: any instance)")

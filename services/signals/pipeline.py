@@ -253,8 +253,11 @@ class SignalPipeline:
                                         nowcast_timescale_h=prm.nowcast_timescale_h)
                 readings = list(got[1].values()) if got is not None and got[0] == day else []
                 excess = excess_probability(readings, prm.micro_sd_f) if readings else prm.past_excess_p
+                hours_left = max((end - now).total_seconds() / 3600, 0.0)
+                offset = prm.peak_offset_f * (min(1.0, hours_left / prm.peak_offset_hours)
+                                              if prm.peak_offset_hours > 0 else 1.0)
                 res = bracket_probabilities(rest, brackets, remaining=True, spread_scale=prm.spread_scale,
-                                            peak_offset_f=prm.peak_offset_f, past_excess_p=excess,
+                                            peak_offset_f=offset, past_excess_p=excess,
                                             min_sd_f=prm.min_sd_f, lead_sd_f_per_day=prm.lead_sd_f_per_day,
                                             tail_weight=prm.tail_weight, tail_scale=prm.tail_scale,
                                             lead_hours=max((end - now).total_seconds() / 3600, 0.0), **common)

@@ -77,6 +77,7 @@ class WeatherParams:
     tail_scale: float = 2.5
     spread_scale: float = 1.2  # ensembles are under-dispersive
     peak_offset_f: float = 0.7  # hourly values miss the 5-minute peak the CLI reports
+    peak_offset_hours: float = 10.0  # the offset shrinks linearly once fewer hours than this are left (0: never)
     past_excess_p: float = 0.3  # P(CLI max > largest hourly report) when the day's reports are unknown
     nowcast_timescale_h: float = 30.0  # how long an observed forecast error persists
     micro_sd_f: float = 0.2  # the 5-minute wander around the hourly level (excess_probability)
