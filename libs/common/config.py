@@ -92,7 +92,8 @@ def read_secret_files(environ: dict[str, str] | None = None) -> dict[str, str]:
         except OSError as e:
             raise ConfigError(f"{var}: cannot read {path}: {e.strerror or e}") from None
         if value:
-            out[field] = value
+            # The Kalshi fields are read by their alias (the variable's own name), the others by field name.
+            out[_var(field) if field.startswith("kalshi_") else field] = value
     return out
 
 
