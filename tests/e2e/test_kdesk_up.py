@@ -63,6 +63,46 @@ def test_kdesk_up_starts_infra_and_stops_cleanly_on_sigint(tmp_path: Path) -> No
     assert _descendants_alive(children) == [], "processes left behind"
 
 
+def _numbers_match_the_database_and_the_exchange(var: Path, run: dict[str, Any]) -> None:
+    """Paused (nothing rests, nothing new is sent): positions, orders and fills as the CLI shows them equal the
+    ledger's rows, and the positions equal the exchange's own (read with the desk's key, signed)."""
+    import asyncio
+    from urllib.parse import urlparse
+
+    import psycopg
+
+    from libs.common.kalshi import KalshiRest
+    from libs.common.kalshi.rest import sim_environment
+    from libs.common.kalshi.signing import Signer, load_private_key
+    from libs.common.simnet import SimEndpoints
+
+    for _ in range(30):  # the pause cancels resting orders; wait until the ledger agrees
+        if not json.loads(_kdesk(var, "orders", "--open", "--json").stdout):
+            break
+        time.sleep(0.5)
+    shown = {p["ticker"]: p["position"] for p in json.loads(_kdesk(var, "positions", "--json").stdout)}
+    fills = json.loads(_kdesk(var, "fills", "--limit", "10000", "--json").stdout)
+    with psycopg.connect(run["database_url"].replace("+psycopg", "")) as db:
+        ledger = dict(db.execute("SELECT ticker, position FROM positions WHERE mode = 'sim' AND position <> 0"
+                                 ).fetchall())
+        n_fills = db.execute("SELECT count(*) FROM fills WHERE mode = 'sim'").fetchone()[0]  # type: ignore[index]
+        resting = db.execute("SELECT count(*) FROM orders WHERE mode = 'sim' AND status = 'resting'"
+                             ).fetchone()[0]  # type: ignore[index]
+    assert shown == ledger and len(fills) == n_fills > 0 and resting == 0
+    base = urlparse(run["telegram_fake_url"]).port - 6  # type: ignore[operator]  # the sim's seventh port
+    sim = SimEndpoints("127.0.0.1", base)
+
+    async def exchange_positions() -> dict[str, int]:
+        rest = KalshiRest(sim_environment(sim.kalshi_rest_url, sim.kalshi_ws_url),
+                          Signer("desk", load_private_key(var / "sim" / "desk.key.pem")))
+        try:
+            return {p.ticker: p.position for p in await rest.positions() if p.position}
+        finally:
+            await rest.aclose()
+
+    assert asyncio.run(exchange_positions()) == ledger
+
+
 def _stop(proc: subprocess.Popen[str], drain: threading.Thread) -> None:
     """Ctrl-C the desk and wait for it and its output reader."""
     proc.send_signal(signal.SIGINT)
@@ -104,9 +144,12 @@ def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_pa
         assert shown.returncode == 0 and "mode SIM" in shown.stdout and "bankroll" in shown.stdout
         assert all(len(line) <= 80 for line in shown.stdout.splitlines())
         assert "$" in _kdesk(var, "balance").stdout
+        # The sim's crowd is noisy, so the desk trades within seconds: wait for fills before comparing books.
+        _eventually("the desk's first fills", lambda: json.loads(_kdesk(var, "fills", "--json").stdout) or None, 60)
         paused = _kdesk(var, "pause", "--reason", "e2e")
         assert paused.returncode == 0 and "PAUSED" in paused.stdout
         assert json.loads(_kdesk(var, "status", "--json").stdout)["executor"]["paused"] is True
+        _numbers_match_the_database_and_the_exchange(var, run)
         assert "trading resumed" in _kdesk(var, "resume").stdout
         # The same desk from "Telegram": the simulator's fake Bot API, reached by the notifier's aiogram bot.
         chat = _kdesk(var, "chat", "--say", "/status", "--say", "/pause from the chat", "--wait", "2")
