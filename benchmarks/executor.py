@@ -6,6 +6,15 @@ samples, at a pace inside Kalshi's basic-tier write budget. The path is the real
 WebSocket → the feeds' book fan-out → md.book on core NATS → the signals pipeline → sig.* on
 JetStream → the executor's durable consumer → risk reservation in PostgreSQL → a signed V2 create
 over HTTP. Both timestamps are taken inside the sim process.
+
+`w2w_stage_<stage>_p50_ms` / `_p99_ms`: the same samples split where the time goes. Everything runs in
+this one process, so every stamp is `time.perf_counter()` on one clock: the book change (here), `md.book`
+published (this bench's emit for the fan-out, after `Bus.publish` returns), the signal handed to
+JetStream (this bench's emit for the pipeline, before the PubAck wait), the executor's desk receiving it
+and its reservation committed (`Desk.reserve_times`), the create leaving and its answer arriving
+(`OrderLifecycle.create_times`; the pending mark sits between reserved and sent), and the simulator
+resting the order (the wire-to-wire end). Each stage is the time from the previous stamp; `exchange` is
+create sent → the simulator has the order (a part of `answered`, not added to the chain).
 """
 
 from __future__ import annotations
@@ -39,7 +48,15 @@ NOW = datetime(2026, 11, 22, 20, 0, tzinfo=UTC)  # the hand world's event (Nov 2
 TICKER = TICKERS[3]  # B54.5
 
 
-async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, float, int]:
+STAGES = ("book", "signal", "received", "reserved", "sent", "answered")
+
+
+def _pct(xs: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles([x * 1000 for x in xs], n=100)
+    return round(q[49], 3), round(q[98], 3)
+
+
+async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, float, int, dict[str, float | int]]:
     async with sim_rig() as rig:
         eng = rig.exchange.engine
         rig.client("desk")
@@ -54,7 +71,11 @@ async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, flo
         settings = load_settings(mode=Mode.SIM, min_edge=0.03, taker_min_edge=0.9, confidence_floor=0.05,
                                  max_open_orders=5, reprice_after_s=3600, instance="bench")
 
+        sig_at: dict[str, float] = {}  # signal id -> handed to JetStream
+        book_at: list[float] = []  # md.book of TICKER published
+
         async def emit_sig(sig: Signal) -> None:
+            sig_at[sig.id] = time.perf_counter()
             await bus.publish_js(subjects.sig(sig.family, sig.series_ticker, sig.ticker), sig)
 
         pipeline = SignalPipeline(emit_sig, mode=Mode.SIM, risk=settings.risk, clock=lambda: NOW, cooldown_s=0.0)
@@ -77,7 +98,12 @@ async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, flo
         eng.place("mm", OrderRequest(TICKER, "ask", fair_ask, 100_000, "good_till_canceled", "taker_at_cross"))
         eng.place("mm", OrderRequest(TICKER, "bid", 500, 100_000, "good_till_canceled", "taker_at_cross"))
 
-        fan = BookFanout(bus.publish, mode=Mode.SIM, coalesce_s=0.0, clock=lambda: NOW)
+        async def emit_book(subject: str, ev: Any) -> None:
+            await bus.publish(subject, ev)
+            if ev.ticker == TICKER:
+                book_at.append(time.perf_counter())
+
+        fan = BookFanout(emit_book, mode=Mode.SIM, coalesce_s=0.0, clock=lambda: NOW)
         stop = asyncio.Event()
         feed_ws = KalshiWS(rig.env, rig.signer("mm"), on_book=fan.on_book)
         tasks = [asyncio.create_task(feed_ws.run(stop)), asyncio.create_task(fan.run(stop))]
@@ -85,13 +111,16 @@ async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, flo
 
         changed_at: list[float] = [0.0]
         arrived: list[float] = []
+        samples: list[tuple[float, float, str | None]] = []  # (changed, exchange has it, client_order_id)
         got = asyncio.Event()
 
         def on_engine(ev: Any) -> None:
             if isinstance(ev, OrderUpdate) and ev.order.user_id == "desk" and ev.order.fill_count == 0 \
                     and ev.order.status == "resting" and ev.order.initial_count == ev.order.remaining_count:
                 if not got.is_set():
-                    arrived.append(time.perf_counter() - changed_at[0])
+                    t = time.perf_counter()
+                    arrived.append(t - changed_at[0])
+                    samples.append((changed_at[0], t, ev.order.client_order_id))
                     got.set()
 
         eng.listen(on_engine)
@@ -126,6 +155,7 @@ async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, flo
                 # Stay inside the basic tier's write budget (10 creates/s): above it the client's own rate
                 # limiter paces the orders, and this would measure the pacing instead of the path.
                 await asyncio.sleep(0.05)
+            stages = _stages(samples, book_at, sig_at, ex)
         finally:
             stop.set()
             await ex.stop()
@@ -135,13 +165,43 @@ async def _latency(nats_url: str, db_url: str, n: int = 520) -> tuple[float, flo
             await engine.dispose()
     if len(arrived) < 500:
         raise RuntimeError(f"only {len(arrived)} of {n} book changes reached the exchange as orders")
-    q = statistics.quantiles([x * 1000 for x in arrived], n=100)
-    return round(q[49], 3), round(q[98], 3), len(arrived)
+    p50, p99 = _pct(arrived)
+    return p50, p99, len(arrived), stages
+
+
+def _stages(samples: list[tuple[float, float, str | None]], book_at: list[float], sig_at: dict[str, float],
+            ex: Executor) -> dict[str, float | int]:
+    """Each sample's stamps, matched by client_order_id (desk, create) and signal id; stage = time since the
+    previous stamp. A sample missing any stamp is left out (`w2w_stage_samples` says how many remain)."""
+    assert ex.desk is not None
+    reserved = {coid: (sid, recv, res) for sid, coid, recv, res in ex.desk.reserve_times}
+    created = {coid: (sent, ans) for coid, sent, ans in ex.orders.create_times}
+    per: dict[str, list[float]] = {s: [] for s in (*STAGES, "exchange")}
+    books = sorted(book_at)
+    for changed, at_exchange, coid in samples:
+        if coid not in reserved or coid not in created:
+            continue
+        sid, recv, res = reserved[coid]
+        sig = sig_at.get(sid or "")
+        book = next((b for b in books if b >= changed), None)
+        if sig is None or book is None or not book <= sig <= recv:
+            continue
+        sent, ans = created[coid]
+        chain = (changed, book, sig, recv, res, sent, ans)
+        for name, a, b in zip(STAGES, chain[:-1], chain[1:], strict=True):
+            per[name].append(b - a)
+        per["exchange"].append(at_exchange - sent)
+    out: dict[str, float | int] = {"w2w_stage_samples": len(per["book"])}
+    if len(per["book"]) < 2:
+        return out
+    for name, xs in per.items():
+        out[f"w2w_stage_{name}_p50_ms"], out[f"w2w_stage_{name}_p99_ms"] = _pct(xs)
+    return out
 
 
 async def run() -> dict[str, float | int]:
     """Wire-to-wire latency on a private nats-server and an embedded PostgreSQL."""
     with private_postgres() as url:
         async with private_nats() as nats_url:
-            p50, p99, samples = await _latency(nats_url, url)
-    return {"wire_to_wire_p50_ms": p50, "wire_to_wire_p99_ms": p99, "wire_to_wire_samples": samples}
+            p50, p99, samples, stages = await _latency(nats_url, url)
+    return {"wire_to_wire_p50_ms": p50, "wire_to_wire_p99_ms": p99, "wire_to_wire_samples": samples, **stages}

@@ -13,6 +13,7 @@ attempt died between the reservation and the create): then the same order, same 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -99,6 +100,10 @@ class Desk:
         self.reprices = RateBudget(settings.reprice_per_minute)
         self.decisions: dict[str, int] = {}
         self.daily_loss_tripped = False
+        # Hot-path stamps of the newest reserved signals: (signal_id, client_order_id, perf_counter() when
+        # the signal reached the desk, perf_counter() when its reservation committed). In memory only; the
+        # wire-to-wire benchmark splits its latency by them (with orders.create_times).
+        self.reserve_times: deque[tuple[str | None, str, float, float]] = deque(maxlen=1024)
 
     def _count(self, reason: str) -> None:
         self.decisions[reason] = self.decisions.get(reason, 0) + 1
@@ -113,6 +118,7 @@ class Desk:
         """Decide on one signal; idempotent by the client_order_id derived from it."""
         if sig.action == "none" or sig.mode is not self.mode:
             return
+        received = time.perf_counter()
         self.last_signal[sig.ticker] = sig
         st = self.markets.get(sig.ticker)
         now = self.clock()
@@ -132,6 +138,8 @@ class Desk:
             await self._decline(result.intent, result.reason, now)
             return
         verdict = await self.risk.reserve(result, now=now)
+        if verdict.ok and not verdict.existing:
+            self.reserve_times.append((sig.id, result.client_order_id, received, time.perf_counter()))
         await self._after_reserve(result, verdict, now)
 
     async def _resume(self, row: Order, sig: Signal, st: MarketState | None, ctx: Context, fresh: bool) -> None:

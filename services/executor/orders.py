@@ -24,6 +24,8 @@ client_order_id, canceled again where it really lives, and the ledger follows wh
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -63,6 +65,9 @@ class OrderLifecycle:
         self.clock = clock
         self.sent = 0
         self.malformed = 0
+        # The newest answered creates: (client_order_id, perf_counter() as the create left, as its answer
+        # came). In memory only, for the wire-to-wire benchmark's stage split (with desk.reserve_times).
+        self.create_times: deque[tuple[str, float, float]] = deque(maxlen=1024)
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -97,6 +102,7 @@ class OrderLifecycle:
         """
         shard = self.shard(intent.ticker)
         await self.ledger.mark_sent(intent.client_order_id, self.clock(), exchange_index=shard)
+        t_sent = time.perf_counter()
         try:
             res = await self.broker.create_order(
                 intent.ticker, intent.book_side, intent.yes_price, intent.count,  # type: ignore[arg-type]
@@ -114,6 +120,7 @@ class OrderLifecycle:
             return await self.ledger.order_by_coid(intent.client_order_id)
         finally:
             self.sent += 1
+        self.create_times.append((intent.client_order_id, t_sent, time.perf_counter()))
         return await self._answered(intent, res)
 
     async def _answered(self, intent: Intent, res: CreateOrderResult) -> Order | None:
