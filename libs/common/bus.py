@@ -104,8 +104,8 @@ def _headers(event: Event) -> dict[str, str]:
 
 # --- streams and KV ----------------------------------------------------------------------------
 
-def stream_config(spec: subjects.StreamSpec) -> api.StreamConfig:
-    """The nats-py config for one of the design's streams."""
+def stream_config(spec: subjects.StreamSpec, replicas: int = 1) -> api.StreamConfig:
+    """The nats-py config for one of the design's streams, with `replicas` copies (a cluster: 3)."""
     return api.StreamConfig(
         name=spec.name,
         description=spec.description or None,
@@ -116,11 +116,12 @@ def stream_config(spec: subjects.StreamSpec) -> api.StreamConfig:
         max_msgs_per_subject=spec.max_msgs_per_subject,
         duplicate_window=spec.duplicate_window_s,
         discard=api.DiscardPolicy.OLD,
+        num_replicas=replicas,
     )
 
 
 def _differs(want: api.StreamConfig, have: api.StreamConfig) -> bool:
-    fields = ("subjects", "max_age", "max_msgs_per_subject", "duplicate_window", "description")
+    fields = ("subjects", "max_age", "max_msgs_per_subject", "duplicate_window", "description", "num_replicas")
     return any((getattr(want, f) or None) != (getattr(have, f) or None) for f in fields)
 
 
@@ -498,11 +499,11 @@ class Bus:
 
     # -- provisioning --
 
-    async def provision(self, streams: Sequence[subjects.StreamSpec] = subjects.STREAMS) -> None:
-        """Create or update this mode's streams and `control` KV bucket; safe to repeat."""
+    async def provision(self, streams: Sequence[subjects.StreamSpec] = subjects.STREAMS, *, replicas: int = 1) -> None:
+        """Create or update this mode's streams and `control` KV bucket (`replicas` copies each); safe to repeat."""
         for spec in streams:
             spec = self.scoped_stream(spec)
-            want = stream_config(spec)
+            want = stream_config(spec, replicas)
             try:
                 info = await self.js.stream_info(spec.name)
             except nats.js.errors.NotFoundError:
@@ -516,8 +517,9 @@ class Bus:
         try:
             await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            await self.js.create_key_value(bucket=bucket, history=10, description=f"desk control ({self.mode.value}): "
-                                           "paused, mode, live arming, family switches")
+            await self.js.create_key_value(bucket=bucket, history=10, replicas=replicas,
+                                           description=f"desk control ({self.mode.value}): "
+                                                       "paused, mode, live arming, family switches")
             log.info("kv_created", bucket=bucket)
 
     def scoped_stream(self, spec: subjects.StreamSpec) -> subjects.StreamSpec:

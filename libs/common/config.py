@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     mode: Mode = Mode.SIM
     profile: Profile = Profile.BALANCED
     nats_url: str | None = None
+    # JetStream replicas of every stream and KV bucket `provision` creates: 1 on one server, 3 on a three-node
+    # cluster (an acknowledged message then survives the loss of a node).
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     database_url: SecretStr | None = None
     allow_live: bool = False
     # The container hostname under compose, so `kdesk health <svc> --instance $HOSTNAME` finds its own replica.

@@ -17,7 +17,7 @@ import sys
 import sysconfig
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -104,11 +104,16 @@ class EmbeddedNats:
     """A nats-server child process with JetStream, storing under `store_dir`."""
 
     def __init__(self, store_dir: Path, *, port: int | None = None, monitor_port: int | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", name: str = "kdesk-local", cluster_port: int | None = None,
+                 routes: Sequence[str] = ()) -> None:
+        """`cluster_port` and `routes` (the other nodes' cluster URLs) make it one node of a cluster `kdesk`."""
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
         self.monitor_port = monitor_port or free_port(host)
+        self.name = name
+        self.cluster_port = cluster_port
+        self.routes = tuple(routes)
         self.log_path = self.store_dir / "nats-server.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -121,7 +126,11 @@ class EmbeddedNats:
         """Start the server and wait until it accepts connections."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
         cmd = [str(nats_server_binary()), "-a", self.host, "-p", str(self.port), "-m", str(self.monitor_port),
-               "-js", "-sd", str(self.store_dir), "-n", "kdesk-local", "-l", str(self.log_path)]
+               "-js", "-sd", str(self.store_dir), "-n", self.name, "-l", str(self.log_path)]
+        if self.cluster_port is not None:
+            cmd += ["--cluster_name", "kdesk", "--cluster", f"nats://{self.host}:{self.cluster_port}"]
+            if self.routes:
+                cmd += ["--routes", ",".join(self.routes)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=child_preexec())

@@ -45,7 +45,7 @@ async def serve(name: str, main: Callable[[ServiceRuntime], Awaitable[None]], se
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, rt.stopping.set)
     try:
-        await bus.provision()
+        await bus.provision(replicas=settings.stream_replicas)
         await rt.health.start()
         log.info("service_started", mode=settings.mode.value, profile=settings.profile.value)
         await main(rt)

@@ -82,7 +82,7 @@ async def _provision(url: str, s: Settings) -> None:
 
     bus = await Bus.connect(url, service="ctl", mode=s.mode, initial_attempts=3)
     try:
-        await bus.provision()
+        await bus.provision(replicas=s.stream_replicas)
     finally:
         await bus.close()
 
