@@ -34,9 +34,9 @@ async def fit(n_events: int, grid: dict[str, list[Any]]) -> list[dict[str, Any]]
     for combo in itertools.product(*grid.values()):
         params = replace(base, **dict(zip(grid, combo, strict=True)))
         rows = await days.rows(params)
-        every = [r for moment in rows.values() for r in moment]
-        out.append({"params": dict(zip(grid, combo, strict=True)), "abs_error": round(scores(every)["abs_error"], 4),
-                    "brier_model": round(scores(every)["brier_model"], 4),
+        total = scores([r for moment in rows.values() for r in moment])
+        out.append({"params": dict(zip(grid, combo, strict=True)), "abs_error": round(total["abs_error"], 4),
+                    "brier_model": round(total["brier_model"], 4),
                     "by_moment": {k: round(scores(v)["abs_error"], 4) for k, v in rows.items()}})
     return sorted(out, key=lambda r: r["abs_error"])
 

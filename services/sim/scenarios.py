@@ -86,9 +86,9 @@ def weather_event(world: World, *, series: str = "KXHIGHNY", city: str = "New Yo
     weather = weather_of(world)
     open_time = datetime.combine(day - timedelta(days=1), time(10), zone).astimezone(UTC)  # 10 AM local
     listed_at = max(open_time, world.clock())
+    weather.add_station(Station(series=series, city=city.lower(), icao=station, cli=station[1:], lat=40.5,
+                                lon=-74.0, tz=tz))
     if centre is None:
-        weather.add_station(Station(series=series, city=city.lower(), icao=station, cli=station[1:], lat=40.5,
-                                    lon=-74.0, tz=tz))
         pmf = weather.ideal_pmf(station, day, listed_at)
         mu = sum(k * p for k, p in pmf.items())
         spread_f = math.sqrt(max(sum((k - mu) ** 2 * p for k, p in pmf.items()), 0.25))
@@ -121,8 +121,6 @@ def weather_event(world: World, *, series: str = "KXHIGHNY", city: str = "New Yo
                    actual > hi))
     winner = next(f"{event}-{suffix}" for suffix, *_, wins in ladder if wins)
     if centre is not None:
-        weather.add_station(Station(series=series, city=city.lower(), icao=station, cli=station[1:], lat=40.5,
-                                    lon=-74.0, tz=tz))
         weather.pin(station, day, actual)
     world.facts[event] = {"kind": "weather", "series": series, "station": station, "tz": tz, "date": day,
                           "mean_f": mu, "spread_f": spread_f, "true_max_f": actual, "winner": winner,

@@ -349,12 +349,9 @@ class StationWeather:
         vals += self.centre_f(slots * (MICRO_STEP_S / 3600.0)).astype(np.float32)
         vals += g.standard_normal(vals.shape, dtype=np.float32) * np.float32(MICRO_SD_F)
         best = vals.max(axis=1)
-        seen_metar = [s for s in range(vals.shape[1])
-                      if slots[s] % 12 == METAR_SLOT and slots[s] <= now_slot]
-        if seen_metar:  # a reported METAR is what it is, whatever a path's draw at that slot said
-            reported = max(self.metar_f(int(slots[s] // 12)) for s in seen_metar)
-            others = [s for s in range(vals.shape[1]) if s not in set(seen_metar)]
-            best = np.maximum(vals[:, others].max(axis=1), reported)
+        reported = (slots % 12 == METAR_SLOT) & (slots <= now_slot)
+        if reported.any():  # a reported METAR is what it is, whatever a path's draw at that slot said
+            best = np.maximum(vals[:, ~reported].max(axis=1), float(round_half_up(self._trace(slots[reported])).max()))
         ks, counts = np.unique(round_half_up(best).astype(np.int64), return_counts=True)
         return {int(k): c / n for k, c in zip(ks, counts, strict=True)}
 

@@ -27,6 +27,7 @@ from libs.common.kalshi.models import CancelResult
 from libs.common.matching.types import OrderRequest
 from services.executor.risk import Intent
 from tests.integration.test_executor import eventually, mm_quotes, rows
+from tests.integration.test_executor_core import feeds_bus
 from tests.integration.test_kalshi_client import until
 from tests.kit.desk import desk_settings, executor, publish_book, publish_definitions, send_signal, signal
 from tests.kit.sim import BTC_EVENT, BTC_SERIES, BTC_SHARD, BTC_TICKERS, EVENT, SERIES, TICKERS, SimRig, sim_rig
@@ -38,12 +39,6 @@ CANCEL = "DELETE /trade-api/v2/portfolio/events/orders/{order_id}"
 LIST = "GET /trade-api/v2/portfolio/orders"
 
 
-async def _bus(nats_url: str) -> Bus:
-    bus = await Bus.connect(nats_url, service="shards-test", mode=Mode.SIM)
-    await bus.provision()
-    return bus
-
-
 @asynccontextmanager
 async def desk_on_both_shards(nats_url: str, db_url: str, *, by_ticker: bool, broker: Any = None,
                               **settings: Any) -> AsyncIterator[tuple[SimRig, Bus, Any]]:
@@ -51,7 +46,7 @@ async def desk_on_both_shards(nats_url: str, db_url: str, *, by_ticker: bool, br
     async with sim_rig(auto_route_by_ticker=by_ticker) as rig:
         for t in MARKETS:
             mm_quotes(rig, t, 3000, 3400, size=100_000)
-        bus = await _bus(nats_url)
+        bus = await feeds_bus(nats_url)
         try:
             await publish_definitions(bus, rig, list(MARKETS))
             if broker is not None:
