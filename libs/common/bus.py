@@ -141,6 +141,7 @@ class ConsumerSpec:
     fetch_timeout_s: float = 1.0
     max_ack_pending: int = 1000
     deliver_new_only: bool = False
+    stall_after_s: float = 5.0  # quiet this long with work pending: look for a stuck durable (StallWatch)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def config(self) -> api.ConsumerConfig:
@@ -168,6 +169,42 @@ class ConsumerSpec:
 _NOT_MINE = object()  # what `_admit` returns for a message it settled itself
 
 
+@dataclass(slots=True)
+class StallWatch:
+    """When a quiet pull consumer should look whether its durable is stuck, and what to do about it.
+
+    `due()` is true once nothing has been received for `after_s` since the last look; `look()` takes the
+    durable's pending count and ack floor: work pending and the floor unmoved since the previous stuck
+    look escalates — first "rebind", then "recreate"; anything received or acked starts over.
+    """
+
+    after_s: float
+    clock: Callable[[], float] = field(default=lambda: asyncio.get_running_loop().time())
+    _since: float | None = None
+    _floor: int | None = None
+    _strikes: int = 0
+
+    def due(self) -> bool:
+        now = self.clock()
+        if self._since is None:
+            self._since = now
+        if now - self._since < self.after_s:
+            return False
+        self._since = now
+        return True
+
+    def received(self) -> None:
+        self._since, self._floor, self._strikes = None, None, 0
+
+    def look(self, *, pending: int, ack_floor: int) -> str | None:
+        if pending <= 0 or (self._floor is not None and ack_floor != self._floor):
+            self._floor, self._strikes = ack_floor, 0
+            return None
+        self._floor = ack_floor
+        self._strikes += 1
+        return {1: None, 2: "rebind"}.get(self._strikes, "recreate")
+
+
 class PullConsumer:
     """Runs a typed handler over a durable pull consumer until stopped."""
 
@@ -179,6 +216,7 @@ class PullConsumer:
         self.handled = 0
         self.failed = 0
         self.dead_lettered = 0
+        self.recreated = 0  # times a stuck durable was recreated from its ack floor (StallWatch)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._advisory: Subscription | None = None
@@ -223,10 +261,13 @@ class PullConsumer:
 
     async def _fetch_loop(self, psub: JetStreamContext.PullSubscription) -> None:
         self._psub = psub
+        watch = StallWatch(self.spec.stall_after_s)
         while not self._stop.is_set():
             try:
                 msgs = await psub.fetch(self.spec.batch, timeout=self.spec.fetch_timeout_s)
             except TimeoutError:  # nats' own, or asyncio's when a batch fetch times out between messages
+                if watch.due():
+                    psub = self._psub = await self._check_stall(psub, watch)
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 return
@@ -240,7 +281,49 @@ class PullConsumer:
                 with contextlib.suppress(Exception):
                     psub = self._psub = await self._resubscribe(psub)
                 continue
+            watch.received()
             await self._handle_fetched(msgs)
+
+    async def _check_stall(self, psub: JetStreamContext.PullSubscription,
+                           watch: StallWatch) -> JetStreamContext.PullSubscription:
+        """Nothing fetched for a while: is the durable stuck with work waiting? Then bind again, and if that
+        does not help, recreate it from its ack floor.
+
+        Seen on a three-node cluster (nats-server 2.15) when the consumer's leader dies: the new leader
+        counts deliveries (`delivered` grows) but no fetch, from any client, receives a message, and a
+        leader step-down does not cure it. A new consumer on the same stream delivers at once. "Stuck" is
+        judged over looks `stall_after_s` apart: messages waiting undelivered, nothing received by us and
+        the ack floor unmoved (so no other replica is consuming either). Recreating from the ack
+        floor redelivers what was delivered but not acked — at least once, as always; handlers are
+        idempotent."""
+        try:
+            info = await self.bus.js.consumer_info(self.spec.stream, self.spec.durable)
+        except Exception as e:  # no leader right now, or the durable is gone (the next fetch recreates it)
+            log.info("consumer_stall_check_failed", durable=self.spec.durable, error=f"{type(e).__name__}: {e}")
+            return psub
+        # Undelivered messages only: a message in a slow handler elsewhere is not a stall, and neither is a
+        # durable held back by its own max_ack_pending.
+        saturated = info.num_ack_pending >= self.spec.max_ack_pending
+        verdict = watch.look(pending=0 if saturated else info.num_pending,
+                             ack_floor=info.ack_floor.stream_seq if info.ack_floor else 0)
+        if verdict == "rebind":
+            log.warning("consumer_stalled_rebinding", durable=self.spec.durable, pending=info.num_pending,
+                        ack_pending=info.num_ack_pending)
+            return await self._resubscribe(psub)
+        if verdict == "recreate":
+            start = (info.ack_floor.stream_seq if info.ack_floor else 0) + 1
+            log.error("consumer_stalled_recreating", durable=self.spec.durable, pending=info.num_pending,
+                      ack_pending=info.num_ack_pending, from_stream_seq=start)
+            self.recreated += 1
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.bus.js.delete_consumer(self.spec.stream, self.spec.durable)
+            cfg = self.spec.config()
+            cfg.deliver_policy, cfg.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, start
+            await self.bus.js.add_consumer(self.spec.stream, config=cfg)
+            return await self.bus.js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+        return psub
 
     async def _handle_fetched(self, msgs: list[Msg]) -> None:
         for msg in msgs:
