@@ -181,6 +181,9 @@ class Signal(Event):
     confidence: float = Field(ge=0, le=1)
     valid_until: AwareDatetime
     inputs_ref: str | None = None
+    # The model's own probability before calibration, when `p_model` is a calibrated one (the llm family
+    # recalibrates from its resolved record; the resolver scores both).
+    p_raw: float | None = Field(default=None, ge=0, le=1)
 
 
 OrderEventKind = Literal["intent", "accepted", "resting", "amended", "partially_filled", "filled", "canceled",
