@@ -80,6 +80,8 @@ class MarketDefinition(Event):
     fee_multiplier: Decimal | None = None
     exchange_index: int | None = None
     result: str | None = None
+    rules: str | None = None  # the market's rules_primary, for whoever reads the terms (the llm family)
+    volume: int | None = None  # lifetime volume, 1/100 contract (the llm family's volume filter)
 
 
 Level = tuple[int, int]  # (price in $0.0001, count in 1/100 contract)
