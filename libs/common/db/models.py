@@ -16,7 +16,7 @@ from libs.common.db.feeds import (
 )
 from libs.common.db.notifier import AlertEvent, CommandAudit, OutboxMessage
 from libs.common.db.resolver import ClimateReport, MarketResolution, PredictionAccuracy
-from libs.common.db.signals import ModelParam, Signal, WeatherBracketProb
+from libs.common.db.signals import LlmCall, ModelParam, Signal, WeatherBracketProb
 
 __all__ = [
     "MODES",
@@ -28,6 +28,7 @@ __all__ = [
     "CryptoSpotBar",
     "Event",
     "Fill",
+    "LlmCall",
     "Market",
     "MarketResolution",
     "MarketSnapshot",

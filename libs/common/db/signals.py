@@ -96,3 +96,50 @@ class ModelParam(Base):
     fitted_at: Mapped[datetime]
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
+
+
+LLM_STAGES: tuple[str, ...] = ("forecaster", "critic", "trader")
+LLM_CALL_STATUSES: tuple[str, ...] = ("reserved", "done", "failed")
+
+
+class LlmCall(Base):
+    """One chat completion of the llm family (or the reservation for one); owner signals, key `call_id`.
+
+    The budget is this table: a call's row is written, with the worst cost it can run up (`reserved_ticks`),
+    under the mode's llm lock before the request leaves, and gets its real cost afterwards; a UTC day's
+    spend is the sum of `cost_ticks`, or `reserved_ticks` where no cost is known yet (a call in flight, or a
+    process that died mid-call), so every replica and every restart sees the same total. One analysis is
+    three calls (forecaster, critic, trader) sharing `analysis_id`.
+    """
+
+    __tablename__ = "llm_calls"
+    __table_args__ = (
+        mode_check(),
+        in_check("stage", LLM_STAGES, "stage"),
+        in_check("status", LLM_CALL_STATUSES, "status"),
+        Index("ix_llm_calls_mode_day", "mode", "day"),
+        Index("ix_llm_calls_mode_ticker_started_at", "mode", "ticker", "started_at"),
+    )
+
+    call_id: Mapped[str] = mapped_column(primary_key=True)  # "<analysis_id>:<stage>"
+    analysis_id: Mapped[str] = mapped_column(index=True)
+    mode: Mapped[str] = mode_column()
+    day: Mapped[date]  # UTC day the budget counts it in
+    ticker: Mapped[str]
+    stage: Mapped[str]
+    prompt_version: Mapped[str]
+    model: Mapped[str]  # the model asked (after any fallback: the one that answered)
+    status: Mapped[str]
+    prompt: Mapped[str]
+    response: Mapped[str | None]
+    parsed: Mapped[dict[str, Any] | None]  # the validated answer
+    error: Mapped[str | None]  # why the call or its answer was not used (rate_limited, invalid_schema: ...)
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    reserved_ticks: Mapped[int]
+    cost_ticks: Mapped[int | None]
+    latency_ms: Mapped[float | None]
+    attempts: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = created_at_column()
