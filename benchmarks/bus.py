@@ -1,7 +1,10 @@
 """Bus throughput on one process against a local nats-server (embedded, JetStream on file storage).
 
 - `bus_core_msgs_per_s`: typed events published on core NATS and decoded by a `Bus.subscribe`
-  callback on a second connection, end to end.
+  callback on a second connection, end to end. Beside it: `bus_core_cpu_us_per_msg`, this process's
+  CPU time per message over the same run (moves less than the wall clock when the shared cores are
+  busy), and `bus_core_raw_nats_msgs_per_s`, the same payloads as bytes through nats-py alone (the
+  transport's ceiling on this machine). benchmarks/codec.py splits the difference.
 - `bus_js_acked_msgs_per_s`: typed events published to JetStream with `Nats-Msg-Id` (acks awaited,
   64 in flight) and then consumed by a durable `Bus.consume` loop that acks each after its
   handler: total messages / total time for both halves.
@@ -11,6 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+
+import nats
+from nats.aio.msg import Msg
 
 from benchmarks.harness import private_nats
 from libs.common import subjects
@@ -28,7 +34,7 @@ def _book(i: int) -> BookUpdate:
                       no_bids=((5_600, 1_700),))
 
 
-async def _core(url: str) -> float:
+async def _core(url: str) -> tuple[float, float]:
     pub = await Bus.connect(url, service="bench-pub")
     sub = await Bus.connect(url, service="bench-sub")
     got = 0
@@ -45,10 +51,37 @@ async def _core(url: str) -> float:
     await sub.subscribe(subject, BookUpdate, on_book)
     await sub.nc.flush()
     events = [_book(i) for i in range(CORE_N)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for ev in events:
         await pub.publish(subject, ev)
     await pub.nc.flush()
+    await asyncio.wait_for(done.wait(), 120)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    await pub.close()
+    await sub.close()
+    return CORE_N / elapsed, cpu / CORE_N * 1e6
+
+
+async def _raw_core(url: str) -> float:
+    """The same books, encoded beforehand, as bytes through nats-py alone: no bus, no codec, no header."""
+    pub, sub = await nats.connect(url), await nats.connect(url)
+    got = 0
+    done = asyncio.Event()
+
+    async def cb(_: Msg) -> None:
+        nonlocal got
+        got += 1
+        if got == CORE_N:
+            done.set()
+
+    subject = subjects.scoped(Mode.SIM.value, subjects.md_book("bench", "x"))
+    await sub.subscribe(subject, cb=cb)
+    await sub.flush()
+    payloads = [_book(i).to_json() for i in range(CORE_N)]
+    start = time.perf_counter()
+    for data in payloads:
+        await pub.publish(subject, data)
+    await pub.flush()
     await asyncio.wait_for(done.wait(), 120)
     elapsed = time.perf_counter() - start
     await pub.close()
@@ -95,10 +128,13 @@ async def _jetstream(url: str) -> tuple[float, float, float]:
 async def run() -> dict[str, float | int]:
     """Start a private nats-server and measure."""
     async with private_nats() as url:
-        core = await _core(url)
+        core, core_cpu_us = await _core(url)
+        raw = await _raw_core(url)
         js_total, js_pub, js_consume = await _jetstream(url)
     return {
         "bus_core_msgs_per_s": round(core),
+        "bus_core_cpu_us_per_msg": round(core_cpu_us, 2),
+        "bus_core_raw_nats_msgs_per_s": round(raw),
         "bus_js_acked_msgs_per_s": round(js_total),
         "bus_js_publish_acked_msgs_per_s": round(js_pub),
         "bus_js_consume_acked_msgs_per_s": round(js_consume),

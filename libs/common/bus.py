@@ -2,7 +2,10 @@
 
 Delivery rules (DESIGN §4):
 - JetStream publishes carry `Nats-Msg-Id` = event id, and a timed-out publish is retried with the
-  same id, so the stream stores it once.
+  same id, so the stream stores it once. A core publish carries it only where a stream keeps the
+  subject's history (`md.spot.>` in MD_SPOT: a trade a venue re-sends is stored once); on subjects
+  that a last-per-subject stream keeps (`md.book.>`) or that no stream keeps (heartbeats) there is
+  nothing to dedupe, and the header cost a quarter of a bus_core round trip (benchmarks/codec.py).
 - Durable pull consumers ack only after the handler returns. A handler that raises is `nak`ed with
   a growing delay; a message that cannot be decoded, that raises `PoisonMessage`, or that fails
   its last allowed delivery is terminated and published to `ops.alert.deadletter` first. If even
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,7 +46,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
-from libs.common import subjects
+from libs.common import codec, subjects
 from libs.common.config import Mode
 from libs.common.events import Alert, Event, utcnow
 from libs.common.logs import get_logger, redact_text
@@ -100,6 +104,22 @@ async def _probe(url: str, timeout: float) -> None:
 
 def _headers(event: Event) -> dict[str, str]:
     return {api.Header.MSG_ID: event.id}
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, a final `>` one or more."""
+    p, s = pattern.split("."), subject.split(".")
+    if p[-1] == ">":
+        return len(s) >= len(p) and all(a in ("*", b) for a, b in zip(p[:-1], s, strict=False))
+    return len(s) == len(p) and all(a in ("*", b) for a, b in zip(p, s, strict=True))
+
+
+@functools.lru_cache(maxsize=16_384)
+def keeps_history(subject: str) -> bool:
+    """True when one of the design's streams keeps more than the last message of logical `subject`: there a
+    core publish carries `Nats-Msg-Id`, so an event sent twice within the duplicate window is stored once."""
+    return any(spec.max_msgs_per_subject != 1 and any(_matches(p, subject) for p in spec.subjects)
+               for spec in subjects.STREAMS)
 
 
 # --- streams and KV ----------------------------------------------------------------------------
@@ -212,6 +232,7 @@ class PullConsumer:
         self.bus = bus
         self.spec = spec
         self.decoder = decoder
+        self._decode = codec.decoder(decoder)
         self.handler = handler
         self.handled = 0
         self.failed = 0
@@ -362,7 +383,7 @@ class PullConsumer:
         """The message's event, or `_NOT_MINE` once a malformed (dead-lettered) or foreign (terminated)
         message has been settled."""
         try:
-            event = self.decoder.validate_json(msg.data)
+            event = self._decode(msg.data)
         except ValidationError as e:
             await self._dead_letter(msg, "malformed", _short(e))
             return _NOT_MINE
@@ -451,15 +472,18 @@ def _typed_callback(bus: Bus, decoder: TypeAdapter[E] | type[E],
                     handler: Callable[[E], Awaitable[Any] | Any]) -> Callable[[Msg], Awaitable[None]]:
     """A nats-py callback that decodes, drops other modes' events, hands over, and logs (never raises):
     one bad message or one failing handler must not stop a subscription."""
-    adapter = decoder if isinstance(decoder, TypeAdapter) else TypeAdapter(decoder)
+    decode = codec.decoder(decoder)
+    mine = bus.mode
 
     async def cb(msg: Msg) -> None:
         try:
-            event = adapter.validate_json(msg.data)
+            event = decode(msg.data)
         except ValidationError as e:
             log.warning("malformed_message_skipped", subject=msg.subject, error=_short(e))
             return
-        if bus.is_foreign(event, msg.subject):
+        # Validated modes are the enum's singletons: `is` settles the usual case; anything else is judged
+        # (and counted, logged, alerted) by `is_foreign`.
+        if getattr(event, "mode", mine) is not mine and bus.is_foreign(event, msg.subject):
             return
         try:
             res = handler(event)
@@ -567,8 +591,10 @@ class Bus:
                                                        wait_initial=0.2, wait_max=2.0, wait_jitter=0.2):
                 with attempt:
                     await _probe(url, connect_timeout)
+                    # Several servers (a cluster) as one comma-separated URL: nats-py wants them as a list.
                     nc = await nats.connect(
-                        url, name=name, allow_reconnect=True, max_reconnect_attempts=max_reconnect_attempts,
+                        [u.strip() for u in url.split(",") if u.strip()], name=name, allow_reconnect=True,
+                        max_reconnect_attempts=max_reconnect_attempts,
                         reconnect_time_wait=reconnect_time_wait, connect_timeout=connect_timeout,
                         error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
                         closed_cb=on_closed,
@@ -617,12 +643,14 @@ class Bus:
     # -- publishing --
 
     async def publish(self, subject: str, event: Event) -> None:
-        """Core NATS publish (at most once; for the hot path and heartbeats)."""
-        await self.nc.publish(self.wire(subject), event.to_json(), headers=_headers(event))
+        """Core NATS publish (at most once; for the hot path and heartbeats); `Nats-Msg-Id` only where a stream
+        keeps the subject's history (`keeps_history`)."""
+        await self.nc.publish(self.wire(subject), codec.encode(event),
+                              headers=_headers(event) if keeps_history(subject) else None)
 
     async def publish_js(self, subject: str, event: Event, *, timeout: float = 5.0, attempts: int = 5) -> api.PubAck:
         """JetStream publish with `Nats-Msg-Id` = event id, retried with the same id until acked."""
-        data = event.to_json()
+        data = codec.encode(event)
         subject = self.wire(subject)
         unacked = (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError,
                    nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError)

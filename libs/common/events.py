@@ -4,7 +4,8 @@ Every event has an `id` (also the JetStream `Nats-Msg-Id`, so derive it from the
 when one exists — a retried publish must carry the same id), a `type` tag, `ts_event` (when it
 happened at the source), `ts_init` (when we built the event) and the desk `mode`. Money fields
 are integers: prices in $0.0001, counts in 1/100 contract. A derived fact is a new event; events
-are frozen and never mutated.
+are frozen and never mutated. The wire form is written and read by `libs.common.codec` (orjson for
+events of plain fields, pydantic's validation on the way in).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from libs.common import codec
 from libs.common.config import Mode
 
 Side = Literal["yes", "no"]
@@ -45,8 +47,8 @@ class Event(BaseModel):
     mode: Mode
 
     def to_json(self) -> bytes:
-        """Wire form (UTF-8 JSON)."""
-        return self.model_dump_json().encode()
+        """Wire form (UTF-8 JSON; the same as `model_dump_json()`, see `codec`)."""
+        return codec.encode(self)
 
 
 # --- market data -------------------------------------------------------------------------------
@@ -288,8 +290,9 @@ AnyEvent = Annotated[
     Field(discriminator="type"),
 ]
 ANY_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+_decode_any = codec.decoder(ANY_EVENT)
 
 
 def decode_event(data: bytes | str) -> AnyEvent:
     """Decode any bus event by its `type` tag (raises pydantic.ValidationError when malformed)."""
-    return ANY_EVENT.validate_json(data)
+    return _decode_any(data)
