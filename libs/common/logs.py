@@ -15,6 +15,9 @@ from typing import Any
 import structlog
 
 _SECRET_KEYS = re.compile(r"(password|passwd|secret|token|signature|private_key|authorization|api_key)", re.I)
+# Counts of LLM tokens are not secrets: `prompt_tokens`, `completion_tokens`, `reasoning_tokens` (and only
+# when the value is a number, so a string in such a field is still hidden).
+_TOKEN_COUNTS = re.compile(r"^(prompt|completion|reasoning|total|billed_output)_tokens$")
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@", re.I)
 _BOT_TOKEN = re.compile(r"\b\d{6,}:[A-Za-z0-9_\-]{20,}\b")
 
@@ -27,7 +30,8 @@ def redact_text(text: str) -> str:
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
-        if _SECRET_KEYS.search(key) and value is not None:
+        if _SECRET_KEYS.search(key) and value is not None \
+                and not (_TOKEN_COUNTS.match(key) and isinstance(value, int) and not isinstance(value, bool)):
             event_dict[key] = "***"
         elif isinstance(value, str):
             event_dict[key] = redact_text(value)
