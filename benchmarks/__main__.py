@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 SUITES = ("benchmarks.bus", "benchmarks.book", "benchmarks.feeds", "benchmarks.signals", "benchmarks.executor",
-          "benchmarks.resolver", "benchmarks.prediction", "benchmarks.notifier")
+          "benchmarks.resolver", "benchmarks.prediction", "benchmarks.notifier", "benchmarks.llm")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 

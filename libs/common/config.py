@@ -64,16 +64,17 @@ PROFILE_PRESETS: dict[Profile, dict[str, Any]] = {
         "max_portfolio_usd": "10000", "max_open_orders": 200, "daily_loss_limit_usd": "1000",
     },
 }
-_USD_FIELDS = ("max_order_usd", "max_market_usd", "max_event_usd", "max_family_usd", "max_portfolio_usd",
+_USD_FIELDS = ("llm_daily_budget_usd", "max_order_usd", "max_market_usd", "max_event_usd", "max_family_usd",
+               "max_portfolio_usd",
                "daily_loss_limit_usd", "fixed_order_usd", "reconcile_tolerance_usd", "paper_balance_usd")
-_SECRET_FIELDS = {"kalshi_demo_key_id", "kalshi_prod_key_id", "kalshi_sim_key_id", "database_url",
-                  "telegram_bot_token"}
+_SECRET_FIELDS = {"llm_api_key", "kalshi_demo_key_id", "kalshi_prod_key_id", "kalshi_sim_key_id", "database_url",
+                  "telegram_bot_token", "dashboard_token", "dashboard_operator_token"}
 
 
 # Secrets that may instead come from a file named by `<VARIABLE>_FILE` (compose secrets under /run/secrets),
 # so a token or key id never has to sit in the environment.
-_FILE_FIELDS = ("telegram_bot_token", "database_url", "kalshi_demo_key_id", "kalshi_prod_key_id",
-                "kalshi_sim_key_id")
+_FILE_FIELDS = ("llm_api_key", "telegram_bot_token", "database_url", "kalshi_demo_key_id", "kalshi_prod_key_id",
+                "kalshi_sim_key_id", "dashboard_token", "dashboard_operator_token")
 
 
 def read_secret_files(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -232,6 +233,13 @@ class Settings(BaseSettings):
     notifier_max_pending: int = Field(default=5000, ge=10)  # messages waiting for Telegram, at most
     notifier_max_wait_s: float = Field(default=86_400.0, gt=0)  # a message older than this is dropped, counted
     live_arm_hours: float = Field(default=8.0, gt=0, le=24 * 7)  # `/mode live` + CONFIRM LIVE arms for this long
+    # Web dashboard (services/dashboard). Loopback unless configured; any other address needs the login token
+    # (the dashboard refuses to start without it). Pause and resume need the operator token (none: no controls).
+    dashboard_host: str = Field(default="127.0.0.1", min_length=1)
+    dashboard_port: int = Field(default=8765, ge=1, le=65535)
+    dashboard_token: SecretStr | None = None
+    dashboard_operator_token: SecretStr | None = None
+    dashboard_refresh_s: float = Field(default=2.0, ge=0.2, le=60)  # how often an open page asks for new data
 
     # Risk overrides; None means "take the profile's preset".
     kelly_fraction: float | None = Field(default=None, gt=0, le=1)
@@ -276,6 +284,26 @@ class Settings(BaseSettings):
     exits: str = ""
     paper_balance_usd: str = "1000"
 
+    # The llm family (services/signals/llm.py): off unless KDESK_LLM_SERIES names series. An OpenAI-compatible
+    # chat-completions provider (xAI by default; in sim the simulator's fake); the key never reaches a log.
+    llm_series: str = ""
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "grok-4"
+    llm_fallback_model: str | None = None
+    llm_prices: str = ""  # "model=IN/OUT,..." in $ per million tokens, over the built-in table
+    llm_structured_output: bool = True
+    llm_timeout_s: float = Field(default=60.0, gt=0, le=900)
+    llm_max_completion_tokens: int = Field(default=800, ge=50, le=32_000)
+    llm_daily_budget_usd: str = "5"  # a UTC day's spend across replicas; `kdesk llm --budget` changes it live
+    llm_cooldown_s: float = Field(default=1800.0, ge=0)  # between analyses of one market
+    llm_max_per_market_day: int = Field(default=4, ge=1)  # analyses of one market per UTC day
+    llm_min_volume: int = Field(default=0, ge=0)  # contracts traded in the market's life
+    llm_max_spread: float = Field(default=0.15, gt=0, le=1)  # dollars between best YES bid and ask
+    llm_min_hours_to_close: float = Field(default=1.0, ge=0)
+    llm_max_hours_to_close: float = Field(default=24 * 30.0, gt=0)
+    llm_calibration_min: int = Field(default=30, ge=5)  # resolved llm forecasts before calibration applies
+
     # The simulator's block of ports (see libs/common/simnet.py); `kdesk up` sets it in sim mode.
     sim_host: str = "127.0.0.1"
     sim_base_port: int | None = Field(default=None, ge=1024, le=65529)
@@ -318,6 +346,22 @@ class Settings(BaseSettings):
             if part and not part.isdigit():
                 raise ValueError(f"{part!r} is not a numeric Telegram user id (ask @userinfobot for yours)")
         return v
+
+    @field_validator("dashboard_token", "dashboard_operator_token")
+    @classmethod
+    def _dashboard_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `python -c 'import secrets; "
+                             "print(secrets.token_urlsafe())'`)")
+        return v
+
+    @model_validator(mode="after")
+    def _dashboard_tokens_differ(self) -> Settings:
+        if (self.dashboard_token is not None and self.dashboard_operator_token is not None
+                and self.dashboard_token.get_secret_value() == self.dashboard_operator_token.get_secret_value()):
+            raise ValueError("KDESK_DASHBOARD_OPERATOR_TOKEN must differ from KDESK_DASHBOARD_TOKEN (viewers would "
+                             "get the operator's controls)")
+        return self
 
     @field_validator("exits")
     @classmethod
@@ -402,6 +446,18 @@ class Settings(BaseSettings):
             return SimEndpoints(self.sim_host, self.sim_base_port).weather_url
         return None
 
+    def llm_endpoint(self) -> tuple[str, str | None]:
+        """(base URL, API key) of the llm family's provider: explicit, else the simulator's fake in sim mode
+        (with its known key), else xAI; the key is None when none is configured."""
+        key = self.llm_api_key.get_secret_value() if self.llm_api_key is not None else None
+        if self.llm_base_url:
+            return self.llm_base_url, key
+        if self.mode is Mode.SIM and self.sim_base_port:
+            from libs.common.simnet import SIM_LLM_KEY, SimEndpoints
+
+            return SimEndpoints(self.sim_host, self.sim_base_port).llm_url, key or SIM_LLM_KEY
+        return "https://api.x.ai/v1", key
+
     def telegram_users(self) -> tuple[frozenset[int], frozenset[int]]:
         """(operators, viewers) as user ids; someone in both lists is an operator."""
         def ids(text: str) -> frozenset[int]:
@@ -410,8 +466,13 @@ class Settings(BaseSettings):
         return ops, ids(self.telegram_viewers) - ops
 
     def series_list(self) -> list[str]:
-        """KDESK_FEEDS_SERIES as a list of upper-case series tickers."""
-        return [t.strip().upper() for t in self.feeds_series.split(",") if t.strip()]
+        """Every series feeds follows: KDESK_FEEDS_SERIES, then the llm family's KDESK_LLM_SERIES."""
+        out = [t.strip().upper() for t in self.feeds_series.split(",") if t.strip()]
+        return out + [t for t in self.llm_series_list() if t not in out]
+
+    def llm_series_list(self) -> list[str]:
+        """KDESK_LLM_SERIES as a list of upper-case series tickers (empty: the llm family is off)."""
+        return [t.strip().upper() for t in self.llm_series.split(",") if t.strip()]
 
     def kalshi_env(self) -> KalshiEnv:
         """Which Kalshi environment this mode talks to (paper reads prod data and trades nowhere)."""

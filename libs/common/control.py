@@ -19,7 +19,7 @@ from typing import Any, Literal
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from libs.common.config import Mode
+from libs.common.config import Mode, usd_to_ticks
 from libs.common.subjects import ControlKey
 
 CONFIRM_LIVE = "CONFIRM LIVE"
@@ -112,3 +112,24 @@ def confirmation(text: str | None, waited_s: float) -> Literal["ok", "wrong", "l
 
 __all__ = ["CONFIRM_LIVE", "CONFIRM_WINDOW_S", "LIVE_NOT_ALLOWED", "MODES", "ModeSwitch", "arm_live",
            "confirmation", "live_refusal", "read_mode", "set_family", "set_mode"]
+
+
+async def read_llm_budget(kv: KeyValue) -> int | None:
+    """The llm family's daily budget override in ticks (None: not set, or unreadable — the configured one holds)."""
+    raw = await _text(kv, ControlKey.LLM_BUDGET_USD)
+    if raw is None:
+        return None
+    try:
+        return usd_to_ticks(raw)
+    except ValueError:
+        return None
+
+
+async def set_llm_budget(kv: KeyValue, dollars: str | None) -> int | None:
+    """Set (or with None clear) the llm family's daily budget for every signals replica, at once; the ticks set."""
+    if dollars is None:
+        await kv.delete(ControlKey.LLM_BUDGET_USD)
+        return None
+    ticks = usd_to_ticks(dollars)  # ValueError names what is wrong
+    await kv.put(ControlKey.LLM_BUDGET_USD, dollars.strip().encode())
+    return ticks

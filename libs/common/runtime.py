@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from libs.common.bus import Bus, BusError
 from libs.common.config import ConfigError, Settings, load_settings
+from libs.common.families import set_llm_series
 from libs.common.health import Freshness, HealthReporter
 from libs.common.logs import configure_logging, get_logger
 
@@ -26,6 +27,7 @@ class ServiceRuntime:
         self.name = name
         self.settings = settings
         self.bus = bus
+        set_llm_series(settings.llm_series_list())
         self.freshness = Freshness()
         self.health = HealthReporter(bus, name, settings.instance, self.freshness, settings.health_interval_s)
         self.stopping = asyncio.Event()

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from libs.common.embedded import free_port
 
-PORTS_NEEDED = 7
+PORTS_NEEDED = 8
+SIM_LLM_KEY = "sk-sim-kdesk-0f3c9a7e5b1d4c2a8e6f"  # the fake LLM provider's only key (not a secret)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,16 @@ class SimEndpoints:
     def telegram_port(self) -> int:
         """Fake Telegram Bot API (services/sim/telegram.py)."""
         return self.base_port + 6
+
+    @property
+    def llm_port(self) -> int:
+        """Fake OpenAI-compatible chat completions (services/sim/llm.py)."""
+        return self.base_port + 7
+
+    @property
+    def llm_url(self) -> str:
+        """Base URL of the fake LLM provider, for the `openai` SDK."""
+        return f"http://{self.host}:{self.llm_port}/v1"
 
     @property
     def telegram_url(self) -> str:

@@ -183,6 +183,8 @@ class ControlKey:
     MODE = "mode"
     LIVE_ARMED_UNTIL = "live_armed_until"
 
+    LLM_BUDGET_USD = "llm.budget_usd"  # the llm family's daily budget, raised or lowered at runtime
+
     @staticmethod
     def family_enabled(family: str) -> str:
         """Per-family trading switch."""

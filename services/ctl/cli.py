@@ -121,6 +121,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.service == "sim":
         # Like `kdesk up`: the desk's API key pair under the var directory (a volume the desk shares under
         # compose), its public half where the simulator registers keys. Needs a fixed KDESK_SIM_BASE_PORT.
+        # The simulator is what makes the file KALSHI_SIM_PRIVATE_KEY_PATH names: make it before the settings
+        # are read, which refuse a key file that does not exist (as on a fresh compose volume).
+        import os
+
+        if os.environ.get("KALSHI_SIM_PRIVATE_KEY_PATH"):
+            new_private_key(Path(os.environ["KALSHI_SIM_PRIVATE_KEY_PATH"]))
         s = _settings()
         if s.sim_base_port:
             sim_environment(s, Path(s.var_dir))
@@ -382,6 +388,36 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             print(f"kdesk forecast: DATE must be YYYY-MM-DD (a climate day), got {args.date!r}", file=sys.stderr)
             return EXIT_CONFIG
     return _command("signals", "forecast", "forecast", payload, None if args.json else render.forecast)
+
+
+def cmd_llm(args: argparse.Namespace) -> int:
+    """The llm family's day (spend, budget, provider, last analyses); `--budget` changes the day's budget for every
+    signals replica at once (the control bucket), `--default-budget` goes back to KDESK_LLM_DAILY_BUDGET_USD."""
+    from libs.common import control
+    from services.ctl import render
+
+    if args.budget is not None or args.default_budget:
+        s = _client_settings()
+
+        async def put() -> int | None:
+            bus = await _bus_for(s)
+            try:
+                return await control.set_llm_budget(await bus.control(), None if args.default_budget else args.budget)
+            finally:
+                await bus.close()
+
+        try:
+            ticks = asyncio.run(put())
+        except ValueError as e:
+            print(f"kdesk llm: --budget: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        except Exception as e:
+            print(f"kdesk llm: cannot reach NATS: {redact_text(str(e))}", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"kdesk · mode {s.mode.value.upper()} · llm budget "
+              + ("back to the configured default" if ticks is None else f"set to ${ticks / 10_000:,.2f} a day")
+              + " (every signals replica, from its next analysis)", file=sys.stderr)
+    return _command("signals", "llm", "llm", {"limit": args.last}, None if args.json else render.llm)
 
 
 def cmd_ws_status(args: argparse.Namespace) -> int:
@@ -678,6 +714,7 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
                     f"{chat['chat_user_id']}")
         elif s.telegram_bot_token is None:
             say("[kdesk] telegram  off (no KDESK_TELEGRAM_BOT_TOKEN): alerts are stored and logged only")
+        page = dashboard_environment(s, env) if any(spec.name == "dashboard" for spec in specs) else None
         runfile.write(var, nats_url=nats_url, database_url=db_url, mode=s.mode.value, **chat)
         wrote_run = True
         sup = Supervisor(specs, env=env, say=say, log_dir=var / "log")
@@ -689,7 +726,7 @@ async def _up(s: Settings, args: argparse.Namespace, var: Path) -> int:
         await sup.start()
         for line in sup.status_lines():
             say(f"[status] {line}")
-        for line in how_to_use(var, log_dir=var / "log", chat=bool(chat)):
+        for line in how_to_use(var, log_dir=var / "log", chat=bool(chat), dashboard=page):
             say(f"[kdesk] {line}")
         say("[kdesk] a service's line turns ready when its health check passes (as `kdesk health` judges)")
         say(f"[kdesk] up in {s.mode.value} mode with {len(specs)} service(s); Ctrl-C stops everything")
@@ -735,7 +772,21 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def how_to_use(var: Path, *, log_dir: Path, chat: bool) -> list[str]:
+def dashboard_environment(s: Settings, env: dict[str, str]) -> str:
+    """The web page's port (the configured one; when that is the default and taken, a free one, so a second desk
+    on this machine still gets its page) into `env`; the line `kdesk up` prints about the page."""
+    from services.dashboard.address import free_port, local_url, port_free
+
+    host, port = s.dashboard_host, s.dashboard_port
+    if "dashboard_port" not in s.model_fields_set and not port_free(host, port):
+        port = free_port(host)
+    env["KDESK_DASHBOARD_PORT"] = str(port)
+    login = "login token required" if s.dashboard_token else "no login: this machine only"
+    steer = "pause/resume with the operator token" if s.dashboard_operator_token else "read-only"
+    return f"{local_url(host, port)}  (bound to {host}; {login}; {steer})"
+
+
+def how_to_use(var: Path, *, log_dir: Path, chat: bool, dashboard: str | None = None) -> list[str]:
     """The lines of the first status block that say where the logs are and how to reach the desk."""
     import shutil
 
@@ -750,6 +801,8 @@ def how_to_use(var: Path, *, log_dir: Path, chat: bool) -> list[str]:
              f"          `{kdesk} --help` lists every command"]
     if chat:
         lines.append(f"chat      `{kdesk} chat` talks to the desk's bot as its operator (fake Telegram)")
+    if dashboard:
+        lines.append(f"dashboard {dashboard}")
     return lines
 
 
@@ -772,6 +825,20 @@ def sim_telegram(s: Settings, env: dict[str, str]) -> dict[str, Any]:
     return {"telegram_fake_url": url, "chat_user_id": user}
 
 
+def new_private_key(private: Path) -> None:
+    """An RSA key pair's private half at `private` (PKCS#8 PEM, mode 0600), unless a file is already there."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if private.exists():
+        return
+    private.parent.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    private.chmod(0o600)
+
+
 def sim_environment(s: Settings, var: Path) -> dict[str, str]:
     """Sim mode: a block of ports for the simulator and a desk API key it will accept.
 
@@ -779,7 +846,6 @@ def sim_environment(s: Settings, var: Path) -> dict[str, str]:
     keys (`var/sim/keys/<key_id>.pub.pem`), the private half stays with the desk.
     """
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
     from libs.common.simnet import reserve_block
 
@@ -791,12 +857,7 @@ def sim_environment(s: Settings, var: Path) -> dict[str, str]:
     key_id = s.kalshi_sim_key_id.get_secret_value() if s.kalshi_sim_key_id else "desk"
     private = s.kalshi_sim_private_key_path or var / "sim" / f"{key_id}.key.pem"
     public = var / "sim" / "keys" / f"{key_id}.pub.pem"
-    if not private.exists():
-        private.parent.mkdir(parents=True, exist_ok=True)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()))
-        private.chmod(0o600)
+    new_private_key(private)
     if not public.exists():
         key = serialization.load_pem_private_key(private.read_bytes(), password=None)
         public.parent.mkdir(parents=True, exist_ok=True)
@@ -890,6 +951,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the climate day, YYYY-MM-DD (default: the first day with markets from today on)")
     json_flag(fc)
     fc.set_defaults(func=cmd_forecast)
+    lm = command("llm", "the llm family's day: spend vs budget, provider, last analyses")
+    lm.add_argument("--budget", metavar="DOLLARS", help="set today's budget for every replica now (e.g. 10)")
+    lm.add_argument("--default-budget", action="store_true", help="go back to KDESK_LLM_DAILY_BUDGET_USD")
+    lm.add_argument("--last", type=int, default=10, help="how many analyses (default 10)")
+    json_flag(lm)
+    lm.set_defaults(func=cmd_llm)
     ws = command("ws-status", "each WebSocket: venue, state, last message age, reconnects")
     json_flag(ws)
     ws.set_defaults(func=cmd_ws_status)

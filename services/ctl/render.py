@@ -419,3 +419,39 @@ __all__ = [
     "usd",
     "ws_status",
 ]
+
+
+def _cost(ticks: int | None) -> str:
+    """LLM money: calls cost fractions of a cent, so four decimals."""
+    return "—" if ticks is None else f"${ticks / ONE_DOLLAR:,.4f}"
+
+
+def llm(mode: str, data: dict[str, Any]) -> None:
+    """`kdesk llm`: the llm family's day — spend against the budget, the provider, the last decisions."""
+    out = console()
+    out.print(banner(mode, f"llm family · {data['day']} (UTC)"))
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="dim")
+    t.add_column(overflow="fold")
+    state = "[red]SPENT: analysis stopped until 00:00 UTC[/]" if data["budget_spent"] else "[green]open[/]"
+    t.add_row("budget", f"{_cost(data['spent_ticks'])} spent of {_cost(data['budget_ticks'])} · "
+              f"{_cost(data['remaining_ticks'])} left · {state}")
+    calls = data.get("calls_today") or {}
+    t.add_row("calls today", ", ".join(f"{n} {k}" for k, n in sorted(calls.items())) or "none")
+    model = data["model"] + (f" (fallback {data['fallback_model']})" if data.get("fallback_model") else "")
+    backoff = data.get("provider_backoff_s") or 0
+    t.add_row("provider", model + (f" · [yellow]backing off {backoff:.0f} s[/]" if backoff else ""))
+    cal = data.get("calibration") or {}
+    t.add_row("calibration", f"Platt on {cal['n']} resolved forecasts (a {cal['a']}, b {cal['b']})" if cal.get("n")
+              else "none yet (raw probabilities are used)")
+    skipped = data.get("skipped") or {}
+    t.add_row("skipped", ", ".join(f"{k} {n}" for k, n in skipped.items()) or "none")
+    out.print(t)
+    d = _table(("UTC", "l"), ("market", "l"), ("outcome", "l"), ("raw", "r"), ("p", "r"), ("action", "l"),
+               ("cost", "r"), title="last analyses (p: calibrated, what was traded on)")
+    for x in data.get("decisions") or []:
+        d.add_row(x["ts"][11:16], x["ticker"], x["outcome"], num(x.get("p_raw"), ".2f"), num(x.get("p_model"), ".2f"),
+                  x.get("action") or "", _cost(x.get("cost_ticks")))
+    out.print(d)
+    if not data.get("decisions"):
+        out.print("[dim]no analyses by this instance yet[/]")

@@ -20,6 +20,7 @@ from libs.common.config import Mode
 from libs.common.db import feeds as tables
 from libs.common.db.upsert import upsert
 from libs.common.events import Event, MarketDefinition, PriceRange, utcnow
+from libs.common.families import family_of
 from libs.common.health import Freshness
 from libs.common.kalshi import KalshiError, KalshiRest
 from libs.common.kalshi.models import Event as KEvent
@@ -43,7 +44,10 @@ def definition(market: Market, series: Series, mode: Mode, now: datetime) -> Mar
         close_time=market.close_time, expected_expiration_time=market.expected_expiration_time,
         price_ranges=tuple(PriceRange(start=a, end=b, step=c) for a, b, c in grid.ranges),
         fee_type=series.fee_type, fee_multiplier=series.fee_multiplier, exchange_index=market.exchange_index,
-        result=market.result or None,
+        result=market.result or None, rules=market.rules_primary or None,
+        # Volume only where a consumer filters on it (the llm family): elsewhere it would change the
+        # definition's content, and so re-publish it, on every trade.
+        volume=market.volume if family_of(series.ticker) == "llm" else None,
     )
     probe = MarketDefinition(id="x", ts_event=now, ts_init=now, mode=mode, **fields)
     digest = hashlib.sha256(probe.model_dump_json(exclude={"id", "ts_event", "ts_init"}).encode()).hexdigest()

@@ -34,6 +34,7 @@ from libs.common import control
 from libs.common.bus import Bus, CommandError
 from libs.common.config import Settings
 from libs.common.control import CONFIRM_LIVE, CONFIRM_WINDOW_S, MODES
+from libs.common.display import usd
 from libs.common.events import Heartbeat, utcnow
 from libs.common.logs import get_logger, redact_text
 from services.notifier import charts, render
@@ -62,6 +63,8 @@ COMMANDS: tuple[Spec, ...] = (
     Spec("pnl", "P&L by day and an equity chart: /pnl [days]", False),
     Spec("signals", "recent signals and why untraded ones were not traded: /signals [n]", False),
     Spec("accuracy", "scores by family and a calibration chart: /accuracy [days]", False),
+    Spec("llm", "the llm family's day: spend vs budget, last analyses", False),
+    Spec("llmbudget", "set today's llm budget for every replica: /llmbudget <dollars> (or 'default')", True),
     Spec("pause", "pause trading (cancels resting orders): /pause [reason]", True),
     Spec("resume", "resume trading", True),
     Spec("flatten", "cancel everything and exit every position (asks to confirm)", True),
@@ -227,7 +230,8 @@ class NotifierBot:
             "status": self.cmd_status, "positions": self.cmd_positions, "orders": self.cmd_orders,
             "fills": self.cmd_fills, "balance": self.cmd_balance, "pnl": self.cmd_pnl, "signals": self.cmd_signals,
             "accuracy": self.cmd_accuracy, "pause": self.cmd_pause, "resume": self.cmd_resume,
-            "family": self.cmd_family, "help": self.cmd_help, "start": self.cmd_help,
+            "family": self.cmd_family, "help": self.cmd_help, "start": self.cmd_help, "llm": self.cmd_llm,
+            "llmbudget": self.cmd_llmbudget,
         }
         for name, fn in views.items():
             r.message.register(_view(fn), Command(name, ignore_mention=True))
@@ -300,6 +304,23 @@ class NotifierBot:
         png = await asyncio.to_thread(charts.calibration, self.mode, fams)
         return Answer([render.accuracy(self.mode, data)], photo=png,
                       caption=render.head(self.mode, f"calibration, {days} d"))
+
+    async def cmd_llm(self, _: CommandObject) -> Answer:
+        return Answer([render.llm(self.mode, await self.ask("signals", "llm", {"limit": 5}))])
+
+    async def cmd_llmbudget(self, c: CommandObject) -> Answer:
+        arg = (c.args or "").strip().lstrip("$")
+        if not arg:
+            return Answer([render.lines(self.mode, "usage: /llmbudget <dollars> (or 'default')")], outcome="error",
+                          detail="no amount")
+        try:
+            ticks = await control.set_llm_budget(await self.bus.control(), None if arg.lower() == "default" else arg)
+        except ValueError as e:
+            return Answer([render.lines(self.mode, "usage: /llmbudget <dollars> (or 'default')", render.esc(e))],
+                          outcome="error", detail="bad amount")
+        said = "back to the configured default" if ticks is None else f"set to {usd(ticks)} a day"
+        return Answer([render.lines(self.mode, f"llm budget {said}", "every signals replica, from its next analysis")],
+                      detail=said)
 
     async def cmd_help(self, _: CommandObject) -> Answer:
         rows = [f"/{c.name} — {render.esc(c.help)}" + (" <i>(operators)</i>" if c.operator else "") for c in COMMANDS]

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from libs.common.display import MODE_LABEL, age, contracts, num, price, usd
 from libs.common.events import Alert, Heartbeat
-from libs.common.money import leg_price, outcome_price
+from libs.common.money import ONE_DOLLAR, leg_price, outcome_price
 
 PHONE_WIDTH = 52  # what a phone shows of a <pre> line without wrapping, about
 SEVERITY_MARK = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
@@ -230,3 +230,22 @@ def refusal() -> str:
 
 __all__ = ["accuracy", "alert", "balance", "control", "digest", "esc", "fills", "head", "lines", "orders",
            "pnl", "positions", "pre", "refusal", "signals", "status"]
+
+
+def _cost(ticks: int | None) -> str:
+    """LLM money: calls cost fractions of a cent, so four decimals."""
+    return "—" if ticks is None else f"${ticks / ONE_DOLLAR:,.4f}"
+
+
+def llm(mode: str, data: dict[str, Any]) -> str:
+    """/llm: the day's spend against the budget, then the last analyses."""
+    state = "SPENT — analysis stopped until 00:00 UTC" if data["budget_spent"] else "open"
+    calls = data.get("calls_today") or {}
+    return lines(mode, f"llm family, {data['day']} (UTC)",
+                 f"budget {_cost(data['spent_ticks'])} of {_cost(data['budget_ticks'])} · {esc(state)}",
+                 "calls today: " + esc(", ".join(f"{n} {k}" for k, n in sorted(calls.items())) or "none"),
+                 f"model {esc(data['model'])}" + (f" · backing off {data['provider_backoff_s']:.0f} s"
+                                                   if data.get("provider_backoff_s") else ""),
+                 pre((("market", "l"), ("outcome", "l"), ("p", "r"), ("cost", "r")),
+                     [(x["ticker"].split("-", 1)[-1], x["outcome"][:14], num(x.get("p_model"), ".2f"),
+                       _cost(x.get("cost_ticks"))) for x in data.get("decisions") or []]))

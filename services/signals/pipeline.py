@@ -13,7 +13,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from services.signals.weather_model import (
     remaining_maxima,
 )
 
+if TYPE_CHECKING:
+    from services.signals.llm import LlmAnalyst
+
 MODEL_VERSION = "1"
 VALIDITY = timedelta(seconds=60)
 
@@ -69,6 +72,8 @@ class ModelP:
     model: str
     inputs: dict[str, Any]
     ts: datetime
+    p_raw: float | None = None  # before calibration, where the model is calibrated (llm)
+    action: str | None = None  # the model's own call, where it makes one (llm: its Trader's)
 
 
 def input_limits(f: FreshnessLimits) -> dict[str, float]:
@@ -115,6 +120,7 @@ class SignalPipeline:
         self.suppressed: Counter[str] = Counter()
         self.emitted = 0
         self.ladders: list[tuple[str, list[MarketDefinition], ModelP, dict[str, float]]] = []  # to store
+        self.llm: LlmAnalyst | None = None  # the llm family, when configured (services/signals/llm.py)
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -129,6 +135,8 @@ class SignalPipeline:
         A weather market that arrives after its station's forecast is priced now, not at the next run or
         observation (the ladder is per event: a new market changes its neighbours' coverage too)."""
         self.view.on_market(m)
+        if self.llm is not None:
+            await self.llm.on_market(m)  # a settled llm market is an outcome to calibrate on
         tickers = self.events.setdefault(m.event_ticker, set())
         new = m.ticker not in tickers
         tickers.add(m.ticker)
@@ -142,6 +150,11 @@ class SignalPipeline:
         if st is not None and st.book is not b:
             self.suppressed["older_book"] += 1
             return None
+        if self.llm is not None and st is not None and family_of(st.defn.series_ticker) == "llm" \
+                and self.view.book_fresh(st, self.clock()):
+            top = st.top()
+            if top is not None:
+                self.llm.consider(st.defn, top.best_yes_bid, top.yes_ask)
         return await self.evaluate(b.ticker)
 
     async def on_forecast(self, f: WxForecast) -> list[Signal]:
@@ -329,6 +342,13 @@ class SignalPipeline:
         return ModelP(p, conf, "btc_digital", {"spot": price, "vol": round(vol, 4), "drift": round(drift, 4),
                                                "secs_to_close": round(secs)}, now)
 
+    def _llm_p(self, ticker: str, now: datetime) -> ModelP | None:
+        got = self.llm.probability(ticker, now) if self.llm is not None else None
+        if got is None:
+            return None
+        p, p_raw, confidence, action, at, inputs = got
+        return ModelP(p, confidence, "llm", inputs, at, p_raw=p_raw, action=action)
+
     # -- decisions ------------------------------------------------------------------------------
 
     def stale_weather(self, d: MarketDefinition, now: datetime) -> str | None:
@@ -370,7 +390,8 @@ class SignalPipeline:
         if stale is not None:
             self.suppressed[stale] += 1
             return None
-        mp = self.weather_p.get(ticker) if family == "weather" else self._btc_p(d) if family == "btc" else None
+        mp = self.weather_p.get(ticker) if family == "weather" else self._btc_p(d) if family == "btc" \
+            else self._llm_p(ticker, now) if family == "llm" else None
         if mp is None:
             # A BTC market with a close time has no probability only when no venue price is fresh.
             self.suppressed["stale_spot" if family == "btc" and d.close_time is not None else "no_model"] += 1
@@ -384,6 +405,10 @@ class SignalPipeline:
         if decision.action == "none":
             self.suppressed[decision.reason or "no_edge"] += 1
             self.last.pop(ticker, None)
+            return None
+        if mp.action is not None and mp.action != decision.action:
+            # The model made its own call (the llm Trader) and the edge points elsewhere, or it said hold.
+            self.suppressed["llm_hold" if mp.action == "hold" else "llm_disagrees"] += 1
             return None
         now_m = time.monotonic()
         prev = self.last.get(ticker)
@@ -399,19 +424,25 @@ class SignalPipeline:
         mid = None
         if top.best_yes_bid is not None and top.best_no_bid is not None:
             mid = (top.best_yes_bid + ONE_DOLLAR - top.best_no_bid) / 2 / ONE_DOLLAR
-        # The id is the signal's identity: the same book update and model value give the same id on every
-        # replica (JetStream dedupes them, the executor acts once). The book's timestamp is part of it
-        # because `seq` starts again when feeds reconnects: seq alone would reuse ids of old signals.
+        # The id is the signal's identity: the same book update, the same inputs and the same action give the
+        # same id on every replica, so JetStream dedupes them and the executor acts once. The probability is
+        # not part of it: replicas compute it a moment apart (BTC from spot ticks each saw, weather from the
+        # hours left), and a difference in its 4th decimal made two ids for one opportunity — traded twice by
+        # two executors. The inputs that are the same everywhere are: the forecast run and the observed max
+        # (weather), the analysis (llm). The book's timestamp is in it because `seq` starts again when feeds
+        # reconnects: seq alone would reuse ids of old signals.
         book_us = int(update.ts_event.timestamp() * 1_000_000)
+        basis = ":".join(str(mp.inputs[k]) for k in ("run_id", "observed_max_f", "analysis_id") if k in mp.inputs)
         sig = Signal(
-            id=f"sig:{ticker}:{update.seq}:{book_us}:{round(mp.p, 4)}:{decision.action}",
+            id=f"sig:{ticker}:{update.seq}:{book_us}:{decision.action}" + (f":{basis}" if basis else ""),
             ts_event=max(update.ts_event, mp.ts),
             mode=self.mode, family=family or "", series_ticker=d.series_ticker, event_ticker=d.event_ticker,
             ticker=ticker, model=mp.model, model_version=MODEL_VERSION, p_model=min(max(mp.p, 0.0), 1.0),
             p_market=min(max(mid if mid is not None else mp.p, 0.0), 1.0), action=decision.action,  # type: ignore[arg-type]
             limit_price=decision.limit_price, edge_maker=leg.maker_edge, edge_taker=leg.taker_edge,
             confidence=min(max(mp.confidence, 0.0), 1.0), valid_until=now + VALIDITY,
-            inputs_ref=str(mp.inputs.get("run_id") or f"spot:{mp.inputs.get('spot')}"))
+            inputs_ref=str(mp.inputs.get("run_id") or mp.inputs.get("analysis_id") or f"spot:{mp.inputs.get('spot')}"),
+            p_raw=None if mp.p_raw is None else min(max(mp.p_raw, 0.0), 1.0))
         self.last[ticker] = Emitted(mp.p, decision.action, decision.edge or 0, now_m)
         self.emitted += 1
         await self.emit(sig)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common import subjects
 from libs.common.bus import Bus, CommandError
+from libs.common.control import read_llm_budget
 from libs.common.db import create_engine, session_factory
 from libs.common.db import signals as tables
 from libs.common.db.upsert import insert_if_new, insert_many_if_new
@@ -20,6 +21,7 @@ from libs.common.events import (
     BookUpdate,
     MarketDefinition,
     ModelParamUpdate,
+    PublicTrade,
     Signal,
     SpotTick,
     WxForecast,
@@ -178,6 +180,7 @@ async def run_signals(rt: ServiceRuntime) -> None:
                  p_market=round(sig.p_market, 3), edge_maker=sig.edge_maker, edge_taker=sig.edge_taker)
 
     pipeline = SignalPipeline(emit, mode=s.mode, risk=s.risk, freshness=s.freshness)
+    analyst = await start_llm(rt, pipeline, engine)
     await attach(rt.bus, pipeline, store)
 
     await serve_recent(rt.bus, store, emitted)
@@ -205,5 +208,52 @@ async def run_signals(rt: ServiceRuntime) -> None:
     await rt.stopping.wait()
     for task in tasks:
         task.cancel()
+    if analyst is not None:
+        await analyst.stop()
     if engine is not None:
         await engine.dispose()
+
+
+async def start_llm(rt: ServiceRuntime, pipeline: SignalPipeline, engine: Any) -> Any:
+    """The llm family when KDESK_LLM_SERIES names series: its analyst on the pipeline, its trades and outcomes
+    followed, `cmd.signals.llm` answered. It needs PostgreSQL (the budget lives there) and a provider key."""
+    s = rt.settings
+    if not s.llm_series_list():
+        return None
+    if engine is None:
+        log.warning("llm_family_off", reason="no database: the llm budget is kept in PostgreSQL")
+        return None
+    from services.signals.llm import LlmAnalyst, LlmLedger, make_client
+
+    client = make_client(s)
+    if client is None:
+        return None
+    kv = await rt.bus.control()
+
+    async def budget_override() -> int | None:
+        return await read_llm_budget(kv)
+
+    async def alert(a: Alert) -> None:
+        await rt.bus.publish_js(subjects.ops_alert("llm"), a)
+
+    analyst = LlmAnalyst(s, client, LlmLedger(session_factory(engine), s.mode.value),
+                         evaluate=pipeline.evaluate, alert=alert, budget_override=budget_override)
+    pipeline.llm = analyst
+    await rt.bus.follow("md.trade.>", PublicTrade, _sync(analyst.on_trade), replay_last=False)
+
+    async def report(req: dict[str, Any]) -> dict[str, Any]:
+        try:
+            limit = int(req.get("limit", 10))
+        except (TypeError, ValueError):
+            raise CommandError("bad_request", "limit must be a whole number") from None
+        return await analyst.report(min(max(limit, 1), 100))
+
+    await rt.bus.serve("signals", "llm", report)
+    log.info("llm_family_on", series=s.llm_series_list(), model=client.model, base_url=client.base_url)
+    return analyst
+
+
+def _sync(fn: Callable[[Any], None]) -> Callable[[Any], Awaitable[None]]:
+    async def run(ev: Any) -> None:
+        fn(ev)
+    return run

@@ -153,6 +153,27 @@ async def start_telegram(host: str, exchange_port: int, token: str, chats: Seque
     return fake
 
 
+async def start_llm(world: Any, host: str, exchange_port: int) -> Any:
+    """Serve the fake LLM provider on the simnet llm port, answering around the world's hidden truths."""
+    from libs.common.simnet import SimEndpoints
+    from services.sim.llm import FakeLlm
+
+    port = SimEndpoints(host, exchange_port).llm_port
+    fake = FakeLlm(seed=world.seed)
+
+    def truth(ticker: str) -> float | None:
+        return world.ideal_p(ticker) if world.has_ideal(ticker) else None
+
+    fake.truth_source = truth
+    try:
+        await fake.start(host, port)
+    except OSError as e:
+        log.warning("sim_fake_llm_failed", port=port, error=str(e))
+        return None
+    log.info("fake_llm_started", url=fake.url)
+    return fake
+
+
 async def start_venues(world: Any, host: str, exchange_port: int) -> list[Any]:
     """Serve the fake crypto venues on the ports simnet assigns after the exchange's; best effort."""
     try:
@@ -180,7 +201,8 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Build the world, serve it until `stop` is set."""
     from services.sim.scenarios import default_world
 
-    world = default_world(args.seed, datetime.now(UTC))
+    llm_series = tuple(t.strip().upper() for t in os.environ.get("KDESK_LLM_SERIES", "").split(",") if t.strip())
+    world = default_world(args.seed, datetime.now(UTC), llm_series=llm_series)
     traders = None if args.no_traders else _traders(world)
     exchange = SimExchange(world, background=True, tick_s=args.tick_s, traders=traders,
                            trader_steps=args.trader_steps)
@@ -190,6 +212,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     weather = await start_weather(world, args.host, exchange.port)
     telegram = None if args.no_telegram else await start_telegram(args.host, exchange.port, args.telegram_token,
                                                                   args.telegram_chats)
+    llm = await start_llm(world, args.host, exchange.port)
     log.info("sim_ready", rest_url=exchange.rest_url, ws_url=exchange.ws_url, seed=args.seed,
              keys_dir=str(args.keys_dir), keys=len(exchange.keys.key_ids()),
              markets=len(exchange.catalog.markets), venues={v.name: v.ws_url for v in venues},
@@ -207,6 +230,8 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
             await weather.stop()
         if telegram is not None:
             await telegram.stop()
+        if llm is not None:
+            await llm.stop()
         await exchange.stop()
 
 

@@ -45,10 +45,10 @@ from typing import Any, Literal
 from aiohttp import web
 
 from libs.common.logs import get_logger
+from libs.common.simnet import SIM_LLM_KEY
 
 log = get_logger(__name__)
 
-SIM_LLM_KEY = "sk-sim-kdesk-0f3c9a7e5b1d4c2a8e6f"
 MARKET_LINE = re.compile(r"^[ \t]*Market:[ \t]*(?P<ticker>[A-Za-z0-9][A-Za-z0-9._-]*)[ \t]*$", re.M)
 PRICE_LINE = re.compile(r"^[ \t]*Yes price:[ \t]*(?P<price>[01](?:\.[0-9]+)?)[ \t]*$", re.M | re.I)
 CHARS_PER_TOKEN = 4
@@ -240,8 +240,11 @@ class FakeLlm:
     def __init__(self, api_key: str = SIM_LLM_KEY, *, models: Iterable[str] = DEFAULT_MODELS,
                  aliases: Mapping[str, str] = DEFAULT_ALIASES, seed: int = 0, noise_sd: float = 0.02,
                  reasoning_tokens: int = 0, reasoning_in_completion: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
-        """`noise_sd`: the oracle's error around the truth; `reasoning_tokens`: hidden tokens added per answer."""
+                 clock: Callable[[], float] = time.time, sharpness: float = 1.0) -> None:
+        """`noise_sd`: the oracle's error around the truth; `reasoning_tokens`: hidden tokens added per answer;
+        `sharpness` > 1 makes the oracle overconfident (its logit is the truth's times `sharpness`), the way
+        language models tend to be — what the llm family's calibration is there to correct."""
+        self.sharpness = sharpness
         self.api_key = api_key
         self.models = tuple(models)
         self.aliases = dict(aliases)
@@ -251,6 +254,8 @@ class FakeLlm:
         self.reasoning_in_completion = reasoning_in_completion
         self.clock = clock
         self.truths: dict[str, float] = {}
+        # Where truths not registered by `set_truth` come from (the simulator: its world's hidden truth).
+        self.truth_source: Callable[[str], float | None] | None = None
         self.requests: list[LlmRequest] = []
         self._asked: dict[str, int] = {}
         self._queue: list[tuple[str | None, Reply]] = []
@@ -326,10 +331,14 @@ class FakeLlm:
     def oracle_answer(self, ticker: str | None, yes_price: float | None = None, *, draw: int = 0) -> dict[str, Any]:
         """What the oracle says about `ticker` on its `draw`-th question (deterministic for a seed)."""
         truth = self.truths.get(ticker) if ticker else None
+        if truth is None and ticker and self.truth_source is not None:
+            truth = self.truth_source(ticker)
         if truth is None:
             return {"probability": 0.5, "confidence": 0.1, "action": "hold",
                     "reasoning": f"No information about {ticker or 'this market'}; staying neutral."}
         rng = random.Random(f"{self.seed}:{ticker}:{draw}")
+        if self.sharpness != 1.0 and 0.0 < truth < 1.0:
+            truth = 1 / (1 + math.exp(-self.sharpness * math.log(truth / (1 - truth))))
         p = round(min(0.99, max(0.01, truth + rng.gauss(0.0, self.noise_sd))), 3)
         confidence = round(0.75 + rng.uniform(-0.05, 0.05), 2)
         action = "hold"

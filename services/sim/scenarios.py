@@ -306,6 +306,60 @@ def btc_range(world: World, *, series: str = "KXBTC", close: datetime, spot: flo
     return event
 
 
+LLM_QUESTIONS = (
+    ("Will the city council pass the transit budget by {day}?", "the council's published vote record"),
+    ("Will the film open above $40M domestic by {day}?", "Box Office Mojo's weekend estimate"),
+    ("Will the central bank announce a rate cut by {day}?", "the bank's official statement"),
+    ("Will the launch lift off before {day}?", "the launch provider's mission page"),
+)
+
+
+def llm_event(world: World, *, series: str, day: date, n_markets: int = 3) -> str:
+    """A day's worth of plain yes/no markets in an llm-family series (no strike, no model of ours); returns
+    the event ticker.
+
+    Each market's hidden truth is drawn once (Beta(2, 2)), its outcome from that truth; the truth is its
+    ideal at every moment (there is nothing more to learn in the sim), which the crowd follows with its
+    noise and the fake LLM (services/sim/llm.py) answers around with its own.
+    """
+    event = f"{series}-{day:%y%b%d}".upper()
+    rng = world.rng_for("llm", event)
+    close = datetime.combine(day, time(23, 0), UTC)
+    open_time = close - timedelta(days=2)
+    world.add_series(SeriesInfo(ticker=series, title=f"{series} questions", category="World", frequency="daily",
+                                fee_type="quadratic", tags=["sim", "llm"],
+                                settlement_sources=[{"name": "Official sources", "url": "https://example.org"}]))
+    world.add_event(EventInfo(event_ticker=event, series_ticker=series, title=f"Questions resolving {day:%b %d, %Y}",
+                              mutually_exclusive=False, strike_date=close))
+    truths: dict[str, float] = {}
+    for i in range(n_markets):
+        question, source = LLM_QUESTIONS[(i + day.toordinal()) % len(LLM_QUESTIONS)]
+        title = question.format(day=f"{day:%b %d, %Y}")
+        truth = min(max(rng.betavariate(2, 2), 0.03), 0.97)
+        ticker = f"{event}-Q{i + 1}"
+        world.add_market(MarketInfo(
+            ticker=ticker, event_ticker=event, series_ticker=series, title=title, yes_sub_title="Yes",
+            no_sub_title="No", strike_type="custom", floor_strike=None, cap_strike=None, open_time=open_time,
+            close_time=close, expected_expiration_time=close + timedelta(hours=1),
+            latest_expiration_time=close + timedelta(days=7), grid=PriceGrid.linear_cent(), created_time=open_time,
+            rules_primary=f'This market resolves to Yes if the answer to "{title}" is yes according to {source} '
+                          f"as of 11:00 PM UTC on {day:%b %d, %Y}; otherwise it resolves to No."),
+            truth=truth, outcome="yes" if rng.random() < truth else "no")
+        truths[ticker] = truth
+    world.ideals[event] = (lambda now: dict(truths), 1.0)
+    return event
+
+
+def llm_roller(series: tuple[str, ...]) -> Callable[[World, datetime], None]:
+    """Keep tomorrow's llm event of each series listed (for `World.rollers`)."""
+    def roll(world: World, now: datetime) -> None:
+        day = now.astimezone(UTC).date() + timedelta(days=1)
+        for s in series:
+            if f"{s}-{day:%y%b%d}".upper() not in world.catalog.events:
+                llm_event(world, series=s, day=day)
+    return roll
+
+
 WEATHER_CITIES = (("KXHIGHNY", "New York", "KNYC", "America/New_York"),
                   ("KXHIGHCHI", "Chicago", "KMDW", "America/Chicago"))
 
@@ -330,15 +384,20 @@ def _roll(world: World, now: datetime) -> None:
         btc_range(world, close=close, spot=spot)
 
 
-def default_world(seed: int, now: datetime, clock: Callable[[], datetime] | None = None) -> World:
-    """The newest NYC and Chicago daily-high events and the next hour's KXBTCD and KXBTC events, all active.
+def default_world(seed: int, now: datetime, clock: Callable[[], datetime] | None = None,
+                  llm_series: tuple[str, ...] = ()) -> World:
+    """The newest NYC and Chicago daily-high events and the next hour's KXBTCD and KXBTC events, all active,
+    plus tomorrow's questions in each of `llm_series` (the llm family's markets).
 
     `clock` defaults to the wall clock (the server); tests pass one that returns `now`. More events are
     listed as `world.advance` moves time on.
     """
     world = World(seed, clock or (lambda: datetime.now(UTC)))
     world.rollers.append(_roll)
-    _roll(world, now)
+    if llm_series:
+        world.rollers.append(llm_roller(llm_series))
+    for roll in world.rollers:
+        roll(world, now)
     return world
 
 

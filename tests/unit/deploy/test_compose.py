@@ -18,11 +18,12 @@ from services.ctl.cli import runnable_services
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 BASE = DEPLOY / "compose.yaml"
 KALSHI = DEPLOY / "compose.kalshi.yaml"
+CLUSTER = DEPLOY / "compose.cluster.yaml"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 DESK = ("feeds", "signals", "executor", "resolver", "notifier")
 SCALED = {"signals": 2, "executor": 2}
 # Values that must never sit in a container's environment (they come as /run/secrets files).
-SECRET_VARS = ("KDESK_TELEGRAM_BOT_TOKEN", "KALSHI_DEMO_KEY_ID", "KALSHI_PROD_KEY_ID")
+SECRET_VARS = ("KDESK_TELEGRAM_BOT_TOKEN", "KALSHI_DEMO_KEY_ID", "KALSHI_PROD_KEY_ID", "KDESK_LLM_API_KEY")
 
 
 def compose_binary() -> str:
@@ -144,7 +145,8 @@ def test_secrets_are_files_never_environment(tmp_path: Path) -> None:
     c = config(files=(BASE, KALSHI), env=kalshi_env(tmp_path))
     assert all("file" in sec and "environment" not in sec for sec in c["secrets"].values())
     assert {"telegram_bot_token", "kalshi_key_id", "kalshi_private_key"} <= set(c["secrets"])
-    wanted = {"notifier": {"telegram_bot_token"}, "feeds": {"kalshi_key_id", "kalshi_private_key"},
+    wanted = {"notifier": {"telegram_bot_token"}, "signals": {"llm_api_key"},
+              "feeds": {"kalshi_key_id", "kalshi_private_key"},
               "executor": {"kalshi_key_id", "kalshi_private_key"}, "resolver": {"kalshi_key_id", "kalshi_private_key"}}
     for svc, names in wanted.items():
         env = c["services"][svc]["environment"]
@@ -168,5 +170,37 @@ def test_env_example_documents_every_variable() -> None:
     import re
 
     documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), re.M))
-    used = {m for f in (BASE, KALSHI) for m in re.findall(r"\$\{([A-Z][A-Z0-9_]*)", f.read_text())}
+    used = {m for f in (BASE, KALSHI, CLUSTER) for m in re.findall(r"\$\{([A-Z][A-Z0-9_]*)", f.read_text())}
     assert used - documented <= {"KDESK_IMAGE"}, used - documented
+
+
+def test_cluster_overlay_runs_three_nats_nodes_at_three_replicas_and_an_outside_database(tmp_path: Path) -> None:
+    """Several machines: nats, nats-2, nats-3; every desk process names all three, provisions at R3 and reads
+    the database URL from a secret file; the compose PostgreSQL does not start."""
+    url_file = tmp_path / "database_url"
+    url_file.write_text("postgresql://kdesk:pw@db.example:5432/kdesk\n")
+    env = {"KDESK_DATABASE_URL_FILE_HOST": str(url_file)}
+    for profiles in ((), ("sim",)):
+        ok = compose(*[a for p in profiles for a in ("--profile", p)], "config", "-q", files=(BASE, CLUSTER), env=env)
+        assert ok.returncode == 0 and not ok.stderr.strip(), ok.stderr
+    svc = config(files=(BASE, CLUSTER), profiles=("sim",), env=env)["services"]
+    assert {"nats", "nats-2", "nats-3"} <= set(svc) and "postgres" not in svc
+    for name in ("migrate", "provision", "sim", *DESK):
+        e = svc[name]["environment"]
+        assert e["KDESK_NATS_URL"] == "nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222", name
+        assert e["KDESK_STREAM_REPLICAS"] == "3" and "KDESK_DATABASE_URL" not in e, name
+        assert e["KDESK_DATABASE_URL_FILE"] == "/run/secrets/database_url", name
+        assert "database_url" in {s["source"] for s in svc[name]["secrets"]}, name
+        assert "postgres" not in svc[name].get("depends_on", {}), name
+    assert {"nats-2", "nats-3"} <= set(svc["provision"]["depends_on"])  # R3 streams need the three nodes up
+    missing = compose("config", "-q", files=(BASE, CLUSTER))
+    assert "KDESK_DATABASE_URL_FILE_HOST" in missing.stderr, missing.stderr
+
+
+def test_the_cluster_nodes_config_is_valid_for_nats_server() -> None:
+    from libs.common.embedded import nats_server_binary
+
+    out = subprocess.run([str(nats_server_binary()), "-c", str(DEPLOY / "nats-cluster.conf"), "-t"],
+                         capture_output=True, text=True, timeout=30, env={**os.environ, "NATS_NAME": "nats-1"},
+                         check=False)
+    assert out.returncode == 0 and "is valid" in out.stdout + out.stderr, out.stdout + out.stderr

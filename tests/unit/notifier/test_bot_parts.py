@@ -25,7 +25,7 @@ def test_commands_are_valid_telegram_bot_commands() -> None:
     for c in COMMANDS:
         assert re.fullmatch(r"[a-z0-9_]{1,32}", c.name) and 1 <= len(c.help) <= 256
     steer = {c.name for c in COMMANDS if c.operator}
-    assert steer == {"pause", "resume", "flatten", "family", "mode"}
+    assert steer == {"pause", "resume", "flatten", "family", "mode", "llmbudget"}
 
 
 def _row(i: int, chat: int, kind: str = "alert", body: str = "x", **kw: object) -> OutboxMessage:

@@ -1,0 +1,102 @@
+"""The llm family against the fake provider: pipeline overhead per call, and whether calibration helps.
+
+- `llm_calls_per_s`: chat completions per second through the whole analysis (three prompts, the budget
+  reservation and settlement in PostgreSQL, the SDK, parsing) against the fake provider, which answers at
+  once: the family's own overhead, not model time.
+- `brier_skill_llm_raw` / `brier_skill_llm_calibrated`: on simulated questions (truth ~ Beta(2, 2), outcome
+  drawn from it), the fake answers around the truth with noise and, like real language models, too sharp
+  (`sharpness` 1.8). Skill is 1 − Brier(llm) / Brier(crowd), the crowd being the sim's (the truth with a
+  logit error of sd 0.5, as services/sim/liquidity.py's traders). Calibration is Platt scaling fitted on the
+  first half of the resolved questions and scored on the second half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness import private_postgres
+from libs.common.config import load_settings
+from libs.common.db import create_engine, session_factory
+from libs.common.families import set_llm_series
+from libs.common.llm import LlmClient
+from libs.common.simnet import SIM_LLM_KEY
+from services.signals.llm import LlmAnalyst, LlmLedger, platt_fit
+from services.signals.llm_prompts import MarketBrief
+from services.sim.llm import FakeLlm
+
+N_QUESTIONS = 300
+CONCURRENCY = 4
+CROWD_LOGIT_SD = 0.5
+
+
+def _brier(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((p - y) ** 2))
+
+
+async def run() -> dict[str, Any]:
+    set_llm_series(["KXBENCHQ"])
+    rng = random.Random(23)
+    truths = [min(max(rng.betavariate(2, 2), 0.03), 0.97) for _ in range(N_QUESTIONS)]
+    outcomes = np.array([1.0 if rng.random() < t else 0.0 for t in truths])
+    crowd = np.array([1 / (1 + math.exp(-(math.log(t / (1 - t)) + rng.gauss(0, CROWD_LOGIT_SD)))) for t in truths])
+    fake = await FakeLlm(seed=23, noise_sd=0.04, sharpness=1.8).start()
+    settings = load_settings(llm_series="KXBENCHQ", llm_daily_budget_usd="100000", llm_cooldown_s=0,
+                             llm_max_per_market_day=1000)
+    with private_postgres() as url:
+        engine = create_engine(url)
+        client = LlmClient(SIM_LLM_KEY, base_url=fake.url, model="grok-4", structured_output=True)
+
+        async def nothing(*_: Any) -> None:
+            return None
+
+        analyst = LlmAnalyst(settings, client, LlmLedger(session_factory(engine), "sim"), evaluate=nothing,
+                             alert=nothing)
+        close = datetime.now(UTC) + timedelta(hours=30)
+        briefs = []
+        for i, t in enumerate(truths):
+            ticker = f"KXBENCHQ-26DEC05-Q{i}"
+            fake.set_truth(ticker, t)
+            briefs.append(MarketBrief(ticker=ticker, title=f"Will benchmark question {i} resolve yes?",
+                                      rules="Resolves Yes if it happens.", close_time=close, yes_bid=0.45,
+                                      yes_ask=0.47))
+        sem = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(b: MarketBrief) -> float | None:
+            async with sem:
+                d = await analyst.analyse(b)
+            return d.p_raw
+
+        started = time.perf_counter()
+        raw = await asyncio.gather(*(one(b) for b in briefs))
+        elapsed = time.perf_counter() - started
+        calls = analyst.calls
+        await client.aclose()
+        await engine.dispose()
+    await fake.stop()
+    set_llm_series([])
+    p = np.array([x if x is not None else 0.5 for x in raw])
+    half = N_QUESTIONS // 2
+    a, b = platt_fit(p[:half], outcomes[:half])
+    x = np.log(np.clip(p[half:], 1e-4, 1 - 1e-4) / (1 - np.clip(p[half:], 1e-4, 1 - 1e-4)))
+    calibrated = 1 / (1 + np.exp(-(a * x + b)))
+    test_y, test_crowd = outcomes[half:], crowd[half:]
+    brier_crowd = _brier(test_crowd, test_y)
+    brier_raw, brier_cal = _brier(p[half:], test_y), _brier(calibrated, test_y)
+    return {
+        "llm_calls_per_s": round(calls / elapsed, 1),
+        "llm_analyses": N_QUESTIONS,
+        "llm_failed_analyses": sum(1 for r in raw if r is None),
+        "brier_llm_raw": round(brier_raw, 4),
+        "brier_llm_calibrated": round(brier_cal, 4),
+        "brier_crowd_llm": round(brier_crowd, 4),
+        "brier_skill_llm_raw": round(1 - brier_raw / brier_crowd, 4),
+        "brier_skill_llm_calibrated": round(1 - brier_cal / brier_crowd, 4),
+        "llm_platt_a": round(a, 3),
+    }
