@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The dashboard's browser test (tests/e2e/test_dashboard_browser.py) drives Debian's Chromium through its
+# matching driver; `make test` installs both when missing (no browser download from anywhere else).
+CHROMIUM     := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help venv run test test-fast lint bench migrate clean
 
@@ -25,7 +30,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/kdesk up
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
@@ -36,6 +41,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+$(CHROMIUM) $(CHROMEDRIVER) &:
+	@command -v apt-get >/dev/null || { echo "make: install Chromium and its driver (Debian: chromium, chromium-driver)"; exit 1; }
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
 
 migrate: $(STAMP)
 	$(BIN)/kdesk migrate

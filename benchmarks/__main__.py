@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 SUITES = ("benchmarks.bus", "benchmarks.book", "benchmarks.feeds", "benchmarks.signals", "benchmarks.executor",
-          "benchmarks.resolver", "benchmarks.prediction", "benchmarks.notifier", "benchmarks.llm")
+          "benchmarks.resolver", "benchmarks.prediction", "benchmarks.notifier", "benchmarks.llm",
+          "benchmarks.dashboard")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 

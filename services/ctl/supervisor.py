@@ -22,8 +22,8 @@ from pathlib import Path
 from libs.common.backoff import Backoff
 from libs.common.embedded import child_preexec
 
-# Start order: the simulated world first, then data producers before consumers.
-SERVICE_ORDER = ("sim", "feeds", "signals", "executor", "resolver", "notifier")
+# Start order: the simulated world first, then data producers before consumers; the web page reads them all.
+SERVICE_ORDER = ("sim", "feeds", "signals", "executor", "resolver", "notifier", "dashboard")
 SERVICES_DIR = Path(__file__).resolve().parents[1]
 
 

@@ -48,7 +48,7 @@ import pytest
 from psycopg import sql
 
 from libs.common.config import Mode
-from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, child_preexec
+from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, child_preexec, free_port
 from libs.common.simnet import PORTS_NEEDED, SimEndpoints, reserve_block
 from services.executor.service import SIGNAL_CONSUMER
 from tests.unit.deploy.test_compose import DEPLOY, config
@@ -130,6 +130,7 @@ class World:
     uts: list[str]
     pg_url: str  # the desk's database, as the test's own superuser
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    dashboard_port: int = field(default_factory=lambda: free_port("127.0.0.1"))  # its container port, here
 
     def sim_port(self, container_port: int) -> int | None:
         off = container_port - self.sim_container_port
@@ -191,6 +192,8 @@ class Container:
         w = self.world
         if key == "KDESK_SIM_HOST":  # names the simulator's host without a URL (or the address it binds)
             return "127.0.0.1" if value in ("sim", "0.0.0.0") else value
+        if key == "KDESK_DASHBOARD_PORT":  # the container's own port: any free one here
+            return str(w.dashboard_port)
         if key == "KDESK_SIM_BASE_PORT":
             mapped = w.sim_port(int(value))
             assert mapped is not None
@@ -437,7 +440,8 @@ def compose_run(compose_cfg: dict[str, Any], world: World) -> Run:
         assert services[job]["restart"] == "no", job
     waves = _waves(cfg)
     long_running = [n for wave in waves for n in wave if n not in jobs]
-    assert {"sim", "feeds", "signals", "executor", "resolver", "notifier"} <= set(long_running), long_running
+    assert {"sim", "feeds", "signals", "executor", "resolver", "notifier", "dashboard"} <= set(long_running), \
+        long_running
     boxes: dict[str, list[Container]] = {}
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -578,14 +582,9 @@ def _book_update(signal_id: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(480)
-@pytest.mark.xfail(reason="KNOWN BUG, not fixed: two signals replicas give one book update two signal ids when "
-                          "their model values differ in the 4th decimal (each has seen other spot ticks), so "
-                          "JetStream's dedupe by id does not merge them; two executor replicas then decide both "
-                          "at once, and `order_working` (one working order per market leg) is checked in decide() "
-                          "outside the risk lock, so both are sent (in four runs of six here). Check the "
-                          "working order under RiskGate's advisory lock (and/or drop the model value from the "
-                          "signal id), then remove this mark.", strict=False)
 def test_two_replicas_never_trade_one_book_update_twice(compose_run: Run) -> None:
+    """Two signals replicas emit one id per book update and action (the model value is not part of it), so
+    JetStream keeps one and one executor decides it (it was traded twice in four runs of six before)."""
     traded: dict[str, list[str]] = {}
     for o in sorted(compose_run.orders, key=lambda o: o["created_at"]):
         if o["order_id"] is not None:

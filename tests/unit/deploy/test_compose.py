@@ -20,7 +20,7 @@ BASE = DEPLOY / "compose.yaml"
 KALSHI = DEPLOY / "compose.kalshi.yaml"
 CLUSTER = DEPLOY / "compose.cluster.yaml"
 ENV_EXAMPLE = DEPLOY / ".env.example"
-DESK = ("feeds", "signals", "executor", "resolver", "notifier")
+DESK = ("feeds", "signals", "executor", "resolver", "notifier", "dashboard")
 SCALED = {"signals": 2, "executor": 2}
 # Values that must never sit in a container's environment (they come as /run/secrets files).
 SECRET_VARS = ("KDESK_TELEGRAM_BOT_TOKEN", "KALSHI_DEMO_KEY_ID", "KALSHI_PROD_KEY_ID", "KDESK_LLM_API_KEY")
@@ -115,7 +115,12 @@ def test_service_conformance(svc: str) -> None:
                     "sim": "service_healthy"}
     assert s["depends_on"]["sim"]["required"] is False  # absent outside the sim profile
     assert s["deploy"].get("replicas", 1) == SCALED.get(svc, 1)
-    assert "container_name" not in s and not s.get("ports")  # both would break replicas
+    assert "container_name" not in s  # it would break replicas
+    if svc == "dashboard":  # the one published port: the host's loopback only, one replica
+        assert [(p["host_ip"], p["target"]) for p in s["ports"]] == [("127.0.0.1", 8765)]
+        assert s["environment"]["KDESK_DASHBOARD_TOKEN_FILE"] == "/run/secrets/dashboard_token"
+    else:
+        assert not s.get("ports")  # a published port would break replicas
 
 
 def test_grace_covers_the_bus_drain() -> None:
