@@ -20,7 +20,7 @@ from libs.common.events import Alert, Heartbeat, utcnow
 from services.dashboard import charts, panels
 from services.dashboard.sources import Answer
 
-PANELS = ("banner", "health", "pnl", "positions", "orders", "fills", "signals", "accuracy", "alerts")
+PANELS = ("banner", "health", "pnl", "positions", "orders", "fills", "signals", "llm", "accuracy", "alerts")
 
 
 class DeskView(Protocol):
@@ -105,6 +105,7 @@ class PageBuilder:
             "orders": self._fragment("orders", rows=panels.orders(value("orders"), now), error=error("orders")),
             "fills": self._fragment("fills", rows=panels.fills(value("fills")), error=error("fills")),
             "signals": self._fragment("signals", rows=panels.signals(value("signals")), error=error("signals")),
+            "llm": self._fragment("llm", llm=panels.llm(value("llm")), error=error("llm")),
             "accuracy": self._fragment("accuracy", acc=panels.accuracy(value("accuracy")), error=error("accuracy")),
             "alerts": self._fragment("alerts", rows=panels.alerts(self.view.last_alerts())),
         }

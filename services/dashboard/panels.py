@@ -202,6 +202,33 @@ def signals(rows: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]] | Non
     return out
 
 
+def _llm_cost(ticks: int | None) -> str:
+    """LLM money: calls cost fractions of a cent, so four decimals."""
+    return "—" if ticks is None else f"${ticks / 10_000:,.4f}"
+
+
+def llm(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The llm family's day (`cmd.signals.llm`): spend against the budget, and every recent call with its
+    prompt, answer, tokens and cost."""
+    if data is None:
+        return None
+    calls = []
+    for c in data.get("recent_calls") or []:
+        parsed = c.get("parsed") or {}
+        calls.append({"time": clock(c.get("ts")), "ticker": c["ticker"], "stage": c["stage"], "model": c["model"],
+                      "status": c["status"], "error": c.get("error") or "", "cost": _llm_cost(c.get("cost_ticks")),
+                      "p": num(parsed.get("probability"), ".2f") if parsed else "—",
+                      "latency": "—" if c.get("latency_ms") is None else f"{c['latency_ms']:.0f} ms",
+                      "tokens": f"{c.get('prompt_tokens') or 0:,} / {c.get('completion_tokens') or 0:,}",
+                      "prompt": c.get("prompt") or "", "response": c.get("response") or ""})
+    return {"spent": _llm_cost(data.get("spent_ticks")), "budget": _llm_cost(data.get("budget_ticks")),
+            "left": _llm_cost(data.get("remaining_ticks")), "spent_out": bool(data.get("budget_spent")),
+            "model": data.get("model") or "", "calls": data.get("calls_today") or {},
+            "backoff_s": data.get("provider_backoff_s") or 0,
+            "calibration_n": (data.get("calibration") or {}).get("n", 0),
+            "recent": calls}
+
+
 def accuracy(data: dict[str, Any] | None) -> dict[str, Any] | None:
     """Scores per family over the window: n, Brier (model and market), skill, log loss, hit rate, P&L."""
     if data is None:

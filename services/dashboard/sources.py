@@ -29,6 +29,7 @@ from libs.common.logs import get_logger, redact_text
 log = get_logger(__name__)
 
 # The services whose silence the health panel reports (the simulator sends no heartbeat).
+LLM_CALLS_SHOWN = 15
 DESK_SERVICES = ("feeds", "signals", "executor", "resolver", "notifier", "dashboard")
 PNL_DAYS = 7
 ACCURACY_DAYS = 30
@@ -141,6 +142,8 @@ class Sources:
             Source("accuracy", lambda: self._ask("resolver", "accuracy", {"days": ACCURACY_DAYS}), 30.0),
             Source("ws", lambda: self._ask("feeds", "ws_status"), max(fast, 5.0)),
             Source("control", self._control, max(fast, 2.0)),
+            # The llm family's day and its call record; signals does not answer it when the family is off.
+            Source("llm", lambda: self._ask("signals", "llm", {"limit": LLM_CALLS_SHOWN}), max(fast, 5.0)),
         )}
 
     async def _ask(self, service: str, verb: str, payload: dict[str, Any] | None = None) -> Any:

@@ -54,6 +54,7 @@ log = get_logger(__name__)
 LLM_VALID = timedelta(hours=6)  # an analysis older than this is no longer a probability to trade on
 MAX_PAUSE_S = 600.0
 STAGES = ("forecaster", "critic", "trader")
+RECORD_CHARS = 4000  # of a prompt or an answer in a `cmd.signals.llm` answer (the table keeps them whole)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,13 +146,15 @@ class LlmLedger:
             await s.execute(update(LlmCall).where(LlmCall.call_id == call_id).values(**values))
 
     async def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The newest trader-stage calls (the decisions), newest first."""
+        """The newest calls (every stage), newest first, with their prompts and answers."""
         async with self.sessions() as s:
             rows = (await s.scalars(select(LlmCall).where(LlmCall.mode == self.mode)
                                     .order_by(LlmCall.started_at.desc(), LlmCall.call_id).limit(limit))).all()
         return [{"ts": r.started_at, "ticker": r.ticker, "stage": r.stage, "model": r.model, "status": r.status,
                  "error": r.error, "cost_ticks": r.cost_ticks if r.cost_ticks is not None else r.reserved_ticks,
-                 "parsed": r.parsed, "latency_ms": r.latency_ms} for r in rows]
+                 "parsed": r.parsed, "latency_ms": r.latency_ms, "prompt_tokens": r.prompt_tokens,
+                 "completion_tokens": r.completion_tokens, "prompt": r.prompt[:RECORD_CHARS],
+                 "response": (r.response or "")[:RECORD_CHARS]} for r in rows]
 
     async def day_counts(self, day: date) -> dict[str, int]:
         """Calls of `day` by status."""

@@ -92,3 +92,35 @@ def test_accuracy_rows() -> None:
     [w] = acc["families"]
     assert (w["family"], w["n"], w["brier"], w["skill"], w["hit"], w["pnl"]) == \
         ("weather", 12, "0.1800", "+0.100", "60%", "+0.12")
+
+
+def test_the_llm_panel_shows_the_days_spend_and_each_call_with_its_prompt_and_answer() -> None:
+    import jinja2
+
+    from services.dashboard.app import templates
+
+    data = {"day": "2026-11-22", "model": "grok-4", "budget_ticks": 50_000, "spent_ticks": 123,
+            "remaining_ticks": 49_877, "budget_spent": False, "calls_today": {"done": 5, "failed": 1},
+            "provider_backoff_s": 0, "calibration": {"n": 0},
+            "recent_calls": [{"ts": "2026-11-22T20:00:01+00:00", "ticker": "KXSIMQ-26NOV23-Q1", "stage": "trader",
+                              "model": "grok-4", "status": "done", "error": None, "cost_ticks": 13,
+                              "parsed": {"probability": 0.81}, "latency_ms": 412.0, "prompt_tokens": 250,
+                              "completion_tokens": 36, "prompt": "[user]\nMarket: KXSIMQ-26NOV23-Q1 <b>",
+                              "response": '{"probability": 0.81}'},
+                             {"ts": "2026-11-22T19:59:00+00:00", "ticker": "KXSIMQ-26NOV23-Q2", "stage": "forecaster",
+                              "model": "grok-4", "status": "failed", "error": "refusal", "cost_ticks": 4,
+                              "parsed": None, "latency_ms": 90.0, "prompt_tokens": 170, "completion_tokens": 9,
+                              "prompt": "p", "response": "I can't help"}]}
+    p = panels.llm(data)
+    assert p is not None and (p["spent"], p["budget"], p["left"]) == ("$0.0123", "$5.0000", "$4.9877")
+    first, second = p["recent"]
+    assert (first["time"], first["p"], first["cost"], first["tokens"], first["latency"]) == \
+        ("20:00:01", "0.81", "$0.0013", "250 / 36", "412 ms")
+    assert (second["status"], second["error"], second["p"]) == ("failed", "refusal", "—")
+    env: jinja2.Environment = templates()
+    html = env.get_template("panels/llm.html").render(llm=p, error=None)
+    assert "$0.0123" in html and "1 failed" in html and "refusal" in html
+    assert "&lt;b&gt;" in html  # a prompt is text, never markup
+    assert panels.llm(None) is None
+    off = env.get_template("panels/llm.html").render(llm=None, error="no_responders")
+    assert "off unless KDESK_LLM_SERIES" in off

@@ -62,7 +62,7 @@ async def test_page_data_is_the_same_panels_and_the_charts(open_page: tuple[http
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     d = r.json()
     assert d["mode"] == "sim" and set(d["panels"]) == {"banner", "health", "pnl", "positions", "orders", "fills",
-                                                       "signals", "accuracy", "alerts"}
+                                                       "signals", "llm", "accuracy", "alerts"}
     assert set(d["charts"]) == {"equity", "daily", "cal-weather"}
     equity = d["charts"]["equity"]["figure"]["data"][0]
     assert equity["y"][0] == 1000.0 and equity["y"][-1] == 1001.5, "dollars of the executor's equity ticks"
