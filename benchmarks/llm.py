@@ -3,7 +3,7 @@
 - `llm_calls_per_s`: chat completions per second through the whole analysis (three prompts, the budget
   reservation and settlement in PostgreSQL, the SDK, parsing) against the fake provider, which answers at
   once: the family's own overhead, not model time.
-- `brier_skill_llm_raw` / `brier_skill_llm_calibrated`: on simulated questions (truth ~ Beta(2, 2), outcome
+- `brier_skill_llm_raw` / `brier_skill_llm` (calibrated, what is traded): on simulated questions (truth ~ Beta(2, 2), outcome
   drawn from it), the fake answers around the truth with noise and, like real language models, too sharp
   (`sharpness` 1.8). Skill is 1 − Brier(llm) / Brier(crowd), the crowd being the sim's (the truth with a
   logit error of sd 0.5, as services/sim/liquidity.py's traders). Calibration is Platt scaling fitted on the
@@ -31,8 +31,8 @@ from services.signals.llm import LlmAnalyst, LlmLedger, platt_fit
 from services.signals.llm_prompts import MarketBrief
 from services.sim.llm import FakeLlm
 
-N_QUESTIONS = 300
-CONCURRENCY = 4
+N_QUESTIONS = 400
+CONCURRENCY = 8
 CROWD_LOGIT_SD = 0.5
 
 
@@ -97,6 +97,7 @@ async def run() -> dict[str, Any]:
         "brier_llm_calibrated": round(brier_cal, 4),
         "brier_crowd_llm": round(brier_crowd, 4),
         "brier_skill_llm_raw": round(1 - brier_raw / brier_crowd, 4),
-        "brier_skill_llm_calibrated": round(1 - brier_cal / brier_crowd, 4),
+        # The goal's figure: what the desk trades on is the calibrated probability.
+        "brier_skill_llm": round(1 - brier_cal / brier_crowd, 4),
         "llm_platt_a": round(a, 3),
     }

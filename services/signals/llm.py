@@ -36,7 +36,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, text, update
+from sqlalchemy import and_, exists, func, insert, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.config import Settings, usd_to_ticks
@@ -109,27 +109,37 @@ class LlmLedger:
         """Reserve one call; None when it may go, else why not (cooldown, market_daily_limit, budget_spent).
 
         The first stage of an analysis is also its claim on the market: the cooldown and the day's limit are
-        checked against the other analyses of that market, under the same lock as the budget.
+        checked against the other analyses of that market, under the same lock as the budget. Under the lock
+        the checks and the insert are one statement (the lock is held for two round trips, not five: every
+        replica's calls queue on it); only a refusal asks again, for its reason.
         """
         day = utc_day(now)
+        since = now - timedelta(seconds=cooldown_s)
+        mine = (LlmCall.mode == self.mode, LlmCall.ticker == ticker, LlmCall.stage == STAGES[0])
+        spent = select(func.coalesce(func.sum(func.coalesce(LlmCall.cost_ticks, LlmCall.reserved_ticks)), 0)) \
+            .where(LlmCall.mode == self.mode, LlmCall.day == day).scalar_subquery()
+        claims = select(func.count()).where(*mine, LlmCall.day == day).scalar_subquery()
+        fits = spent + reserve <= budget
+        if stage == STAGES[0]:
+            fits = and_(fits, claims < max_per_day, ~exists().where(*mine, LlmCall.started_at > since))
+        row = {"call_id": f"{analysis_id}:{stage}", "analysis_id": analysis_id, "mode": self.mode, "day": day,
+               "ticker": ticker, "stage": stage, "prompt_version": prompts.PROMPT_VERSION, "model": model,
+               "status": "reserved", "prompt": prompt, "reserved_ticks": reserve, "started_at": now}
+        # One statement under the lock: the row goes in only if it fits (every replica's calls queue on the lock,
+        # so it is held for two round trips, not five); only a refusal asks again, for its reason.
+        stmt = insert(LlmCall).from_select(list(row), select(*(literal(v, LlmCall.__table__.c[k].type)
+                                                               for k, v in row.items())).where(fits))
         async with self.sessions() as s, s.begin():
             await self._lock(s)
+            if (await s.execute(stmt.returning(LlmCall.call_id))).first() is not None:
+                return None
             if stage == STAGES[0]:
-                rows = (await s.execute(select(LlmCall.started_at).where(
-                    LlmCall.mode == self.mode, LlmCall.ticker == ticker, LlmCall.stage == STAGES[0],
-                    LlmCall.day == day))).scalars().all()
-                if len(rows) >= max_per_day:
+                today = await s.scalar(select(func.count()).where(*mine, LlmCall.day == day))
+                if (today or 0) >= max_per_day:
                     return "market_daily_limit"
-                last = await s.scalar(select(func.max(LlmCall.started_at)).where(
-                    LlmCall.mode == self.mode, LlmCall.ticker == ticker, LlmCall.stage == STAGES[0]))
-                if last is not None and (now - last).total_seconds() < cooldown_s:
+                if await s.scalar(select(exists().where(*mine, LlmCall.started_at > since))):
                     return "cooldown"
-            if await self._spent(s, day) + reserve > budget:
-                return "budget_spent"
-            s.add(LlmCall(call_id=f"{analysis_id}:{stage}", analysis_id=analysis_id, mode=self.mode, day=day,
-                          ticker=ticker, stage=stage, prompt_version=prompts.PROMPT_VERSION, model=model,
-                          status="reserved", prompt=prompt, reserved_ticks=reserve, started_at=now))
-        return None
+        return "budget_spent"
 
     async def settle(self, call_id: str, *, now: datetime, result: LlmResult | None, parsed: dict[str, Any] | None,
                      error: str | None) -> None:

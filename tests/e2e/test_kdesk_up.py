@@ -123,7 +123,7 @@ def _kdesk(var: Path, *args: str, stdin: str = "") -> subprocess.CompletedProces
 @pytest.mark.slow
 def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_path: Path) -> None:
     var = tmp_path / "var"
-    proc, out = start_up(var)
+    proc, out = start_up(var, KDESK_LLM_SERIES="KXSIMQ")  # with the llm family, on the simulator's questions
     drain = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
     drain.start()
     try:
@@ -146,6 +146,13 @@ def test_a_second_terminal_finds_the_running_desk_and_reads_it_in_dollars(tmp_pa
         assert "$" in _kdesk(var, "balance").stdout
         # The sim's crowd is noisy, so the desk trades within seconds: wait for fills before comparing books.
         _eventually("the desk's first fills", lambda: json.loads(_kdesk(var, "fills", "--json").stdout) or None, 60)
+        # The llm family: the fake provider's answers become signals and orders like any family's.
+        _eventually("an order on an llm-family market", lambda: [
+            o for o in json.loads(_kdesk(var, "orders", "--json", "--limit", "200").stdout)
+            if o["ticker"].startswith("KXSIMQ-") and o.get("status") != "blocked"] or None, 90)
+        day = json.loads(_kdesk(var, "llm", "--json").stdout)
+        assert day["mode"] == "sim" and day["spent_ticks"] > 0 and day["calls_today"].get("done", 0) >= 3, day
+        assert "spent of $5.0000" in _kdesk(var, "llm").stdout
         paused = _kdesk(var, "pause", "--reason", "e2e")
         assert paused.returncode == 0 and "PAUSED" in paused.stdout
         assert json.loads(_kdesk(var, "status", "--json").stdout)["executor"]["paused"] is True
