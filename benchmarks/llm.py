@@ -3,11 +3,13 @@
 - `llm_calls_per_s`: chat completions per second through the whole analysis (three prompts, the budget
   reservation and settlement in PostgreSQL, the SDK, parsing) against the fake provider, which answers at
   once: the family's own overhead, not model time.
-- `brier_skill_llm_raw` / `brier_skill_llm` (calibrated, what is traded): on simulated questions (truth ~ Beta(2, 2), outcome
-  drawn from it), the fake answers around the truth with noise and, like real language models, too sharp
-  (`sharpness` 1.8). Skill is 1 − Brier(llm) / Brier(crowd), the crowd being the sim's (the truth with a
-  logit error of sd 0.5, as services/sim/liquidity.py's traders). Calibration is Platt scaling fitted on the
-  first half of the resolved questions and scored on the second half.
+- `brier_skill_llm_raw` / `brier_skill_llm` (calibrated, what is traded): on simulated questions (truth
+  ~ Beta(2, 2), outcome drawn from it), the fake answers around the truth with noise and, like real
+  language models, too sharp (`sharpness` 1.8). Skill is 1 − Brier(llm) / Brier(crowd), the crowd being
+  the sim's (the truth with a logit error of sd 0.5, as services/sim/liquidity.py's traders). Calibration
+  is Platt scaling fitted on the first half of the resolved questions (on their outcomes) and scored on
+  the second half, by the Brier score expected given each question's hidden truth (the realized Brier is
+  reported beside it).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ CROWD_LOGIT_SD = 0.5
 
 def _brier(p: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean((p - y) ** 2))
+
+
+def _expected_brier(p: np.ndarray, truth: np.ndarray) -> float:
+    """The Brier score expected over the outcome given the hidden truth: the realized one's noise (its sd is about
+    as large as the skill measured, on 200 questions) without its bias."""
+    return float(np.mean(truth * (1 - p) ** 2 + (1 - truth) * p ** 2))
 
 
 async def run() -> dict[str, Any]:
@@ -86,9 +94,9 @@ async def run() -> dict[str, Any]:
     a, b = platt_fit(p[:half], outcomes[:half])
     x = np.log(np.clip(p[half:], 1e-4, 1 - 1e-4) / (1 - np.clip(p[half:], 1e-4, 1 - 1e-4)))
     calibrated = 1 / (1 + np.exp(-(a * x + b)))
-    test_y, test_crowd = outcomes[half:], crowd[half:]
-    brier_crowd = _brier(test_crowd, test_y)
-    brier_raw, brier_cal = _brier(p[half:], test_y), _brier(calibrated, test_y)
+    test_y, test_crowd, test_t = outcomes[half:], crowd[half:], np.array(truths[half:])
+    brier_crowd = _expected_brier(test_crowd, test_t)
+    brier_raw, brier_cal = _expected_brier(p[half:], test_t), _expected_brier(calibrated, test_t)
     return {
         "llm_calls_per_s": round(calls / elapsed, 1),
         "llm_analyses": N_QUESTIONS,
@@ -100,4 +108,7 @@ async def run() -> dict[str, Any]:
         # The goal's figure: what the desk trades on is the calibrated probability.
         "brier_skill_llm": round(1 - brier_cal / brier_crowd, 4),
         "llm_platt_a": round(a, 3),
+        # The same on the outcomes drawn (noisier): for comparison with the resolver's figures.
+        "brier_llm_realized": round(_brier(calibrated, test_y), 4),
+        "brier_crowd_llm_realized": round(_brier(test_crowd, test_y), 4),
     }
