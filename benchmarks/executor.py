@@ -15,16 +15,24 @@ and its reservation committed (`Desk.reserve_times`), the create leaving and its
 (`OrderLifecycle.create_times`; the pending mark sits between reserved and sent), and the simulator
 resting the order (the wire-to-wire end). Each stage is the time from the previous stamp; `exchange` is
 create sent → the simulator has the order (a part of `answered`, not added to the chain).
+
+`reserve_ms_at_10_open` / `reserve_ms_at_1000_open`: p50 of one reservation (RiskGate.reserve, as the
+executor holds it) with 10 and with 1,000 open orders in the mode (one mode each: `sim` and `paper`),
+spread over events of ten brackets with strikes; each timed reservation is on a bracket event of its own
+and is closed again (untimed), so the count stays put; the two take turns, so the machine's noise falls on
+both alike. A figure of how the cost grows with the book of the desk, not a timed assertion.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import random
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from benchmarks.harness import private_nats, private_postgres
@@ -32,12 +40,15 @@ from libs.common import subjects
 from libs.common.bus import Bus
 from libs.common.climate import climate_day
 from libs.common.config import Mode, load_settings
-from libs.common.db import create_engine, session_factory
+from libs.common.db import Order, create_engine, session_factory
 from libs.common.events import MarketDefinition, PriceRange, Signal, WxForecast, WxMember
 from libs.common.kalshi import KalshiWS
 from libs.common.matching.types import OrderRequest, OrderUpdate
 from libs.common.stations import BY_SERIES
 from services.executor.broker import KalshiUpdates
+from services.executor.exposure import Strike
+from services.executor.ledger import Ledger
+from services.executor.risk import Intent, RiskGate
 from services.executor.service import Executor
 from services.feeds.books import BookFanout
 from services.signals.pipeline import SignalPipeline
@@ -199,9 +210,80 @@ def _stages(samples: list[tuple[float, float, str | None]], book_at: list[float]
     return out
 
 
+BRACKETS = 10  # markets per benchmark event
+
+
+def _bracket(event: str, k: int) -> tuple[str, Strike]:
+    lo = Decimal(40 + 2 * k)
+    return f"{event}-B{lo + Decimal('0.5')}", Strike("between", lo, lo + 1)
+
+
+async def _seed(sessions: Any, mode: str, strikes: dict[str, Strike | None], count: int) -> None:
+    """`count` open orders in `mode` (resting YES bids, ten brackets per event), written in one statement."""
+    rows = []
+    for i in range(count):
+        event = f"KXBENCH-{mode}-E{i // BRACKETS}"
+        ticker, strikes[ticker] = _bracket(event, i % BRACKETS)
+        rows.append({"mode": mode, "client_order_id": f"kd-seed-{i}", "order_id": f"ex-seed-{mode}-{i}",
+                     "leg": "yes", "family": "weather", "series_ticker": "KXBENCH", "event_ticker": event,
+                     "ticker": ticker, "book_side": "bid", "outcome_side": "yes", "yes_price": 1_000,
+                     "initial_count": 100, "remaining_count": 100, "time_in_force": "good_till_canceled",
+                     "status": "resting"})
+    async with sessions() as s, s.begin():
+        await s.execute(Order.__table__.insert(), rows)
+
+
+async def _reserve_cost(url: str, sizes: dict[int, str] | None = None, n: int = 300) -> dict[str, float]:
+    """p50 ms of one reservation at each number of open orders, each in a mode of its own (the gate as the
+    executor holds it). The sizes take turns, so the machine's noise falls on all of them alike."""
+    sizes = sizes or {10: "sim", 1_000: "paper"}
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    limits = load_settings(mode=Mode.SIM, max_order_usd="1000", max_market_usd="10000", max_event_usd="10000",
+                           max_family_usd="1000000", max_portfolio_usd="1000000", max_open_orders=100_000).risk
+    # `dedicated` and `sync_strikes` exist since the one-statement reservation; this also times the gate before.
+    kw = {"dedicated": True} if "dedicated" in inspect.signature(RiskGate).parameters else {}
+    runs = []
+    try:
+        for size, mode in sizes.items():
+            strikes: dict[str, Strike | None] = {}
+            await _seed(sessions, mode, strikes, size)
+            hot = [_bracket(f"KXBENCH-{mode}-HOT", k) for k in range(BRACKETS)]
+            strikes.update(hot)
+            gate = RiskGate(sessions, mode, limits, strikes, **kw)
+            if hasattr(gate, "sync_strikes"):
+                await gate.sync_strikes()
+            runs.append((size, mode, gate, Ledger(sessions, mode), [t for t, _ in hot], []))
+        async with engine.connect() as c:  # statistics as autovacuum would have them, without it running now
+            await (await c.execution_options(isolation_level="AUTOCOMMIT")).exec_driver_sql("VACUUM ANALYZE")
+        for i in range(n + 20):  # the first 20 warm the connections and the plans
+            for size, mode, gate, ledger, hot_tickers, times in runs[:: 1 if i % 2 else -1]:
+                intent = Intent(client_order_id=f"kd-bench-{i}", signal_id=None, leg="yes", family="weather",
+                                series_ticker="KXBENCH", event_ticker=f"KXBENCH-{mode}-HOT",
+                                ticker=hot_tickers[i % BRACKETS], book_side="bid", yes_price=3_000, count=500,
+                                post_only=True)
+                t0 = time.perf_counter()
+                verdict = await gate.reserve(intent, now=datetime.now(UTC))
+                if i >= 20:
+                    times.append(time.perf_counter() - t0)
+                if not verdict.ok:
+                    raise RuntimeError(f"benchmark reservation declined at {size} open: {verdict}")
+                await ledger.finish(intent.client_order_id, "canceled", "bench")  # the open count stays put
+        return {f"reserve_ms_at_{size}_open": round(statistics.median(times) * 1000, 3)
+                for size, *_, times in runs}
+    finally:
+        for _, _, gate, *_ in runs:
+            if hasattr(gate, "aclose"):
+                await gate.aclose()
+        await engine.dispose()
+
+
 async def run() -> dict[str, float | int]:
-    """Wire-to-wire latency on a private nats-server and an embedded PostgreSQL."""
+    """Wire-to-wire latency on a private nats-server and an embedded PostgreSQL; reservation cost by book size."""
     with private_postgres() as url:
         async with private_nats() as nats_url:
             p50, p99, samples, stages = await _latency(nats_url, url)
-    return {"wire_to_wire_p50_ms": p50, "wire_to_wire_p99_ms": p99, "wire_to_wire_samples": samples, **stages}
+    with private_postgres() as url:
+        reserve = await _reserve_cost(url)
+    return {"wire_to_wire_p50_ms": p50, "wire_to_wire_p99_ms": p99, "wire_to_wire_samples": samples, **stages,
+            **reserve}

@@ -4,6 +4,11 @@ What to trade is decided in decide.py (pure); how an order moves is orders.py. T
 I/O around the decision — the ledger read before it, the locked reservation and the send after it —
 and the periodic care of what is working and held.
 
+The hot path is one round trip to PostgreSQL before the create: the decision is made as if nothing were
+working or held on the signal's leg (the common case), and reserved, already `pending`, only if that
+holds under the risk lock (risk.Send.only_if_flat). When it does not, nothing was written; the leg is read
+and the decision made again with what is there (order_working, at_target, a smaller order, a resume).
+
 Every signal ends in exactly one `orders` row keyed by its deterministic client_order_id: an order
 that was sent, or a `blocked` row whose reason says why not (expired, paused, no_edge, cap_event ...).
 A redelivered signal finds that row and does nothing more — unless its order never left (the first
@@ -41,7 +46,7 @@ from services.executor.ledger import Ledger
 from services.executor.markets import Markets, MarketState
 from services.executor.orders import OrderLifecycle
 from services.executor.pricing import arbitrage, quote
-from services.executor.risk import Intent, Leg, RiskGate, TimeInForce, Verdict
+from services.executor.risk import LEG_BUSY, Intent, Leg, RiskGate, Send, TimeInForce, Verdict
 from services.executor.sizing import order_cost
 
 log = get_logger(__name__)
@@ -123,10 +128,19 @@ class Desk:
         st = self.markets.get(sig.ticker)
         now = self.clock()
         leg = leg_of(sig)
-        working, held = await self.ledger.working_and_held(sig.ticker, leg)
-        holdings = Holdings(working=working, held=held)
         ctx = self.context(now, sig.family)
         fresh = st is not None and self.markets.book_fresh(st, now)
+        guess = decide(sig, st, Holdings(), ctx, self.config, book_fresh=fresh)
+        if isinstance(guess, Intent):
+            send = self.orders.sending(guess.ticker, only_if_flat=True)
+            verdict = await self.risk.reserve(guess, now=now, send=send)
+            if verdict.reason != LEG_BUSY:  # decided in that one statement
+                if verdict.ok and not verdict.existing:
+                    self.reserve_times.append((sig.id, guess.client_order_id, received, time.perf_counter()))
+                await self._after_reserve(guess, verdict, now, send)
+                return
+        working, held = await self.ledger.working_and_held(sig.ticker, leg)
+        holdings = Holdings(working=working, held=held)
         own = holdings.own(client_order_id(sig.id, leg, 0))
         if own is not None:
             await self._resume(cast(Order, own), sig, st, ctx, fresh)
@@ -137,10 +151,11 @@ class Desk:
                 await self._maybe_reprice(cast(Order, holdings.working[0]), result.reprice_to, "new_signal")
             await self._decline(result.intent, result.reason, now)
             return
-        verdict = await self.risk.reserve(result, now=now)
+        send = self.orders.sending(result.ticker)
+        verdict = await self.risk.reserve(result, now=now, send=send)
         if verdict.ok and not verdict.existing:
             self.reserve_times.append((sig.id, result.client_order_id, received, time.perf_counter()))
-        await self._after_reserve(result, verdict, now)
+        await self._after_reserve(result, verdict, now, send)
 
     async def _resume(self, row: Order, sig: Signal, st: MarketState | None, ctx: Context, fresh: bool) -> None:
         """A redelivered signal whose own order is open: send it if it never left, else nothing."""
@@ -158,7 +173,7 @@ class Desk:
         log.warning("intent_resumed", client_order_id=row.client_order_id, status=row.status, ticker=row.ticker)
         await self._send(intent_of(row, st), ctx.now)
 
-    async def _after_reserve(self, intent: Intent, verdict: Verdict, now: datetime) -> None:
+    async def _after_reserve(self, intent: Intent, verdict: Verdict, now: datetime, sent: Send) -> None:
         if verdict.existing:
             self._count("duplicate")
             log.info("intent_already_decided", client_order_id=intent.client_order_id, status=verdict.status)
@@ -168,10 +183,10 @@ class Desk:
             log.info("trade_declined", ticker=intent.ticker, reason=verdict.reason, usage=verdict.usage)
             return
         self._count("sent")
-        await self._send(intent, now)
+        await self._send(intent, now, sent)
 
-    async def _send(self, intent: Intent, now: datetime) -> None:
-        row = await self.orders.send(intent)
+    async def _send(self, intent: Intent, now: datetime, marked: Send | None = None) -> None:
+        row = await self.orders.send(intent, marked=marked)
         # A pause that arrived while the order was in flight: the order must not stay on the book.
         if row is not None and row.status == "resting" and self.control.blocks(self.mode, intent.family, now):
             await self.orders.cancel(row, "paused")
@@ -261,13 +276,14 @@ class Desk:
         if count <= 0:
             return
         first = leg("arb_yes", "bid", arb.yes_price, count)
-        verdict = await self.risk.reserve(first, now=now)
+        send = self.orders.sending(st.defn.ticker)
+        verdict = await self.risk.reserve(first, now=now, send=send)
         if verdict.existing:
             return  # this book's opportunity was already decided (the same update seen again)
         if not verdict.ok:
             log.info("arbitrage_declined", ticker=st.defn.ticker, reason=verdict.reason)
             return
-        row = await self.orders.send(first)
+        row = await self.orders.send(first, marked=send)
         got = row.fill_count if row is not None else 0
         if row is None or row.status in order_status.NOT_YET_ON_EXCHANGE:
             await self._one_legged(st, base, now, f"leg one's answer was lost (status "
@@ -278,10 +294,10 @@ class Desk:
             log.info("arbitrage_missed", ticker=st.defn.ticker, status=row.status)  # nothing filled: nothing to pair
             return
         second = leg("arb_no", "ask", ONE_DOLLAR - arb.no_price, got)
-        verdict = await self.risk.reserve(second, now=now)
+        verdict = await self.risk.reserve(second, now=now, send=send)
         if verdict.existing:
             return
-        row2 = await self.orders.send(second) if verdict.ok else None
+        row2 = await self.orders.send(second, marked=send) if verdict.ok else None
         got2 = row2.fill_count if row2 is not None else 0
         if got2 == got:
             log.info("arbitrage_done", ticker=st.defn.ticker, count=got, profit=arb.profit_per_contract)
@@ -338,10 +354,11 @@ class Desk:
                         ticker=ticker, book_side="ask" if side == "ask" else "bid", yes_price=yes_price, count=count,
                         time_in_force="immediate_or_cancel", reduce_only=True, fee_type=st.fee_type,
                         fee_multiplier=st.fee_multiplier)
-        verdict = await self.risk.reserve(intent, now=self.clock(), reduces_only=True)
+        send = self.orders.sending(ticker)
+        verdict = await self.risk.reserve(intent, now=self.clock(), reduces_only=True, send=send)
         if verdict.ok and not verdict.existing:
             log.info("exit", ticker=ticker, leg=leg, count=count, price=bid, why=why)
-            await self.orders.send(intent)
+            await self.orders.send(intent, marked=send)
 
     async def flatten(self) -> dict[str, Any]:
         """Cancel every resting order and exit every position at the best bid."""

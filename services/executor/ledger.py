@@ -148,7 +148,10 @@ class Ledger:
                                          .order_by(Order.id.desc()).limit(limit))).all())
 
     async def mark_sent(self, coid: str, sent_at: datetime, *, exchange_index: int | None = None) -> None:
-        """The intent is about to leave: `pending`, with the shard it is sent to (its route from now on)."""
+        """The intent is about to leave: `pending`, with the shard it is sent to (its route from now on).
+
+        The desk's own sends are reserved already `pending` (risk.Send); this is for an `intent` row
+        resumed after a crash, or reserved without a send."""
         values: dict[str, Any] = {"status": "pending", "sent_at": sent_at}
         if exchange_index is not None:
             values["exchange_index"] = exchange_index
@@ -266,9 +269,20 @@ class Ledger:
             await insert_if_new(s, Position, {"mode": self.mode, "ticker": f.ticker, "event_ticker": event_ticker,
                                               "series_ticker": series_ticker, "family": family},
                                 key=["mode", "ticker"])
+            # The position row first, then the order's: the risk-usage triggers (migration 0006) take the
+            # mode's usage lock at the first change, and no row may be locked after it (set_position and
+            # settle lock the position, set_state and finish the order, then the usage lock).
             pos = await s.scalar(select(Position).where(Position.mode == self.mode, Position.ticker == f.ticker)
                                  .with_for_update())
             assert pos is not None
+            # The order's fees are at least the sum of its fills we hold (frames may come in any order; the
+            # row may not know its exchange id yet, in which case the venue's total arrives with it later).
+            # Touching the row also books the fill on it (its trigger counts the order's fills), so the fill
+            # moves from the order's risk usage to the position's in this transaction.
+            paid = select(func.coalesce(func.sum(Fill.fee_ticks), 0)).where(
+                Fill.mode == self.mode, Fill.order_id == f.order_id).scalar_subquery()
+            await s.execute(update(Order).where(Order.mode == self.mode, Order.order_id == f.order_id)
+                            .values(fees_ticks=func.greatest(Order.fees_ticks, paid)))
             pos.position, pos.cost_ticks, pos.realized_pnl_ticks = apply_to_position(
                 pos.position, pos.cost_ticks, pos.realized_pnl_ticks, f)
             pos.realized_pnl_ticks -= f.fee
@@ -278,12 +292,6 @@ class Ledger:
             pos.last_fill_id = f.fill_id
             if family and not pos.family:
                 pos.family = family
-            # The order's fees are at least the sum of its fills we hold (frames may come in any order; the
-            # row may not know its exchange id yet, in which case the venue's total arrives with it later).
-            paid = select(func.coalesce(func.sum(Fill.fee_ticks), 0)).where(
-                Fill.mode == self.mode, Fill.order_id == f.order_id).scalar_subquery()
-            await s.execute(update(Order).where(Order.mode == self.mode, Order.order_id == f.order_id)
-                            .values(fees_ticks=func.greatest(Order.fees_ticks, paid)))
         self.on_event()
         return True
 
@@ -345,14 +353,19 @@ class Ledger:
                                   .order_by(BalanceSnapshot.ts).limit(1))
 
 
-async def write_event(s: AsyncSession, mode: str, ev: OrderEventMsg) -> bool:
-    """Insert one outbox row for `ev` in the caller's transaction; False when it was already there."""
-    return await insert_if_new(s, OrderEvent, {
+def event_columns(mode: str, ev: OrderEventMsg, *, as_json: bool = False) -> dict[str, Any]:
+    """The `order_events` (outbox) row announcing `ev`; `as_json`: the message as JSON text, not a dict."""
+    return {
         "event_id": ev.id, "mode": mode, "client_order_id": ev.client_order_id, "order_id": ev.order_id,
         "ticker": ev.ticker, "kind": ev.kind, "yes_price": ev.price, "count": ev.count,
         "fill_count": ev.filled_count, "remaining_count": ev.remaining_count, "reason": ev.reason,
         "ts_event": ev.ts_event, "subject": subjects.ord_(ev.event_ticker, ev.ticker),
-        "message": ev.model_dump(mode="json")}, key=["mode", "event_id"])
+        "message": ev.model_dump_json() if as_json else ev.model_dump(mode="json")}
+
+
+async def write_event(s: AsyncSession, mode: str, ev: OrderEventMsg) -> bool:
+    """Insert one outbox row for `ev` in the caller's transaction; False when it was already there."""
+    return await insert_if_new(s, OrderEvent, event_columns(mode, ev), key=["mode", "event_id"])
 
 
 def order_summary(o: Order) -> dict[str, Any]:
@@ -376,5 +389,5 @@ def fill_summary(f: Fill) -> dict[str, Any]:
             "filled_at": f.filled_at}
 
 
-__all__: Sequence[str] = ("FillFact", "Ledger", "OrderState", "apply_to_position", "fill_summary",
+__all__: Sequence[str] = ("FillFact", "Ledger", "OrderState", "apply_to_position", "event_columns", "fill_summary",
                           "order_summary", "position_summary", "write_event")

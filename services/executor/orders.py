@@ -6,7 +6,8 @@ order and fill reads); the desk decides, this module carries it out. Statuses mo
 outbox, drained by outbox.py), so nothing on the bus can block or lose a trade.
 
 Sending: the intent row exists (the risk gate wrote it) before any byte goes out; it becomes
-`pending`, then the V2 create is sent with the deterministic `client_order_id`. A lost answer leaves
+`pending` — in the reservation's own statement when the desk reserved it to send at once (risk.Send),
+else here — then the V2 create is sent with the deterministic `client_order_id`. A lost answer leaves
 the row `pending`; reconciliation looks the id up on the exchange and adopts what it finds, and a
 retried create of the same id is answered 409 and recovered by the client — one order either way.
 
@@ -43,7 +44,7 @@ from libs.common.logs import get_logger
 from services.executor.broker import Broker
 from services.executor.ledger import FillFact, Ledger, OrderState
 from services.executor.markets import Markets
-from services.executor.risk import Intent
+from services.executor.risk import Intent, Send
 
 log = get_logger(__name__)
 
@@ -95,13 +96,21 @@ class OrderLifecycle:
 
     # -- sending --------------------------------------------------------------------------------
 
-    async def send(self, intent: Intent) -> Order | None:
+    def sending(self, ticker: str, *, only_if_flat: bool = False) -> Send:
+        """How to reserve an order that is sent right after: `pending` on the shard it goes to."""
+        return Send(self.shard(ticker), only_if_flat)
+
+    async def send(self, intent: Intent, *, marked: Send | None = None) -> Order | None:
         """Send a reserved intent; returns the ledger row after the venue's answer (None if unknown).
 
+        `marked`: the reservation already made the row `pending` for this shard (no write before the create).
         Also resumes an intent whose earlier send died before or during the create (same id: one order).
         """
-        shard = self.shard(intent.ticker)
-        await self.ledger.mark_sent(intent.client_order_id, self.clock(), exchange_index=shard)
+        if marked is not None:
+            shard = marked.exchange_index
+        else:
+            shard = self.shard(intent.ticker)
+            await self.ledger.mark_sent(intent.client_order_id, self.clock(), exchange_index=shard)
         t_sent = time.perf_counter()
         try:
             res = await self.broker.create_order(

@@ -87,7 +87,8 @@ class Executor:
         self.orders = OrderLifecycle(broker, self.ledger, self.markets, mode=self.mode, clock=clock)
         # No wake on the reservation's `intent` event: the drain would compete with the create for the
         # loop and the pool; the venue's answer wakes it a moment later (or the drain's idle sweep does).
-        self.risk = RiskGate(sessions, self.mode.value, settings.risk, self.markets.strikes)
+        # Its own connection: a reservation is one statement on the wire (no checkout ping, no BEGIN).
+        self.risk = RiskGate(sessions, self.mode.value, settings.risk, self.markets.strikes, dedicated=True)
         self.jobs = Jobs(self._job_failing)
         self.commands = ExecutorCommands(self)
         self.control: ControlWatcher | None = None
@@ -151,6 +152,7 @@ class Executor:
                                      unanswered_after=timedelta(seconds=self.unanswered_after_s))
         self._tasks.append(asyncio.create_task(self.outbox.run(self._stop), name="outbox"))
         await self._follow_market_data()
+        await self.risk.sync_strikes()  # the replayed definitions' strikes, for event netting in PostgreSQL
         if self.updates is not None:
             await self.updates.start(self.bus, self.orders.on_frame, await self._resting())
         await self._until_reconciled()  # also reads the balance into desk.bankroll
@@ -183,6 +185,7 @@ class Executor:
         self.jobs.add("review_working", every, desk.review_working)
         self.jobs.add("exits", every, desk.check_exits)
         self.jobs.add("daily_loss", self.balance_every_s, self._check_daily_loss)
+        self.jobs.add("strikes", every, self.risk.sync_strikes)  # definitions learned since (no write if none)
         self.jobs.add("reconcile", self.settings.reconcile_interval_s, self.reconcile)
         if self._contract_checked:
             self.jobs.add("contract", self.settings.contract_check_interval_s, self.check_contract)
@@ -205,6 +208,7 @@ class Executor:
                 await sub.unsubscribe()
         if self.control is not None:
             await self.control.stop()
+        await self.risk.aclose()
         if self._paper_lock is not None:
             with contextlib.suppress(Exception):
                 # A pooled connection outlives close(): unlock explicitly (a crashed process's connection

@@ -7,9 +7,10 @@ prices in $0.0001 ticks as Kalshi V2 quotes them (`book_side` bid = buy YES, ask
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Identity, Index, Integer, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, Identity, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db.base import Base, created_at_column, in_check, mode_check, mode_column, updated_at_column
@@ -62,6 +63,9 @@ class Order(Base):
     yes_price: Mapped[int]  # limit, YES leg, on the market's tick grid
     initial_count: Mapped[int]
     fill_count: Mapped[int] = mapped_column(server_default=text("0"))
+    # Of fill_count, what the ledger's position already holds (the sum of this order's `fills` rows; set by
+    # a trigger, migration 0006): the rest still counts against the caps with the order (risk.py).
+    booked_count: Mapped[int] = mapped_column(server_default=text("0"))
     remaining_count: Mapped[int]
     avg_fill_price: Mapped[int | None]
     fees_ticks: Mapped[int] = mapped_column(server_default=text("0"))
@@ -202,9 +206,9 @@ class RiskReservation(Base):
     """Cap budget held by one order in one scope; owner executor, key (mode, client_order_id, scope_kind, scope_key).
 
     A record of what each live order holds (its worst-case cost with the taker fee), released or
-    consumed when the order ends. The cap check itself is `services/executor/risk.py`: one
-    `pg_advisory_xact_lock` per mode, the mode's open orders and positions read under it, the new order
-    counted as if filled — so two replicas can never exceed a cap together. `expires_at` is informative.
+    consumed when the order ends. The cap check itself is `services/executor/risk.py` (`kdesk_reserve`,
+    migration 0006): one `pg_advisory_xact_lock` per mode, the running usage below read under it, the new
+    order counted as if filled — so two replicas can never exceed a cap together. `expires_at` is informative.
     """
 
     __tablename__ = "risk_reservations"
@@ -228,3 +232,86 @@ class RiskReservation(Base):
     expires_at: Mapped[datetime]  # a crashed replica's reservations lapse by themselves
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
+
+
+# -- running risk usage (migration 0006) ---------------------------------------------------------------
+# Maintained by triggers on `orders`, `positions` and `risk_strikes` in the transaction of every change,
+# read by `kdesk_reserve` under the mode's risk lock; see services/executor/risk.py. Never written from
+# Python except `risk_strikes`. `family` is '' for orders and positions without one.
+
+
+def _mode_key() -> Mapped[str]:
+    return mapped_column(String(8), primary_key=True)
+
+
+def _zero() -> Mapped[int]:
+    return mapped_column(server_default=text("0"))
+
+
+class RiskStrike(Base):
+    """A market's strike rule as the executor learned it from `md.market` (event netting); key (mode, ticker)."""
+
+    __tablename__ = "risk_strikes"
+    __table_args__ = (mode_check(),)
+
+    mode: Mapped[str] = _mode_key()
+    ticker: Mapped[str] = mapped_column(primary_key=True)
+    strike_type: Mapped[str | None]  # greater | greater_or_equal | less | less_or_equal | between | other
+    floor_strike: Mapped[Decimal | None]
+    cap_strike: Mapped[Decimal | None]
+    updated_at: Mapped[datetime] = updated_at_column()
+
+
+class RiskHolding(Base):
+    """Contracts one market can pay out on and their cost, per family: open buy orders' remaining counts and
+    reported fills not yet in the position (as if filled at the limit) plus the position; key (mode, ticker,
+    family, event_ticker). Trigger-maintained."""
+
+    __tablename__ = "risk_holdings"
+    __table_args__ = (mode_check(), Index("ix_risk_holdings_mode_event_ticker", "mode", "event_ticker"))
+
+    mode: Mapped[str] = _mode_key()
+    ticker: Mapped[str] = mapped_column(primary_key=True)
+    family: Mapped[str] = mapped_column(primary_key=True)
+    event_ticker: Mapped[str] = mapped_column(primary_key=True)
+    yes_count: Mapped[int] = _zero()  # 1/100 contract
+    no_count: Mapped[int] = _zero()
+    cost_ticks: Mapped[int] = _zero()  # without fees: what the contracts can lose
+    open_buys: Mapped[int] = _zero()  # buy orders holding something here (they make the market count)
+    open_yes_orders: Mapped[int] = _zero()  # open orders of any kind, by outcome side (the desk's working check)
+    open_no_orders: Mapped[int] = _zero()
+    position: Mapped[int] = _zero()  # signed, as in `positions`
+
+
+class RiskEventUsage(Base):
+    """Worst-case loss of one event's holdings of one family, netted across its strikes; trigger-maintained."""
+
+    __tablename__ = "risk_event_usage"
+    __table_args__ = (mode_check(),)
+
+    mode: Mapped[str] = _mode_key()
+    event_ticker: Mapped[str] = mapped_column(primary_key=True)
+    family: Mapped[str] = mapped_column(primary_key=True)
+    exposure_ticks: Mapped[int] = _zero()
+
+
+class RiskFamilyUsage(Base):
+    """Sum of a family's event exposures in one mode; trigger-maintained."""
+
+    __tablename__ = "risk_family_usage"
+    __table_args__ = (mode_check(),)
+
+    mode: Mapped[str] = _mode_key()
+    family: Mapped[str] = mapped_column(primary_key=True)
+    exposure_ticks: Mapped[int] = _zero()
+
+
+class RiskModeUsage(Base):
+    """Portfolio-wide usage of one mode: open orders (any kind) and gross cost at risk; trigger-maintained."""
+
+    __tablename__ = "risk_mode_usage"
+    __table_args__ = (mode_check(),)
+
+    mode: Mapped[str] = _mode_key()
+    open_orders: Mapped[int] = _zero()
+    gross_ticks: Mapped[int] = _zero()
