@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,20 +46,30 @@ class SignalStore:
 
     async def signal(self, s: Signal, pipeline: SignalPipeline) -> None:
         """Store one signal with its inputs."""
+        await self.signals([self.row(s, pipeline)])
+
+    async def signals(self, rows: list[dict[str, Any]]) -> None:
+        """Store signal rows (idempotent by id), in one transaction."""
+        if rows:
+            async with self.sessions() as session, session.begin():
+                await insert_many_if_new(session, tables.Signal, rows, key=["signal_id"])
+
+    @staticmethod
+    def row(s: Signal, pipeline: SignalPipeline) -> dict[str, Any]:
+        """A signal's row, with the book and inputs it was computed on (taken now, while they are current)."""
         st = pipeline.view.get(s.ticker)
         top = st.top() if st else None
         book_seq = st.book.seq if st and st.book else None
-        async with self.sessions() as session, session.begin():
-            await insert_if_new(session, tables.Signal, {
-                "signal_id": s.id, "mode": s.mode.value, "family": s.family, "series_ticker": s.series_ticker,
-                "event_ticker": s.event_ticker, "ticker": s.ticker, "model": f"{s.model}:{s.model_version}",
-                "model_prob": s.p_model, "market_prob": s.p_market, "confidence": s.confidence, "action": s.action,
-                "price": s.limit_price, "edge_maker_ticks": s.edge_maker, "edge_taker_ticks": s.edge_taker,
-                "yes_bid_price": top.best_yes_bid if top else None, "yes_ask_price": top.yes_ask if top else None,
-                "book_seq": book_seq, "decision": "trade", "reason": None,
-                "inputs": {"ref": s.inputs_ref, **(pipeline.weather_p[s.ticker].inputs
-                                                   if s.ticker in pipeline.weather_p else {})},
-                "ts_event": s.ts_event}, key=["signal_id"])
+        return {
+            "signal_id": s.id, "mode": s.mode.value, "family": s.family, "series_ticker": s.series_ticker,
+            "event_ticker": s.event_ticker, "ticker": s.ticker, "model": f"{s.model}:{s.model_version}",
+            "model_prob": s.p_model, "market_prob": s.p_market, "confidence": s.confidence, "action": s.action,
+            "price": s.limit_price, "edge_maker_ticks": s.edge_maker, "edge_taker_ticks": s.edge_taker,
+            "yes_bid_price": top.best_yes_bid if top else None, "yes_ask_price": top.yes_ask if top else None,
+            "book_seq": book_seq, "decision": "trade", "reason": None,
+            "inputs": {"ref": s.inputs_ref, **(pipeline.weather_p[s.ticker].inputs
+                                               if s.ticker in pipeline.weather_p else {})},
+            "ts_event": s.ts_event}
 
     async def recent(self, mode: str, limit: int) -> list[dict[str, Any]]:
         """The newest signals of a mode, newest first."""
@@ -95,6 +106,59 @@ class SignalStore:
                 r["climate_date"] = date.fromisoformat(r["climate_date"])
             async with self.sessions() as session, session.begin():
                 await insert_many_if_new(session, tables.WeatherBracketProb, rows, key=["run_id", "model", "ticker"])
+
+
+class SignalWriter:
+    """Stores signal rows beside the hot path, not in it.
+
+    Waiting for a PostgreSQL transaction per signal inside the book handler held every later book behind it:
+    at 2,000 markets the lag from a book to its signal reached seconds (benchmarks/scale.py). The handler now
+    publishes the signal (the durable copy, on JetStream), queues its row and goes on; this writer stores what
+    queued every `interval_s` in one transaction, and the rest when the service stops. A failed write keeps the
+    rows and tries again at the next tick; past `max_pending` the oldest are dropped, counted and logged. A
+    process killed outright loses at most the rows of the last interval (the signals themselves are on the bus).
+    """
+
+    def __init__(self, store: SignalStore, *, interval_s: float = 0.05, max_pending: int = 50_000) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self.pending: deque[dict[str, Any]] = deque()
+        self.max_pending = max_pending
+        self.written = 0
+        self.dropped = 0
+        self.failing = 0
+
+    def put(self, row: dict[str, Any]) -> None:
+        if len(self.pending) >= self.max_pending:
+            self.pending.popleft()
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.error("signal_rows_dropped", dropped=self.dropped, pending=len(self.pending))
+        self.pending.append(row)
+
+    async def flush(self) -> None:
+        rows = list(self.pending)
+        if not rows:
+            return
+        try:
+            await self.store.signals(rows)
+        except Exception as e:  # the database is down or restarting: keep them, try again
+            self.failing += 1
+            if self.failing in (1, 10) or self.failing % 100 == 0:
+                log.warning("signal_rows_not_stored", pending=len(rows), in_a_row=self.failing,
+                            error=f"{type(e).__name__}: {e}")
+            return
+        for _ in rows:
+            self.pending.popleft()
+        self.written += len(rows)
+        self.failing = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval_s)
+            await self.flush()
+        await self.flush()
 
 
 async def check_edge_decay(bus: Bus, monitor: EdgeDecayMonitor) -> int:
@@ -170,12 +234,13 @@ async def run_signals(rt: ServiceRuntime) -> None:
     store = SignalStore(session_factory(engine)) if engine else None
 
     emitted: deque[Signal] = deque(maxlen=500)  # answers `recent` when there is no database
+    writer = SignalWriter(store) if store is not None else None
 
     async def emit(sig: Signal) -> None:
         emitted.append(sig)
         await rt.bus.publish_js(subjects.sig(sig.family, sig.series_ticker, sig.ticker), sig)
-        if store is not None:
-            await store.signal(sig, pipeline)
+        if writer is not None:
+            writer.put(SignalStore.row(sig, pipeline))
         log.info("signal", ticker=sig.ticker, action=sig.action, p_model=round(sig.p_model, 3),
                  p_market=round(sig.p_market, 3), edge_maker=sig.edge_maker, edge_taker=sig.edge_taker)
 
@@ -205,9 +270,12 @@ async def run_signals(rt: ServiceRuntime) -> None:
     jobs.add("edge_decay", 30, lambda: check_edge_decay(rt.bus, monitor))
 
     tasks = [asyncio.create_task(report()), *jobs.start(rt.stopping)]
+    storing = asyncio.create_task(writer.run(rt.stopping)) if writer is not None else None
     await rt.stopping.wait()
     for task in tasks:
         task.cancel()
+    if storing is not None:
+        await storing  # the last rows queued are written before the engine goes
     if analyst is not None:
         await analyst.stop()
     if engine is not None:

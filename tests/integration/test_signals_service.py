@@ -89,3 +89,33 @@ async def test_mispriced_weather_markets_signal_and_fair_ones_do_not(nats_url: s
     finally:
         await bus.close()
         await engine.dispose()
+
+
+async def test_signal_rows_are_stored_beside_the_hot_path_and_kept_while_the_database_is_away(db_url: str) -> None:
+    from services.signals.service import SignalWriter
+
+    good = create_engine(db_url)
+    dead = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # nothing listens on port 1
+    pipeline = SignalPipeline(lambda s: asyncio.sleep(0), mode=Mode.SIM, risk=load_settings().risk)
+    sigs = [Signal(id=f"sig:test:{i}", ts_event=datetime.now(UTC), mode=Mode.SIM, family="weather",
+                   series_ticker="KXHIGHNY", event_ticker="KXHIGHNY-26NOV23", ticker=f"KXHIGHNY-26NOV23-B{i}",
+                   model="wx_ens", model_version="1", p_model=0.6, p_market=0.5, action="buy_yes",
+                   confidence=0.8, valid_until=datetime.now(UTC)) for i in range(5)]
+    try:
+        writer = SignalWriter(SignalStore(session_factory(dead)), max_pending=4)
+        for s in sigs:
+            writer.put(SignalStore.row(s, pipeline))
+        await writer.flush()  # refused: kept, and the oldest beyond max_pending dropped and counted
+        assert writer.failing == 1 and writer.dropped == 1 and len(writer.pending) == 4
+        writer.store = SignalStore(session_factory(good))
+        stop = asyncio.Event()
+        task = asyncio.create_task(writer.run(stop))
+        stop.set()
+        await task  # the last rows are written on the way out
+        assert writer.written == 4 and not writer.pending
+        async with session_factory(good)() as session:
+            ids = set((await session.scalars(select(tables.Signal.signal_id))).all())
+        assert ids == {s.id for s in sigs[1:]}
+    finally:
+        await good.dispose()
+        await dead.dispose()
