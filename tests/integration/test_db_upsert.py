@@ -178,8 +178,10 @@ async def test_money_columns_hold_big_integers(session: AsyncSession) -> None:
     session.add(BalanceSnapshot(mode="live", ts=T0, balance_ticks=big, portfolio_value_ticks=big + 1))
     session.add(Position(mode="live", ticker="KXBTCD-26AUG2517-T78499.99", event_ticker="KXBTCD-26AUG2517",
                          position=-big, cost_ticks=big, realized_pnl_ticks=-big))
+    # A price is at most $1 (10,000 ticks; the risk triggers price the order's worst cost from it); the
+    # count carries the big integer.
     session.add(Order(mode="live", client_order_id="sig-2:no:0", order_id="ex-2", event_ticker="E", ticker="T",
-                      book_side="ask", outcome_side="no", yes_price=big, initial_count=big, remaining_count=big,
+                      book_side="ask", outcome_side="no", yes_price=9_999, initial_count=big, remaining_count=big,
                       time_in_force="good_till_canceled", status="resting"))
     await session.commit()
     session.expunge_all()
@@ -189,8 +191,8 @@ async def test_money_columns_hold_big_integers(session: AsyncSession) -> None:
     order = (await session.execute(select(Order))).scalar_one()
     assert (bal.balance_ticks, bal.portfolio_value_ticks) == (big, big + 1)
     assert (pos.position, pos.cost_ticks, pos.realized_pnl_ticks) == (-big, big, -big)
-    assert (order.yes_price, order.initial_count, order.fill_count, order.fees_ticks) == (big, big, 0, 0)
-    assert all(type(v) is int for v in (bal.balance_ticks, pos.position, order.yes_price))
+    assert (order.yes_price, order.initial_count, order.fill_count, order.fees_ticks) == (9_999, big, 0, 0)
+    assert all(type(v) is int for v in (bal.balance_ticks, pos.position, order.initial_count))
     assert bal.ts == T0 and bal.ts.tzinfo is not None
 
 
