@@ -2,7 +2,7 @@
 
 - `llm_calls_per_s`: chat completions per second through the whole analysis (three prompts, the budget
   reservation and settlement in PostgreSQL, the SDK, parsing) against the fake provider, which answers at
-  once: the family's own overhead, not model time.
+  once, from a process of its own (benchmarks/llm_provider.py): the family's own overhead, not model time.
 - `brier_skill_llm_raw` / `brier_skill_llm` (calibrated, what is traded): on simulated questions (truth
   ~ Beta(2, 2), outcome drawn from it), the fake answers around the truth with noise and, like real
   language models, too sharp (`sharpness` 1.8). Skill is 1 − Brier(llm) / Brier(crowd), the crowd being
@@ -15,8 +15,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import os
 import random
+import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +35,6 @@ from libs.common.llm import LlmClient
 from libs.common.simnet import SIM_LLM_KEY
 from services.signals.llm import LlmAnalyst, LlmLedger, platt_fit
 from services.signals.llm_prompts import MarketBrief
-from services.sim.llm import FakeLlm
 
 N_QUESTIONS = 400
 CONCURRENCY = 8
@@ -54,23 +57,33 @@ async def run() -> dict[str, Any]:
     truths = [min(max(rng.betavariate(2, 2), 0.03), 0.97) for _ in range(N_QUESTIONS)]
     outcomes = np.array([1.0 if rng.random() < t else 0.0 for t in truths])
     crowd = np.array([1 / (1 + math.exp(-(math.log(t / (1 - t)) + rng.gauss(0, CROWD_LOGIT_SD)))) for t in truths])
-    fake = await FakeLlm(seed=23, noise_sd=0.04, sharpness=1.8).start()
+    close = datetime.now(UTC) + timedelta(hours=30)
+    tickers = [f"KXBENCHQ-26DEC05-Q{i}" for i in range(N_QUESTIONS)]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(dict(zip(tickers, truths, strict=True)), f)
+    provider = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.llm_provider", f.name, "--seed", "23", "--noise", "0.04",
+        "--sharpness", "1.8", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert provider.stdout is not None and provider.stdin is not None
+    ready: list[str] = []
+    while not ready or ready[0] != "ready":  # skip whatever it logs first
+        line = await asyncio.wait_for(provider.stdout.readline(), 60)
+        assert line, "the fake provider exited before it was ready"
+        ready = line.decode().split()
+    base_url = ready[1]
     settings = load_settings(llm_series="KXBENCHQ", llm_daily_budget_usd="100000", llm_cooldown_s=0,
                              llm_max_per_market_day=1000)
     with private_postgres() as url:
         engine = create_engine(url)
-        client = LlmClient(SIM_LLM_KEY, base_url=fake.url, model="grok-4", structured_output=True)
+        client = LlmClient(SIM_LLM_KEY, base_url=base_url, model="grok-4", structured_output=True)
 
         async def nothing(*_: Any) -> None:
             return None
 
         analyst = LlmAnalyst(settings, client, LlmLedger(session_factory(engine), "sim"), evaluate=nothing,
                              alert=nothing)
-        close = datetime.now(UTC) + timedelta(hours=30)
         briefs = []
-        for i, t in enumerate(truths):
-            ticker = f"KXBENCHQ-26DEC05-Q{i}"
-            fake.set_truth(ticker, t)
+        for i, ticker in enumerate(tickers):
             briefs.append(MarketBrief(ticker=ticker, title=f"Will benchmark question {i} resolve yes?",
                                       rules="Resolves Yes if it happens.", close_time=close, yes_bid=0.45,
                                       yes_ask=0.47))
@@ -87,7 +100,9 @@ async def run() -> dict[str, Any]:
         calls = analyst.calls
         await client.aclose()
         await engine.dispose()
-    await fake.stop()
+    provider.stdin.close()
+    await provider.wait()
+    os.unlink(f.name)
     set_llm_series([])
     p = np.array([x if x is not None else 0.5 for x in raw])
     half = N_QUESTIONS // 2
