@@ -92,6 +92,8 @@ def read_secret_files(environ: dict[str, str] | None = None) -> dict[str, str]:
             value = Path(path).read_text(encoding="utf-8").strip()
         except OSError as e:
             raise ConfigError(f"{var}: cannot read {path}: {e.strerror or e}") from None
+        except UnicodeDecodeError:  # a binary file (a key file named by mistake): say so rather than a traceback
+            raise ConfigError(f"{var}: {path} is not UTF-8 text") from None
         if value:
             # The Kalshi fields are read by their alias (the variable's own name), the others by field name.
             out[_var(field) if field.startswith("kalshi_") else field] = value
@@ -117,6 +119,8 @@ def usd_to_ticks(value: str | int | Decimal) -> int:
         raise ValueError(f"not a dollar amount: {value!r}") from e
     if not d.is_finite() or d < 0:
         raise ValueError(f"must be a non-negative dollar amount, got {value!r}")
+    if d.adjusted() >= 15:  # "1e999999": Decimal overflows below, and int() of "1e999990" takes a minute
+        raise ValueError(f"{str(value)[:40]!r} is beyond any dollar amount the desk takes (at most 15 digits)")
     ticks = d * 10_000
     if ticks != ticks.to_integral_value():
         raise ValueError(f"more precise than $0.0001: {value!r}")
@@ -343,7 +347,7 @@ class Settings(BaseSettings):
     @classmethod
     def _user_ids(cls, v: str) -> str:
         for part in v.replace(" ", "").split(","):
-            if part and not part.isdigit():
+            if part and not (part.isascii() and part.isdigit()):  # "²".isdigit() is True, and int() refuses it
                 raise ValueError(f"{part!r} is not a numeric Telegram user id (ask @userinfobot for yours)")
         return v
 
@@ -394,8 +398,12 @@ class Settings(BaseSettings):
     @field_validator("kalshi_demo_private_key_path", "kalshi_prod_private_key_path", "kalshi_sim_private_key_path")
     @classmethod
     def _key_file(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.is_file():
-            raise ValueError(f"no such file: {v}")
+        try:
+            exists = v is None or v.is_file()
+        except OSError:  # a name the file system refuses (too long, say): not a key file either
+            exists = False
+        if not exists:
+            raise ValueError(f"no such file: {str(v)[:200]}")
         return v
 
     @model_validator(mode="after")

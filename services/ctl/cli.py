@@ -531,8 +531,11 @@ def cmd_mode(args: argparse.Namespace) -> int:
 def cmd_control(args: argparse.Namespace) -> int:
     """pause / resume / flatten (flatten asks to confirm unless --yes)."""
     if args.verb == "flatten" and not args.yes:
-        answer = input("flatten cancels every resting order and exits every position at the best bid. "
-                       "Type FLATTEN to go on: ")
+        try:
+            answer = input("flatten cancels every resting order and exits every position at the best bid. "
+                           "Type FLATTEN to go on: ")
+        except EOFError:  # no terminal (stdin closed or an empty pipe): not confirmed
+            answer = ""
         if answer.strip() != "FLATTEN":
             print("kdesk flatten: not confirmed; nothing done", file=sys.stderr)
             return EXIT_FAIL

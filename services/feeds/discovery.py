@@ -101,12 +101,19 @@ class Discovery:
             for market in [m for e in events for m in e.markets] + extra:
                 if market.ticker.startswith(COMBO_PREFIX):
                     continue
+                try:
+                    d = definition(market, series, self.mode, now)
+                    subject = subjects.md_market(series.ticker, market.ticker)
+                # A bad grid (MoneyError) or a ticker no subject can hold (SubjectError): skip this market alone;
+                # raising here would end the pass, and every pass, before the markets after it.
+                except ValueError as e:
+                    log.warning("discovery_market_malformed", series=series_ticker, ticker=market.ticker, error=str(e))
+                    continue
                 self.markets[market.ticker] = market
                 self.series_of[market.ticker] = series_ticker
-                d = definition(market, series, self.mode, now)
                 if self.published.get(market.ticker) != d.id:
                     await self._store_market(market, series)
-                    await self.emit(subjects.md_market(series.ticker, market.ticker), d)
+                    await self.emit(subject, d)
                     self.published[market.ticker] = d.id
                     changed.append(d)
         if self.freshness is not None:

@@ -22,7 +22,7 @@ from libs.common.events import Event, PublicTrade
 from libs.common.kalshi import KalshiWS
 from libs.common.kalshi.factory import environment, rest_client, signer
 from libs.common.logs import get_logger
-from libs.common.money import parse_count, parse_dollars
+from libs.common.money import parse_count
 from libs.common.runtime import ServiceRuntime
 from libs.common.simnet import SimEndpoints
 from libs.common.stations import BY_SERIES
@@ -57,11 +57,16 @@ def trade_event(frame: dict[str, Any], mode: Mode) -> PublicTrade | None:
         return None
     from datetime import UTC, datetime
 
+    from libs.common.kalshi.models import book_price, from_ms
+
     m = frame["msg"]
-    ts = datetime.fromtimestamp(int(m["ts_ms"]) / 1000, UTC) if m.get("ts_ms") else datetime.now(UTC)
+    ts = from_ms(int(m["ts_ms"])) if m.get("ts_ms") else datetime.now(UTC)  # ValueError beyond what datetime holds
+    count = parse_count(m["count_fp"])
+    if count == 0:
+        raise ValueError("a trade of no contracts")
     return PublicTrade(id=f"trade:{m['trade_id']}", ts_event=ts, mode=mode, ticker=m["market_ticker"],
                        series_ticker=subjects.series_of(m["market_ticker"]), trade_id=m["trade_id"],
-                       yes_price=parse_dollars(m["yes_price_dollars"]), count=parse_count(m["count_fp"]),
+                       yes_price=book_price(m["yes_price_dollars"]), count=count,
                        taker_outcome_side=m.get("taker_outcome_side") or m.get("taker_side") or "yes")
 
 

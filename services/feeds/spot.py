@@ -89,7 +89,10 @@ def usd_ticks(value: str | Decimal | int) -> int:
         raise MoneyError(f"USD price {value!r} must be a finite number above zero and below {_MAX_USD:,}")
     if d != d.quantize(_FINEST):
         raise MoneyError(f"USD price {value!r} has more than {_MAX_USD_DECIMALS} significant decimals")
-    return int((d / _TICK).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    ticks = int((d / _TICK).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    if ticks == 0:  # "0.00001" rounds to nothing: a positive price it is not
+        raise MoneyError(f"USD price {value!r} is below half a tick ($0.00005)")
+    return ticks
 
 
 def _qty(value: object, what: str) -> Decimal:
@@ -150,7 +153,7 @@ def _load(raw: str | bytes) -> dict[str, Any]:
     # Decimal for JSON numbers: Kraken and Bitstamp send prices as numbers, and a float would lose cents.
     try:
         msg = json.loads(raw, parse_float=Decimal)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RecursionError) as e:  # RecursionError: nested deeper than json can read
         raise VenueMessageError(f"not JSON: {e}") from e
     if not isinstance(msg, dict):
         raise VenueMessageError(f"expected a JSON object, got {type(msg).__name__}")
@@ -190,7 +193,8 @@ def _guard(parse: Callable[[str | bytes], list[VenueTick]]) -> Callable[[str | b
             return parse(raw)
         except (VenueMessageError, VenueRejected, VenueReconnectRequested):
             raise
-        except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError) as e:
+        # OverflowError: a time beyond what datetime holds (year 0 or 10000 after the offset, 10**30 µs).
+        except (KeyError, TypeError, ValueError, InvalidOperation, AttributeError, OverflowError) as e:
             raise VenueMessageError(f"{type(e).__name__}: {e}") from e
 
     return wrapped
@@ -537,20 +541,18 @@ class VenueFeed:
     async def _handle(self, raw: str | bytes) -> None:
         self.frames += 1
         self.last_frame_at = self.clock()
+        now = self.clock()
         try:
-            ticks = self.venue.parse(raw)
-        except VenueMessageError as e:
+            events = [SpotTick(id=event_id(t), ts_event=t.ts_event or now, ts_init=now, mode=self.mode,
+                               venue=t.venue, symbol=t.symbol, kind=t.kind, price=t.price, size=t.size,
+                               bid=t.bid, ask=t.ask) for t in self.venue.parse(raw)]
+        # ValueError: a tick that cannot become an event (a symbol no subject token can hold, an id too long).
+        except (VenueMessageError, ValueError) as e:
             self.malformed += 1
             self.last_malformed = str(e)
             log.warning("spot_malformed_message", venue=self.venue.name, error=str(e), frame=str(raw)[:200])
             return
-        if not ticks:
-            return
-        now = self.clock()
-        for t in ticks:
-            event = SpotTick(id=event_id(t), ts_event=t.ts_event or now, ts_init=now, mode=self.mode,
-                             venue=t.venue, symbol=t.symbol, kind=t.kind, price=t.price, size=t.size,
-                             bid=t.bid, ask=t.ask)
+        for event in events:
             self.ticks += 1
             self.last_tick = event
             self._healthy = True

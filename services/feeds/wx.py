@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import re
 from collections.abc import Awaitable, Callable
@@ -59,9 +60,12 @@ def parse_ensemble(data: Any, fallback_model: str) -> tuple[list[datetime], dict
     try:
         hourly = data["hourly"]
         times = [datetime.fromisoformat(t).replace(tzinfo=UTC) for t in hourly["time"]]
-        unit = data.get("hourly_units", {}).get("temperature_2m") or next(
-            (v for k, v in data.get("hourly_units", {}).items() if k.startswith("temperature_2m")), "°C")
-    except (KeyError, TypeError, ValueError) as e:
+        units = data.get("hourly_units") or {}
+        unit = units.get("temperature_2m") or next(
+            (v for k, v in units.items() if k.startswith("temperature_2m")), "°C")
+        if not isinstance(unit, str):
+            raise TypeError(f"unit {unit!r} is not text")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # AttributeError: hourly_units not an object
         raise WeatherDataError(f"ensemble response lacks hourly.time: {e}") from None
     columns: dict[str, dict[int, list[Any]]] = {}
     for key, series in hourly.items():
@@ -76,8 +80,11 @@ def parse_ensemble(data: Any, fallback_model: str) -> tuple[list[datetime], dict
         columns.setdefault(model, {})[member] = series
     if not columns:
         raise WeatherDataError("ensemble response has no temperature_2m members")
-    arrays = {model: np.array([[np.nan if v is None else float(v) for v in cols[k]] for k in sorted(cols)],
-                              dtype=float).T for model, cols in columns.items()}
+    try:
+        arrays = {model: np.array([[np.nan if v is None else float(v) for v in cols[k]] for k in sorted(cols)],
+                                  dtype=float).T for model, cols in columns.items()}
+    except (TypeError, ValueError, OverflowError) as e:  # a value that is not a number: refuse the run, never guess
+        raise WeatherDataError(f"ensemble value is not a number: {e}") from None
     return times, arrays, unit
 
 
@@ -109,13 +116,23 @@ def reduce_ensemble(times: list[datetime], arrays: dict[str, np.ndarray], unit: 
                              "tmax_f": float(v) if np.isfinite(v) else None, "hours_covered": covered[day]})
         if keep and keep == list(range(keep[0], keep[-1] + 1)):
             for k in range(values.shape[1]):
-                if np.isfinite(values[keep, k]).all():  # JSON has no NaN: a gappy member keeps its maxima only
-                    traces[f"{model}:{k}"] = tuple(np.round(values[keep, k], 1).tolist())
+                trace = np.round(values[keep, k], 1)  # after rounding: 1.7e308 rounds to inf
+                if np.isfinite(trace).all():  # JSON has no NaN: a gappy member keeps its maxima only
+                    traces[f"{model}:{k}"] = tuple(trace.tolist())
     if not members:
         raise WeatherDataError("no member has a complete climate day")
     event = WxForecast(id=run_id, ts_event=now, mode=mode, city=st.city, station=st.icao, run_time=now,
                        members=tuple(members), trace_start=times[keep[0]] if traces else None, traces=traces)
     return event, rows
+
+
+def _digest(data: Any) -> str:
+    """The content hash that names a run; orjson refuses integers beyond 64 bits, which json reads fine."""
+    try:
+        raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        raw = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 class _Poller:
@@ -162,7 +179,7 @@ class _Poller:
             raise httpx.HTTPStatusError(f"{what}: HTTP {resp.status_code}", request=resp.request, response=resp)
         try:
             return resp.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the json module can read
             self.malformed += 1
             raise WeatherDataError(f"{what}: response is not JSON") from None
 
@@ -201,8 +218,7 @@ class EnsemblePoller(_Poller):
             self.malformed += 1
             raise
         event, rows = reduce_ensemble(times, arrays, unit, st, now, mode=self.mode, provider=self.provider,
-                                      digest=hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-                                                            ).hexdigest()[:16])
+                                      digest=_digest(data))
         run_id = event.id
         today = climate_day(now, st.tz)
         deterministic = await self._deterministic([today, today + timedelta(days=1)])
@@ -270,13 +286,14 @@ class ObservationPoller(_Poller):
                                {"start": start.isoformat(), "limit": 500}, "observations")
         try:
             readings = self._readings(data)
-        except (KeyError, TypeError, ValueError) as e:
+        # AttributeError: an object that is a list; OverflowError: a time beyond what datetime holds.
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             self.malformed += 1
             raise WeatherDataError(f"observations: {e}") from None
         out: list[WxObservation] = []
         running: float | None = None
         rows = []
-        for ts, c, qc, raw in sorted(readings):
+        for ts, c, qc, raw in sorted(readings, key=lambda r: r[0]):  # by time only: None and floats do not compare
             if climate_day(ts, st.tz) != day:
                 continue
             f = None if c is None or qc in BAD_QC else round(c_to_f(c), 1)
@@ -306,10 +323,17 @@ class ObservationPoller(_Poller):
         for feat in data["features"]:
             p = feat["properties"]
             ts = datetime.fromisoformat(p["timestamp"]).astimezone(UTC)
+            if not 1 < ts.year < 9999:  # its climate day needs the days either side
+                raise ValueError(f"timestamp {p['timestamp']!r} is out of range")
             temp = p.get("temperature") or {}
             value = temp.get("value")
             if value is not None and temp.get("unitCode", "wmoUnit:degC") != "wmoUnit:degC":
                 raise ValueError(f"unexpected temperature unit {temp.get('unitCode')}")
-            out.append((ts, None if value is None else float(value), temp.get("qualityControl"),
-                        p.get("rawMessage")))
+            c = None if value is None else float(value)
+            if isinstance(value, bool) or (c is not None and not -150 < c < 150):  # NaN, 1e308, true: no reading
+                raise ValueError(f"implausible temperature {value!r} °C")
+            qc, raw = temp.get("qualityControl"), p.get("rawMessage")
+            if qc is not None and not isinstance(qc, str):
+                raise ValueError(f"qualityControl {qc!r} is not a flag")
+            out.append((ts, c, qc, raw if isinstance(raw, str) else None))
         return out

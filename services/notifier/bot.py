@@ -149,7 +149,7 @@ class NotifierBot:
         chat = data.get("event_chat")
         if event.message is not None:
             name, args = parse(event.message.text or "")
-            label = f"/{name}" if name else "(text)"
+            label = f"/{name[:64]}" if name else "(text)"  # bounded: it is echoed in replies (Telegram: 4096 chars)
             needs_operator = (BY_NAME[name].operator if name in BY_NAME
                               else (not name and (event.message.text or "").strip() == CONFIRM_LIVE))
         elif event.callback_query is not None:
@@ -316,7 +316,8 @@ class NotifierBot:
         try:
             ticks = await control.set_llm_budget(await self.bus.control(), None if arg.lower() == "default" else arg)
         except ValueError as e:
-            return Answer([render.lines(self.mode, "usage: /llmbudget <dollars> (or 'default')", render.esc(e))],
+            return Answer([render.lines(self.mode, "usage: /llmbudget <dollars> (or 'default')",
+                                        render.esc(str(e)[:200]))],
                           outcome="error", detail="bad amount")
         said = "back to the configured default" if ticks is None else f"set to {usd(ticks)} a day"
         return Answer([render.lines(self.mode, f"llm budget {said}", "every signals replica, from its next analysis")],
@@ -380,7 +381,7 @@ class NotifierBot:
         if not want:
             return Answer([await self._mode_line(kv)])
         if want not in MODES:
-            return Answer([render.lines(self.mode, f"no such mode {want!r}", "modes: " + ", ".join(MODES))],
+            return Answer([render.lines(self.mode, f"no such mode {want[:40]!r}", "modes: " + ", ".join(MODES))],
                           outcome="error", detail="bad mode")
         if want == "live":
             try:

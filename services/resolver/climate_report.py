@@ -24,11 +24,13 @@ Kind = Literal["intermediate", "final", "correction"]
 
 _MONTHS = {m: i for i, m in enumerate(("JANUARY", "FEBRUARY", "MARCH", "APRIL", "MAY", "JUNE", "JULY", "AUGUST",
                                         "SEPTEMBER", "OCTOBER", "NOVEMBER", "DECEMBER"), start=1)}
-_HEADLINE = re.compile(r"\.\.\.\s*THE\s+(?P<name>.+?)\s+CLIMATE\s+SUMMARY\s+FOR\s+(?P<month>[A-Z]+)\s+(?P<day>\d{1,2})"
-                       r",?\s+(?P<year>\d{4})(?P<tail>[^\n]*)")
+# Bounded and line-local on purpose: `.+?` or `^\s*` over a long garbage line (or a run of blank lines) makes the
+# search quadratic — 160 KB of "...THE X " took minutes.
+_HEADLINE = re.compile(r"\.\.\.\s*THE\s+(?P<name>.{1,80}?)\s+CLIMATE\s+SUMMARY\s+FOR\s+(?P<month>[A-Z]+)"
+                       r"\s+(?P<day>\d{1,2}),?\s+(?P<year>\d{4})(?P<tail>[^\n]*)")
 _VALID = re.compile(r"VALID\s+(?P<today>TODAY\s+)?AS\s+OF\s+(?P<hhmm>\d{3,4})\s*(?P<ampm>[AP]M)")
-_WMO = re.compile(r"^\s*[A-Z]{4}\d{2}\s+[A-Z]{4}\s+\d{6}(?:\s+(?P<bbb>[A-Z]{3}))?\s*$", re.M)
-_AFOS = re.compile(r"^\s*CLI(?P<loc>[A-Z0-9]{3,4})\s*$", re.M)
+_WMO = re.compile(r"^[ \t]*[A-Z]{4}\d{2}[ \t]+[A-Z]{4}[ \t]+\d{6}(?:[ \t]+(?P<bbb>[A-Z]{3}))?[ \t]*$", re.M)
+_AFOS = re.compile(r"^[ \t]*CLI(?P<loc>[A-Z0-9]{3,4})[ \t]*$", re.M)
 _VALUE = re.compile(r"^(?P<n>-?\d{1,3})(?P<flag>R?)$")
 _BLOCK_END = re.compile(r"\n\s*(?:PRECIPITATION|SNOWFALL|DEGREE DAYS|WIND|SKY COVER|RELATIVE HUMIDITY)\b|\n\s*\n\s*\n")
 _TIME = re.compile(r"^(?P<h>\d{1,2}):?(?P<m>\d{2})$")
@@ -100,7 +102,7 @@ def _temperature_block(t: str) -> str:
 
 def _row(block: str, name: str) -> tuple[int | None, time | None, bool]:
     """(value, time, record flag) of the first `name` row; MM → None. A row that is not there is an error."""
-    m = re.search(rf"^\s*{name}\s+(?P<rest>.*)$", block, re.M)
+    m = re.search(rf"^[ \t]*{name}[ \t]+(?P<rest>.*)$", block, re.M)
     if m is None:
         raise ReportError(f"no {name} row in the temperature block")
     tokens = m["rest"].split()
@@ -111,12 +113,15 @@ def _row(block: str, name: str) -> tuple[int | None, time | None, bool]:
     v = _VALUE.match(tokens[0])
     if v is None:
         raise ReportError(f"the {name} value {tokens[0]!r} is not a whole °F")
+    n = int(v["n"])
+    if not -100 <= n <= 150:  # three digits fit the layout, not the weather: 999 is a garbled product
+        raise ReportError(f"the {name} value {tokens[0]!r} is not a plausible °F")
     when = None
     if len(tokens) >= 3 and tokens[2] in ("AM", "PM") and _TIME.match(tokens[1]):
         tm = _TIME.match(tokens[1])
         assert tm is not None
         when = _clock(tm["h"] + tm["m"], tokens[2])
-    return int(v["n"]), when, v["flag"] == "R"
+    return n, when, v["flag"] == "R"
 
 
 def _clock(hhmm: str, ampm: str) -> time | None:

@@ -68,20 +68,33 @@ class ClimateReports:
         return n
 
 
+def _issued(stamped: Any) -> datetime | None:
+    """The product's issuance time; None when it is missing, not ISO 8601 or has no UTC offset (never guessed)."""
+    if not isinstance(stamped, str) or not stamped:
+        return None
+    try:
+        issued = datetime.fromisoformat(stamped)
+    except ValueError:
+        return None
+    return issued if issued.tzinfo is not None else None
+
+
 def _row(st: Station, source: str, pid: str, body: dict[str, Any]) -> dict[str, Any]:
-    text = body.get("productText") or ""
-    stamped = body.get("issuanceTime")
-    issued = datetime.fromisoformat(stamped) if stamped else datetime.now(UTC)
+    # Never raises: a product that cannot be read is stored with its reason, so it cannot block the next ones.
+    body = body if isinstance(body, dict) else {}
+    text = body.get("productText")
+    text = text if isinstance(text, str) else ""
+    issued = _issued(body.get("issuanceTime"))
     row: dict[str, Any] = {"source": source, "station": st.icao, "cli_code": f"CLI{st.cli}", "product_id": pid,
-                           "issued_at": issued, "raw_text": text, "climate_date": None, "kind": None,
-                           "max_temp_f": None, "min_temp_f": None, "parse_error": None}
+                           "issued_at": issued or datetime.now(UTC), "raw_text": text, "climate_date": None,
+                           "kind": None, "max_temp_f": None, "min_temp_f": None, "parse_error": None}
     try:
         r = parse(text)
     except ReportError as e:
         row["parse_error"] = str(e)
         return row
-    if not stamped:
-        row["parse_error"] = "the product has no issuanceTime (stored with the time it was read)"
+    if issued is None:
+        row["parse_error"] = "the product has no readable issuanceTime (stored with the time it was read)"
         return row
     row.update(climate_date=r.climate_date, kind=r.kind, max_temp_f=r.max_temp_f, min_temp_f=r.min_temp_f)
     return row

@@ -13,11 +13,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from libs.common.money import PriceGrid, parse_count, parse_dollars
+from libs.common.money import ONE_DOLLAR, MoneyError, PriceGrid, parse_count, parse_dollars
 
 
 def _dollars(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else parse_dollars(v)
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 0:  # unsigned, as parse_dollars is for strings: a negative int is not ticks of a price
+            raise ValueError(f"negative amount {v}")
+        return v
+    return parse_dollars(v)
 
 
 def _signed_dollars(v: Any) -> int:
@@ -26,7 +30,11 @@ def _signed_dollars(v: Any) -> int:
 
 
 def _count(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else parse_count(v)
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 0:  # unsigned, as parse_count is for strings
+            raise ValueError(f"negative count {v}")
+        return v
+    return parse_count(v)
 
 
 def _signed_count(v: Any) -> int:
@@ -39,13 +47,32 @@ def _cents(v: Any) -> int:
     return v * 100
 
 
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant a datetime holds
+
+
+def from_ms(ms: Any) -> datetime:
+    """Unix milliseconds as a UTC time; ValueError for a number no datetime can hold (garbage on the wire)."""
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 <= ms <= MAX_TS_MS:
+        raise ValueError(f"{ms!r} is not a time in Unix milliseconds")
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
 def _epoch_or_rfc3339(v: Any) -> Any:
     if isinstance(v, int | float) and not isinstance(v, bool):
         return datetime.fromtimestamp(v, UTC)
     return v
 
 
+def book_price(v: Any) -> int:
+    """A price in a book, a trade, an order or a fill: strictly between $0 and $1 ("5.0000" is garbage)."""
+    p = _dollars(v)
+    if not 0 < p < ONE_DOLLAR:
+        raise MoneyError(f"price {v!r} is outside ($0, $1)")
+    return p
+
+
 Dollars = Annotated[int, BeforeValidator(_dollars)]
+Price = Annotated[int, BeforeValidator(book_price)]
 SignedDollars = Annotated[int, BeforeValidator(_signed_dollars)]
 Count = Annotated[int, BeforeValidator(_count)]
 SignedCount = Annotated[int, BeforeValidator(_signed_count)]
@@ -152,7 +179,10 @@ Level = tuple[int, int]
 def _levels(v: Any) -> list[Level]:
     if v is None:
         return []
-    return [(parse_dollars(p), parse_count(c)) for p, c in v]
+    try:
+        return [(book_price(p), parse_count(c)) for p, c in v]
+    except TypeError as e:  # pydantic turns ValueError into a ValidationError, a TypeError it lets through
+        raise ValueError(f"levels must be [price, count] pairs: {e}") from None
 
 
 class Orderbook(KalshiModel):
@@ -167,9 +197,9 @@ class PublicTrade(KalshiModel):
 
     trade_id: str
     ticker: str
-    yes_price: Dollars = Field(alias="yes_price_dollars")
-    no_price: Dollars = Field(alias="no_price_dollars")
-    count: Count = Field(alias="count_fp")
+    yes_price: Price = Field(alias="yes_price_dollars")
+    no_price: Price = Field(alias="no_price_dollars")
+    count: Count = Field(alias="count_fp", gt=0)
     taker_outcome_side: Literal["yes", "no"] | None = None
     created_time: AwareDatetime
 
@@ -228,8 +258,8 @@ class Fill(KalshiModel):
     ticker: str
     outcome_side: Literal["yes", "no"]
     book_side: Literal["bid", "ask"]
-    count: Count = Field(alias="count_fp")
-    yes_price: Dollars = Field(alias="yes_price_dollars")
+    count: Count = Field(alias="count_fp", gt=0)  # a fill of no contracts would divide by zero in the ledger
+    yes_price: Price = Field(alias="yes_price_dollars")
     no_price: Dollars | None = Field(default=None, alias="no_price_dollars")
     is_taker: bool
     fee: SignedDollars = Field(default=0, alias="fee_cost")
@@ -260,7 +290,7 @@ class OrderTotals(KalshiModel):
     outcome_side: Literal["yes", "no"]
     book_side: Literal["bid", "ask"]
     status: Literal["resting", "canceled", "executed"]
-    yes_price: Dollars = Field(alias="yes_price_dollars")
+    yes_price: Price = Field(alias="yes_price_dollars")
     fill_count: Count = Field(alias="fill_count_fp")
     remaining_count: Count = Field(alias="remaining_count_fp")
     initial_count: Count | None = Field(default=None, alias="initial_count_fp")
@@ -367,20 +397,20 @@ class WsFill(KalshiModel):
     is_taker: bool
     outcome_side: Literal["yes", "no"]
     book_side: Literal["bid", "ask"]
-    yes_price: Dollars = Field(alias="yes_price_dollars")
-    count: Count = Field(alias="count_fp")
+    yes_price: Price = Field(alias="yes_price_dollars")
+    count: Count = Field(alias="count_fp", gt=0)
     fee: SignedDollars = Field(default=0, alias="fee_cost")
     client_order_id: str | None = None
     post_position: SignedCount | None = Field(default=None, alias="post_position_fp")
-    ts_ms: int
+    ts_ms: int = Field(ge=0, le=MAX_TS_MS)  # bounded: `created_time` must be a datetime
 
     @property
     def created_time(self) -> datetime:
         """When the fill happened (UTC)."""
-        return datetime.fromtimestamp(self.ts_ms / 1000, UTC)
+        return from_ms(self.ts_ms)
 
 
 class WsUserOrder(OrderTotals):
     """A `user_order` message: the full current state of one of our orders after any change."""
 
-    last_updated_ts_ms: int | None = None
+    last_updated_ts_ms: int | None = Field(default=None, ge=0, le=MAX_TS_MS)  # the executor makes it a datetime

@@ -183,7 +183,8 @@ class KalshiRest:
                    auth: bool = False) -> M:
         resp = await self._request("GET", path, params=params, auth=auth)
         data = _json(resp, path)
-        return _parse(model, data[key] if key else data, path, key)
+        # .get: an answer without the key is a MalformedResponse (`_parse` says which key), not a KeyError.
+        return _parse(model, data.get(key) if key else data, path, key)
 
     async def _pages(self, path: str, key: str, model: type[M], params: Mapping[str, Any], *, auth: bool = False,
                      limit: int = 200, max_pages: int = 10_000) -> AsyncIterator[M]:
@@ -191,7 +192,7 @@ class KalshiRest:
         for _ in range(max_pages):
             resp = await self._request("GET", path, params={**params, "limit": limit, "cursor": cursor}, auth=auth)
             data = _json(resp, path)
-            for item in data.get(key) or []:
+            for item in _items(data, key, path):
                 yield _parse(model, item, path, key)
             cursor = data.get("cursor") or None  # "" (spec) or null (guide) both mean the end
             if not cursor:
@@ -211,7 +212,7 @@ class KalshiRest:
     async def series_list(self, *, category: str | None = None) -> list[Series]:
         """All series, optionally of one category."""
         resp = await self._request("GET", "/series", params={"category": category})
-        return [_parse(Series, s, "/series", "series") for s in _json(resp, "/series").get("series") or []]
+        return [_parse(Series, s, "/series", "series") for s in _items(_json(resp, "/series"), "series", "/series")]
 
     async def events(self, *, series_ticker: str | None = None, status: str | None = None,
                      with_nested_markets: bool = False, limit: int = 200) -> list[Event]:
@@ -225,9 +226,9 @@ class KalshiRest:
         resp = await self._request("GET", f"/events/{event_ticker}",
                                    params={"with_nested_markets": "true" if with_nested_markets else "false"})
         data = _json(resp, "/events/{t}")
-        event = dict(data.get("event") or {})
-        if with_nested_markets and not event.get("markets") and data.get("markets"):
-            event["markets"] = data["markets"]  # the deprecated top-level copy
+        event = data.get("event")
+        if isinstance(event, dict) and with_nested_markets and not event.get("markets") and data.get("markets"):
+            event = {**event, "markets": data["markets"]}  # the deprecated top-level copy
         return _parse(Event, event, f"/events/{event_ticker}", "event")
 
     async def markets(self, *, event_ticker: str | None = None, series_ticker: str | None = None,
@@ -254,9 +255,11 @@ class KalshiRest:
         for i in range(0, len(tickers), 100):
             chunk = list(tickers[i : i + 100])
             resp = await self._request("GET", "/markets/orderbooks", params={"tickers": ",".join(chunk)})
-            for item in _json(resp, "/markets/orderbooks").get("orderbooks") or []:
-                out[item["ticker"]] = _parse(Orderbook, item.get("orderbook_fp") or {}, "/markets/orderbooks",
-                                             "orderbook_fp")
+            for item in _items(_json(resp, "/markets/orderbooks"), "orderbooks", "/markets/orderbooks"):
+                ticker = item.get("ticker") if isinstance(item, dict) else None
+                if not isinstance(ticker, str):
+                    raise E.MalformedResponse(f"/markets/orderbooks: a book without its ticker: {str(item)[:80]}")
+                out[ticker] = _parse(Orderbook, item.get("orderbook_fp") or {}, "/markets/orderbooks", "orderbook_fp")
         return out
 
     async def trades(self, *, ticker: str | None = None, min_ts: int | None = None, max_ts: int | None = None,
@@ -313,7 +316,7 @@ class KalshiRest:
                                    params={"market_tickers": ",".join(market_tickers),
                                            "exchange_index": exchange_index}, auth=True)
         return [_parse(QueuePosition, q, "queue_positions", "queue_positions")
-                for q in _json(resp, "queue_positions").get("queue_positions") or []]
+                for q in _items(_json(resp, "queue_positions"), "queue_positions", "queue_positions")]
 
     # -- orders (V2) ----------------------------------------------------------------------------
 
@@ -419,7 +422,7 @@ class KalshiRest:
                                    call=_Call(idempotent=idempotent, write=True, cost=DEFAULT_COST * len(orders)),
                                    body={"orders": list(orders)}, auth=True)
         return [_parse(BatchCreateItem, o, "batch_create", "orders")
-                for o in _json(resp, "batch_create").get("orders") or []]
+                for o in _items(_json(resp, "batch_create"), "orders", "batch_create")]
 
     async def batch_cancel(self, orders: Sequence[OrderRef]) -> list[BatchCancelItem]:
         """Cancel several orders; each item carries its own route (orders of several shards in one call)."""
@@ -427,7 +430,7 @@ class KalshiRest:
                                    call=_Call(idempotent=True, write=True, cost=CANCEL_COST * len(orders)),
                                    body={"orders": [o.item() for o in orders]}, auth=True)
         return [_parse(BatchCancelItem, o, "batch_cancel", "orders")
-                for o in _json(resp, "batch_cancel").get("orders") or []]
+                for o in _items(_json(resp, "batch_cancel"), "orders", "batch_cancel")]
 
     async def cancel_all(self) -> None:
         """Cancel every resting order (204)."""
@@ -450,12 +453,14 @@ def _error_from(resp: httpx.Response, method: str, path: str) -> E.KalshiError:
     code = message = details = None
     try:
         body = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict):
-            code, message, details = err.get("code"), err.get("message"), err.get("details")
+            # As text whatever they are: a code is looked up and matched (a list in it is unhashable).
+            code, message, details = (None if v is None else str(v)
+                                      for v in (err.get("code"), err.get("message"), err.get("details")))
         elif isinstance(err, str):
             message = err  # 429: {"error": "too many requests"}
     what = f"{method} {path} -> {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
@@ -484,11 +489,21 @@ def _error_from(resp: httpx.Response, method: str, path: str) -> E.KalshiError:
 def _json(resp: httpx.Response, what: str) -> dict[str, Any]:
     try:
         data = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the json module can read
         raise E.MalformedResponse(f"{what}: response is not JSON (status {resp.status_code})") from None
     if not isinstance(data, dict):
         raise E.MalformedResponse(f"{what}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def _items(data: dict[str, Any], key: str, where: str) -> list[Any]:
+    """The list under `key` (absent, null or empty: none); anything else is a MalformedResponse, not a TypeError."""
+    items = data.get(key)
+    if not items:
+        return []
+    if not isinstance(items, list):
+        raise E.MalformedResponse(f"{where}: '{key}' is a {type(items).__name__}, not a list")
+    return items
 
 
 def _parse(model: type[M], data: Any, where: str, key: str | None) -> M:

@@ -32,10 +32,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from libs.common.backoff import Backoff
 from libs.common.kalshi.book import BookInconsistent, LocalBook
 from libs.common.kalshi.errors import AuthError
+from libs.common.kalshi.models import book_price, from_ms
 from libs.common.kalshi.rest import Environment
 from libs.common.kalshi.signing import Signer
 from libs.common.logs import get_logger
-from libs.common.money import MoneyError, complement, parse_count, parse_dollars
+from libs.common.money import MoneyError, complement, parse_count
 
 log = get_logger(__name__)
 
@@ -224,7 +225,7 @@ class KalshiWS:
         try:
             frame = json.loads(raw)
             kind = frame["type"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nesting too deep for json
             self.malformed += 1
             log.warning("kalshi_ws_malformed_frame", frame=str(raw)[:200])
             return
@@ -243,7 +244,8 @@ class KalshiWS:
                 res = self.on_message(frame)
                 if asyncio.iscoroutine(res):
                     await res
-        except (KeyError, TypeError, ValueError, MoneyError) as e:
+        # AttributeError: an object that is a list or a string (`msg.get` on `[...]`), here or in a callback.
+        except (KeyError, TypeError, ValueError, MoneyError, AttributeError) as e:
             self.malformed += 1
             log.warning("kalshi_ws_malformed_message", type=kind, error=f"{type(e).__name__}: {e}")
             if kind in ("orderbook_delta", "orderbook_snapshot") and isinstance(frame.get("sid"), int):
@@ -265,6 +267,9 @@ class KalshiWS:
         sid, seq = frame.get("sid"), frame.get("seq")
         if sid is None or seq is None:
             return True
+        # Infinity, "3", 3.5 or 10**300 (which no book event id holds): the frame is malformed.
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
+            raise ValueError(f"seq {str(seq)[:40]} is not a sequence number")
         sub = self._by_sid.get(sid)
         if sub is None:
             return True
@@ -278,8 +283,8 @@ class KalshiWS:
         book = self.books.get(msg["market_ticker"])
         if book is None:
             return
-        yes = [(parse_dollars(p), parse_count(c)) for p, c in msg.get("yes_dollars_fp") or []]
-        no = [(parse_dollars(p), parse_count(c)) for p, c in msg.get("no_dollars_fp") or []]
+        yes = [(book_price(p), parse_count(c)) for p, c in msg.get("yes_dollars_fp") or []]
+        no = [(book_price(p), parse_count(c)) for p, c in msg.get("no_dollars_fp") or []]
         if self.use_yes_price:
             no = [(complement(p), c) for p, c in no]
         # A snapshot carries no time of its own: it is the exchange's book as of its arrival.
@@ -297,15 +302,15 @@ class KalshiWS:
         book = self.books.get(msg["market_ticker"])
         if book is None or not book.valid:
             return  # waiting for its snapshot; the snapshot already includes this change
-        price = parse_dollars(msg["price_dollars"])
+        price = book_price(msg["price_dollars"])
         side = msg["side"]
         if side not in ("yes", "no"):
             raise ValueError(f"unknown side {side!r}")
         if side == "no" and self.use_yes_price:
             price = complement(price)
+        ts_ms = msg.get("ts_ms")
+        ts = from_ms(ts_ms) if isinstance(ts_ms, int | float) else None  # ValueError (malformed) beyond datetime
         try:
-            ts_ms = msg.get("ts_ms")
-            ts = datetime.fromtimestamp(ts_ms / 1000, UTC) if isinstance(ts_ms, int | float) else None
             book.apply_delta(side, price, parse_count(msg["delta_fp"], signed=True), frame.get("seq"), ts=ts)
         except BookInconsistent as e:
             log.warning("kalshi_book_inconsistent", ticker=book.ticker, error=str(e))

@@ -1,0 +1,1 @@
+"""Bad-input fuzzing of the desk's parsers and handlers (the short form of benchmarks/fuzz.py)."""
