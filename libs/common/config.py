@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from libs.common.freshness import FreshnessLimits
+from libs.common.strategies import DEFAULT_ALLOCATION, parse_allocation, parse_series
 
 ENV_PREFIX = "KDESK_"
 
@@ -66,7 +67,8 @@ PROFILE_PRESETS: dict[Profile, dict[str, Any]] = {
 }
 _USD_FIELDS = ("llm_daily_budget_usd", "max_order_usd", "max_market_usd", "max_event_usd", "max_family_usd",
                "max_portfolio_usd",
-               "daily_loss_limit_usd", "fixed_order_usd", "reconcile_tolerance_usd", "paper_balance_usd")
+               "daily_loss_limit_usd", "fixed_order_usd", "reconcile_tolerance_usd", "paper_balance_usd",
+               "mm_kill_loss_usd")
 _SECRET_FIELDS = {"llm_api_key", "kalshi_demo_key_id", "kalshi_prod_key_id", "kalshi_sim_key_id", "database_url",
                   "telegram_bot_token", "dashboard_token", "dashboard_operator_token"}
 
@@ -288,6 +290,27 @@ class Settings(BaseSettings):
     exits: str = ""
     paper_balance_usd: str = "1000"
 
+    # Strategies (libs/common/strategies.py). Capital: each strategy's fraction of the portfolio cap; a strategy
+    # not named gets nothing. Markets: the maker quotes KDESK_MM_SERIES, quick flip trades the signals of
+    # KDESK_QUICK_FLIP_SERIES, directional the rest.
+    allocation: str = DEFAULT_ALLOCATION
+    mm_series: str = ""
+    mm_half_spread: float = Field(default=0.02, gt=0, lt=0.5)  # dollars either side of the reservation price
+    mm_uncertainty_spread: float = Field(default=0.03, ge=0, lt=0.5)  # added at confidence 0, none at 1
+    mm_risk_aversion: float = Field(default=0.004, ge=0, le=1)  # Avellaneda-Stoikov gamma, per contract
+    mm_quote_contracts: int = Field(default=10, ge=1, le=10_000)  # whole contracts per quote
+    mm_max_inventory: int = Field(default=50, ge=1)  # contracts held in one market, either side
+    mm_max_event_inventory: int = Field(default=100, ge=1)  # contracts held across one event's markets
+    mm_refresh: float = Field(default=0.01, gt=0, lt=1)  # dollars a quote's target moves before it is updated
+    mm_quote_per_minute: int = Field(default=120, ge=1)  # creates, amends and cancels, across the maker
+    mm_pull_before_close_s: float = Field(default=900.0, ge=0)
+    mm_kill_loss_usd: str = "25"  # the maker's P&L falling this much within the window pulls every quote
+    mm_kill_window_s: float = Field(default=300.0, gt=0)
+    mm_kill_cooldown_s: float = Field(default=900.0, ge=0)
+    quick_flip_series: str = ""
+    quick_flip_target: float = Field(default=0.5, gt=0, le=1)  # of the way from the entry to fair value
+    quick_flip_time_limit_s: float = Field(default=600.0, gt=0)
+
     # The llm family (services/signals/llm.py): off unless KDESK_LLM_SERIES names series. An OpenAI-compatible
     # chat-completions provider (xAI by default; in sim the simulator's fake); the key never reaches a log.
     llm_series: str = ""
@@ -372,6 +395,26 @@ class Settings(BaseSettings):
     def _exits(cls, v: str) -> str:
         parse_exits(v)
         return v
+
+    @field_validator("allocation")
+    @classmethod
+    def _allocation(cls, v: str) -> str:
+        parse_allocation(v)
+        return v
+
+    @model_validator(mode="after")
+    def _strategies_have_capital(self) -> Settings:
+        alloc = parse_allocation(self.allocation)
+        mm, flip = parse_series(self.mm_series), parse_series(self.quick_flip_series)
+        if mm & flip:
+            raise ValueError(f"{', '.join(sorted(mm & flip))} is in both KDESK_MM_SERIES and KDESK_QUICK_FLIP_SERIES "
+                             "(a market belongs to one strategy)")
+        for name, series in (("market_making", mm), ("quick_flip", flip)):
+            if series and alloc.get(name, 0.0) <= 0:  # type: ignore[call-overload]
+                raise ValueError(f"{_var('quick_flip' if name == 'quick_flip' else 'mm')}_SERIES names series but "
+                                 f"KDESK_ALLOCATION gives {name} no capital (e.g. KDESK_ALLOCATION="
+                                 f"directional=0.4,market_making=0.3,quick_flip=0.3)")
+        return self
 
     @field_validator("nats_url")
     @classmethod

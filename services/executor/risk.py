@@ -78,6 +78,7 @@ from libs.common.db.upsert import insert_if_new, upsert_many
 from libs.common.events import OrderEvent as OrderEventMsg
 from libs.common.market_view import DEFAULT_FEE_MULTIPLIER, DEFAULT_FEE_TYPE
 from libs.common.money import cost, leg_price
+from libs.common.strategies import Strategy
 from services.executor.exposure import Holding, Strike, event_exposure
 from services.executor.ledger import event_columns
 from services.executor.sizing import order_cost
@@ -85,7 +86,8 @@ from services.executor.sizing import order_cost
 RESERVATION_TTL = timedelta(hours=6)
 LEG_BUSY = "leg_busy"  # Send.only_if_flat did not hold: nothing decided, nothing written
 
-Leg = Literal["yes", "no", "exit", "arb_yes", "arb_no"]
+# mm_yes / mm_no: the maker's quotes; flip_exit: quick flip's resting sale of what it bought.
+Leg = Literal["yes", "no", "exit", "arb_yes", "arb_no", "mm_yes", "mm_no", "flip_exit"]
 BookSide = Literal["bid", "ask"]  # bid buys YES, ask buys NO (V2 orders are in YES terms)
 TimeInForce = Literal["good_till_canceled", "immediate_or_cancel", "fill_or_kill"]
 
@@ -110,6 +112,7 @@ class Intent:
     reduce_only: bool = False
     fee_type: str = DEFAULT_FEE_TYPE
     fee_multiplier: Decimal = DEFAULT_FEE_MULTIPLIER
+    strategy: Strategy = "directional"  # whose capital it uses (libs/common/strategies.py)
 
     @property
     def outcome_side(self) -> str:
