@@ -1,5 +1,6 @@
 """The executor's `cmd.executor.*` answers: status, positions, orders, fills, balance, pnl, decisions,
-pause, resume, flatten, reconcile. Plain data in integer money (ticks, 1/100 contract); the CLI and Telegram render it.
+pause, resume, flatten, reconcile, strategies. Plain data in integer money (ticks, 1/100 contract); the CLI
+and Telegram render it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from libs.common.bus import Bus, CommandError
 from libs.common.money import ONE_CONTRACT
+from libs.common.strategies import parse_allocation, strategy_caps
 from services.executor.ledger import fill_summary, order_summary, position_summary
 from services.executor.pnl import DEFAULT_DAYS, MAX_DAYS, book_mark, report, today_pnl
 from services.executor.risk import reserved_total
+from services.executor.strategy_report import strategies
 
 if TYPE_CHECKING:
     from services.executor.service import Executor
@@ -31,6 +34,7 @@ class ExecutorCommands:
             "status": self.status, "positions": self.positions, "orders": self.orders, "fills": self.fills,
             "balance": self.balance, "pnl": self.pnl, "decisions": self.decisions, "pause": self.pause,
             "resume": self.resume, "flatten": self.flatten, "reconcile": self.reconcile,
+            "strategies": self.strategies,
         }
         return [await bus.serve("executor", verb, fn) for verb, fn in handlers.items()]
 
@@ -90,6 +94,18 @@ class ExecutorCommands:
             raise CommandError("bad_request", f"days must be a whole number from 1 to {MAX_DAYS}, got {days!r}")
         ex = self.ex
         return await report(ex.ledger.sessions, ex.mode.value, days=days, now=ex.clock(), mark=book_mark(ex.markets))
+
+    async def strategies(self, _: dict[str, Any]) -> dict[str, Any]:
+        """P&L, fill rate, adverse selection, inventory and capital per strategy (strategy_report.py)."""
+        ex = self.ex
+        assert ex.desk is not None and ex.maker is not None and ex.flip is not None
+        allocation = parse_allocation(ex.settings.allocation)
+        maker = ex.maker.status()
+        extra = {"market_making": {"adverse_selection_ticks": maker["adverse_selection_ticks"], "maker": maker},
+                 "quick_flip": {"flip": ex.flip.stats.as_dict()}}
+        return await strategies(ex.ledger.sessions, ex.mode.value, mark=book_mark(ex.markets),
+                                caps=strategy_caps(allocation, ex.settings.risk.max_portfolio),
+                                allocation=allocation, extra=extra)
 
     async def decisions(self, req: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """{signal_ids} → what the desk did with each signal it has seen: {signal_id: {status, reason, ...}}."""

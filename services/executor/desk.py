@@ -30,6 +30,7 @@ from libs.common.events import Alert, Signal
 from libs.common.logs import get_logger
 from libs.common.market_view import DEFAULT_FEE_MULTIPLIER, DEFAULT_FEE_TYPE
 from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, leg_price
+from libs.common.strategies import Strategy, parse_allocation, parse_series, route
 from services.executor import order_status
 from services.executor.control import ControlState
 from services.executor.decide import (
@@ -79,7 +80,8 @@ def intent_of(row: Order, st: MarketState | None) -> Intent:
                   count=row.initial_count, time_in_force=cast(TimeInForce, row.time_in_force),
                   post_only=row.post_only, reduce_only=row.reduce_only,
                   fee_type=st.fee_type if st else DEFAULT_FEE_TYPE,
-                  fee_multiplier=st.fee_multiplier if st else DEFAULT_FEE_MULTIPLIER)
+                  fee_multiplier=st.fee_multiplier if st else DEFAULT_FEE_MULTIPLIER,
+                  strategy=cast(Strategy, row.strategy))
 
 
 class Desk:
@@ -101,6 +103,10 @@ class Desk:
         self.clock = clock
         self.exits = parse_exits(settings.exits)
         self.bankroll: int = 0
+        self.allocation = parse_allocation(settings.allocation)
+        self.mm_series = parse_series(settings.mm_series)
+        self.flip_series = parse_series(settings.quick_flip_series)
+        self.fair_value: Callable[[Signal], None] | None = None  # the market maker's intake (service.py sets it)
         self.last_signal: dict[str, Signal] = {}
         self.reprices = RateBudget(settings.reprice_per_minute)
         self.decisions: dict[str, int] = {}
@@ -113,25 +119,35 @@ class Desk:
     def _count(self, reason: str) -> None:
         self.decisions[reason] = self.decisions.get(reason, 0) + 1
 
-    def context(self, now: datetime, family: str | None) -> Context:
+    def context(self, now: datetime, family: str | None, strategy: Strategy = "directional") -> Context:
+        """The decision's view of the desk; Kelly sizes from the strategy's share of the bankroll."""
         return Context(now=now, blocked=self.control.blocks(self.mode, family, now),
-                       daily_loss_tripped=self.daily_loss_tripped, bankroll=self.bankroll)
+                       daily_loss_tripped=self.daily_loss_tripped,
+                       bankroll=int(self.bankroll * self.allocation.get(strategy, 0.0)))
 
     # -- intake ---------------------------------------------------------------------------------
 
     async def on_signal(self, sig: Signal) -> None:
         """Decide on one signal; idempotent by the client_order_id derived from it."""
-        if sig.action == "none" or sig.mode is not self.mode:
+        if sig.mode is not self.mode:
+            return
+        strategy = route(sig.series_ticker, mm_series=self.mm_series, flip_series=self.flip_series)
+        if strategy == "market_making":  # the maker's market: the signal is its fair value, not an order
+            if self.fair_value is not None:
+                self.fair_value(sig)
+            return
+        if sig.action == "none":
             return
         received = time.perf_counter()
         self.last_signal[sig.ticker] = sig
         st = self.markets.get(sig.ticker)
         now = self.clock()
         leg = leg_of(sig)
-        ctx = self.context(now, sig.family)
+        ctx = self.context(now, sig.family, strategy)
         fresh = st is not None and self.markets.book_fresh(st, now)
         guess = decide(sig, st, Holdings(), ctx, self.config, book_fresh=fresh)
         if isinstance(guess, Intent):
+            guess = replace(guess, strategy=strategy)
             send = self.orders.sending(guess.ticker, only_if_flat=True)
             verdict = await self.risk.reserve(guess, now=now, send=send)
             if verdict.reason != LEG_BUSY:  # decided in that one statement
@@ -149,8 +165,9 @@ class Desk:
         if isinstance(result, Decline):
             if result.reprice_to is not None:
                 await self._maybe_reprice(cast(Order, holdings.working[0]), result.reprice_to, "new_signal")
-            await self._decline(result.intent, result.reason, now)
+            await self._decline(replace(result.intent, strategy=strategy), result.reason, now)
             return
+        result = replace(result, strategy=strategy)
         send = self.orders.sending(result.ticker)
         verdict = await self.risk.reserve(result, now=now, send=send)
         if verdict.ok and not verdict.existing:
@@ -329,6 +346,8 @@ class Desk:
         if not self.exits or self.control.blocks(self.mode, None, now):
             return  # paused means no new orders at all, exits included (flatten is the explicit way out)
         for p in await self.ledger.positions():
+            if p.strategy != "directional":
+                continue  # the maker manages its inventory, quick flip its exit and time limit
             rules = self.exits.get(p.family or "")
             st = self.markets.get(p.ticker)
             leg = "yes" if p.position > 0 else "no"
@@ -340,12 +359,15 @@ class Desk:
             avg = p.cost_ticks * ONE_CONTRACT // held
             why = _exit_reason(rules, avg, bid, p.created_at, now, self.last_signal.get(p.ticker), leg)
             if why:
-                await self.exit_position(p.ticker, leg, held, bid, why)
+                await self.exit_position(p.ticker, leg, held, bid, why, cast(Strategy, p.strategy))
 
-    async def exit_position(self, ticker: str, leg: str, count: int, bid: int, why: str) -> None:
+    async def exit_position(self, ticker: str, leg: str, count: int, bid: int, why: str,
+                            strategy: Strategy = "directional") -> bool:
+        """A reduce-only IOC at `bid` for `count` of `leg`; False when nothing was sent (no market, or this
+        minute's exit of the position was decided already)."""
         st = self.markets.get(ticker)
         if st is None:
-            return
+            return False
         # A reduce-only IOC on the opposite book side at our leg's best bid (YES terms for the V2 order).
         side, yes_price = ("ask", bid) if leg == "yes" else ("bid", ONE_DOLLAR - bid)
         stamp = int(self.clock().timestamp()) // 60  # one exit attempt per position per minute
@@ -353,12 +375,14 @@ class Desk:
                         family=st.family, series_ticker=st.defn.series_ticker, event_ticker=st.defn.event_ticker,
                         ticker=ticker, book_side="ask" if side == "ask" else "bid", yes_price=yes_price, count=count,
                         time_in_force="immediate_or_cancel", reduce_only=True, fee_type=st.fee_type,
-                        fee_multiplier=st.fee_multiplier)
+                        fee_multiplier=st.fee_multiplier, strategy=strategy)
         send = self.orders.sending(ticker)
         verdict = await self.risk.reserve(intent, now=self.clock(), reduces_only=True, send=send)
         if verdict.ok and not verdict.existing:
             log.info("exit", ticker=ticker, leg=leg, count=count, price=bid, why=why)
             await self.orders.send(intent, marked=send)
+            return True
+        return False
 
     async def flatten(self) -> dict[str, Any]:
         """Cancel every resting order and exit every position at the best bid."""
@@ -370,7 +394,7 @@ class Desk:
             bid = st.bid(leg) if st else None
             if bid is None:
                 continue
-            await self.exit_position(p.ticker, leg, abs(p.position), bid, "flatten")
+            await self.exit_position(p.ticker, leg, abs(p.position), bid, "flatten", cast(Strategy, p.strategy))
             exited.append(p.ticker)
         return {"canceled": canceled, "exit_orders": exited}
 

@@ -281,8 +281,13 @@ class Ledger:
             # moves from the order's risk usage to the position's in this transaction.
             paid = select(func.coalesce(func.sum(Fill.fee_ticks), 0)).where(
                 Fill.mode == self.mode, Fill.order_id == f.order_id).scalar_subquery()
-            await s.execute(update(Order).where(Order.mode == self.mode, Order.order_id == f.order_id)
-                            .values(fees_ticks=func.greatest(Order.fees_ticks, paid)))
+            strategy = await s.scalar(update(Order).where(Order.mode == self.mode, Order.order_id == f.order_id)
+                                      .values(fees_ticks=func.greatest(Order.fees_ticks, paid))
+                                      .returning(Order.strategy))
+            if pos.position == 0 and strategy is not None:
+                # Opened from flat: the position is the filling order's strategy's (its capital, its market).
+                # Otherwise it stays whose it was; a fill of an order not known yet leaves it too.
+                pos.strategy = strategy
             pos.position, pos.cost_ticks, pos.realized_pnl_ticks = apply_to_position(
                 pos.position, pos.cost_ticks, pos.realized_pnl_ticks, f)
             pos.realized_pnl_ticks -= f.fee
@@ -309,7 +314,8 @@ class Ledger:
 
     async def set_position(self, ticker: str, *, position: int, cost: int | None, fees: int | None,
                            event_ticker: str, realized: int | None = None) -> None:
-        """Overwrite a position from the exchange's view (reconciliation repair)."""
+        """Overwrite a position from the exchange's view (reconciliation repair); its strategy stays as it is
+        (`directional` for a new row: the exchange does not know whose it is)."""
         async with self.sessions() as s, s.begin():
             await insert_if_new(s, Position, {"mode": self.mode, "ticker": ticker, "event_ticker": event_ticker},
                                 key=["mode", "ticker"])

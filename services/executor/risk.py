@@ -41,6 +41,15 @@ Family scope: a family's usage is the sum over events of the exposure of that fa
 previous from-scratch check computed; with families mixed in one event (a position a reconciliation
 repair created carries no family) it is defined where the previous one depended on row order.
 
+Strategies (migration 0007; libs/common/strategies.py): every order row carries its intent's strategy, and a
+position the strategy of the order that opened it from flat. Triggers of their own keep, under the same
+usage lock, `risk_strategy_usage` (a strategy's capital: the cost of its holding orders as above plus its
+positions' cost) and `risk_strategy_markets` (the same per market, with open buys and the position).
+`kdesk_reserve` refuses an order on a market another strategy holds or works (`market_owned`, right after
+`cap_order`: a position is never shared, so per-strategy P&L stays exact) and one that would take its
+strategy's capital past `strategy_caps` (`cap_strategy`, after `cap_portfolio`); reduce-only orders skip
+both, as they skip every cap. Without `strategy_caps` there is no strategy cap, ownership still holds.
+
 One round trip: the desk decides first as if nothing were working or held on the signal's leg, and the
 reservation is made only if that is still true under the lock (`Send.only_if_flat`); when it is not, the
 verdict says `leg_busy`, nothing is written, and the desk reads the leg (a pooled read: a checkout ping,
@@ -55,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -72,6 +82,8 @@ from libs.common.db.executor import (
     RiskFamilyUsage,
     RiskHolding,
     RiskModeUsage,
+    RiskStrategyMarket,
+    RiskStrategyUsage,
     RiskStrike,
 )
 from libs.common.db.upsert import insert_if_new, upsert_many
@@ -159,7 +171,7 @@ def holding_of(intent: Intent, count: int | None = None) -> Holding:
     return h
 
 
-_USAGE = "u_market, u_event, u_family, u_portfolio, u_open_orders"
+_USAGE = "u_market, u_event, u_family, u_portfolio, u_open_orders, u_strategy"
 _RESERVE = text(f"""SELECT verdict, reason, status, {_USAGE} FROM kdesk_reserve(
     CAST(:mode AS text), CAST(:coid AS text), CAST(:signal_id AS text), CAST(:leg AS text), CAST(:attempt AS bigint),
     CAST(:family AS text), CAST(:series AS text), CAST(:event AS text), CAST(:ticker AS text),
@@ -171,25 +183,31 @@ _RESERVE = text(f"""SELECT verdict, reason, status, {_USAGE} FROM kdesk_reserve(
     CAST(:now AS timestamptz), CAST(:expires AS timestamptz), CAST(:send AS boolean),
     CAST(:exchange_index AS bigint), CAST(:only_if_flat AS boolean), CAST(:learn AS boolean),
     CAST(:strike_type AS text), CAST(:floor AS numeric), CAST(:cap AS numeric),
-    CAST(:event_id AS text), CAST(:subject AS text), CAST(:message AS jsonb))""")
+    CAST(:event_id AS text), CAST(:subject AS text), CAST(:message AS jsonb), CAST(:strategy AS text),
+    CAST(:max_strategy AS bigint))""")
 _REPRICE = text(f"""SELECT {_USAGE} FROM kdesk_reprice_usage(
     CAST(:mode AS text), CAST(:event AS text), CAST(:ticker AS text), CAST(:family AS text),
-    CAST(:yes AS bigint), CAST(:no AS bigint), CAST(:cost AS bigint), CAST(:exclude AS text))""")
+    CAST(:yes AS bigint), CAST(:no AS bigint), CAST(:cost AS bigint), CAST(:exclude AS text),
+    CAST(:strategy AS text))""")
 
 
 class RiskGate:
     """Reserves cap budget for intents; strikes come from the executor's market definitions.
 
     `dedicated=True` keeps one connection of the gate's own for its statements (close it with
-    `aclose()`); otherwise each call checks one out of the sessions' engine.
+    `aclose()`); otherwise each call checks one out of the sessions' engine. `strategy_caps` is each
+    strategy's capital cap in ticks (`libs.common.strategies.strategy_caps`; a strategy missing from it may
+    not trade); None: no strategy cap, and no "strategy" entry in the usage.
     """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], mode: str, limits: RiskLimits,
-                 strikes: dict[str, Strike | None], *, dedicated: bool = False) -> None:
+                 strikes: dict[str, Strike | None], *, dedicated: bool = False,
+                 strategy_caps: Mapping[str, int] | None = None) -> None:
         self.sessions = sessions
         self.mode = mode
         self.limits = limits
         self.strikes = strikes
+        self.strategy_caps = dict(strategy_caps) if strategy_caps is not None else None
         self._synced: dict[str, Strike] = {}  # strikes this gate knows are in risk_strikes
         bind = sessions.kw.get("bind")
         # Autocommit: the function call is the whole transaction (no BEGIN, no COMMIT on the wire).
@@ -228,7 +246,8 @@ class RiskGate:
             "only_if_flat": send is not None and send.only_if_flat, "learn": learn,
             "strike_type": strike.strike_type if learn else None, "floor": strike.floor if learn else None,
             "cap": strike.cap if learn else None, "event_id": outbox["event_id"], "subject": outbox["subject"],
-            "message": outbox["message"]})
+            "message": outbox["message"], "strategy": intent.strategy,
+            "max_strategy": self._strategy_cap(intent)})
         if row.verdict == "busy":
             return Verdict(False, LEG_BUSY)
         if row.verdict == "existing":
@@ -253,7 +272,7 @@ class RiskGate:
         new = holding_of(intent)
         row = await self._one(_REPRICE, {"mode": self.mode, "event": intent.event_ticker, "ticker": intent.ticker,
                                          "family": intent.family, "yes": new.yes, "no": new.no, "cost": new.cost,
-                                         "exclude": exclude_coid})
+                                         "exclude": exclude_coid, "strategy": intent.strategy})
         return self._usage_of(new, row)
 
     async def block(self, intent: Intent, *, now: datetime, reason: str) -> bool:
@@ -261,7 +280,7 @@ class RiskGate:
         async with self.sessions() as s, s.begin():
             new = await insert_if_new(s, Order, {
                 "mode": self.mode, "client_order_id": intent.client_order_id, "signal_id": intent.signal_id,
-                "leg": intent.leg, "attempt": intent.attempt, "family": intent.family,
+                "leg": intent.leg, "attempt": intent.attempt, "family": intent.family, "strategy": intent.strategy,
                 "series_ticker": intent.series_ticker, "event_ticker": intent.event_ticker, "ticker": intent.ticker,
                 "book_side": intent.book_side, "outcome_side": intent.outcome_side, "yes_price": intent.yes_price,
                 "initial_count": intent.count, "remaining_count": 0, "time_in_force": intent.time_in_force,
@@ -276,21 +295,31 @@ class RiskGate:
             return new
 
     def _check(self, intent: Intent, usage: dict[str, int]) -> str | None:
-        """The first cap `usage` passes, by name (kdesk_reserve checks in the same order), or None."""
+        """The first cap `usage` passes, by name (kdesk_reserve checks in the same order), or None.
+
+        `market_owned` is not a usage figure and is not checked here: a reprice keeps its market."""
         lim = self.limits
+        strategy_cap = self._strategy_cap(intent)
         checks = (("cap_order", usage["order"], lim.max_order), ("cap_market", usage["market"], lim.max_market),
                   ("cap_event", usage["event"], lim.max_event), ("cap_family", usage["family"], lim.max_family),
                   ("cap_portfolio", usage["portfolio"], lim.max_portfolio),
+                  ("cap_strategy", usage.get("strategy", 0), strategy_cap),
                   ("cap_open_orders", usage["open_orders"], lim.max_open_orders))
         for name, used, cap in checks:
-            if used > cap:
+            if cap is not None and used > cap:
                 return name
         return None
 
-    @staticmethod
-    def _usage_of(new: Holding, row: Row[Any]) -> dict[str, int]:
-        return {"order": new.cost, "market": row.u_market, "event": row.u_event, "family": row.u_family,
-                "portfolio": row.u_portfolio, "open_orders": row.u_open_orders}
+    def _strategy_cap(self, intent: Intent) -> int | None:
+        """The intent's strategy's capital cap in ticks (0 when it has no allocation), None without caps."""
+        return None if self.strategy_caps is None else self.strategy_caps.get(intent.strategy, 0)
+
+    def _usage_of(self, new: Holding, row: Row[Any]) -> dict[str, int]:
+        usage = {"order": new.cost, "market": row.u_market, "event": row.u_event, "family": row.u_family,
+                 "portfolio": row.u_portfolio, "open_orders": row.u_open_orders}
+        if self.strategy_caps is not None:
+            usage["strategy"] = row.u_strategy
+        return usage
 
     @staticmethod
     def _add(h: Holding, book_side: str, yes_price: int, count: int) -> None:
@@ -383,6 +412,10 @@ class RiskGate:
             families = (await s.execute(select(RiskFamilyUsage.family, RiskFamilyUsage.exposure_ticks)
                                         .where(RiskFamilyUsage.mode == self.mode))).all()
             mode = await s.scalar(select(RiskModeUsage).where(RiskModeUsage.mode == self.mode))
+            strategies = (await s.execute(select(RiskStrategyUsage.strategy, RiskStrategyUsage.capital_ticks)
+                                          .where(RiskStrategyUsage.mode == self.mode))).all()
+            markets = (await s.execute(select(RiskStrategyMarket).where(RiskStrategyMarket.mode == self.mode))
+                       ).scalars().all()
         return {
             "holdings": {(h.ticker, h.family, h.event_ticker): (h.yes_count, h.no_count, h.cost_ticks, h.open_buys,
                                                                 h.open_yes_orders, h.open_no_orders, h.position)
@@ -391,6 +424,8 @@ class RiskGate:
             "families": {f: x for f, x in families if x},
             "open_orders": mode.open_orders if mode else 0,
             "gross": mode.gross_ticks if mode else 0,
+            "strategies": {st: x for st, x in strategies if x},
+            "strategy_markets": {(m.ticker, m.strategy): (m.capital_ticks, m.open_buys, m.position) for m in markets},
         }
 
     async def totals_from_scratch(self) -> dict[str, Any]:
@@ -403,7 +438,9 @@ class RiskGate:
         return {"holdings": {k: tuple(v) for k, v in book.rows.items() if any(v)},
                 "events": {k: x for k, x in events.items() if x},
                 "families": {f: x for f, x in families.items() if x},
-                "open_orders": book.open_orders, "gross": book.gross}
+                "open_orders": book.open_orders, "gross": book.gross,
+                "strategies": {st: x for st, x in book.strategies.items() if x},
+                "strategy_markets": {k: tuple(v) for k, v in book.markets.items() if any(v)}}
 
     async def usage_from_scratch(self, intent: Intent, *, exclude_coid: str | None = None) -> dict[str, int]:
         """What `reserve` (or, with `exclude_coid`, `allows_reprice` before its -1) finds as the usage,
@@ -419,16 +456,19 @@ class RiskGate:
         market.yes, market.no, market.cost = market.yes + new.yes, market.no + new.no, market.cost + new.cost
         family = sum(book.exposure(e, f, self.strikes) for e, f in book.groups()
                      if f == fam and e != intent.event_ticker)
-        return {"order": new.cost, "market": market.worst(),
-                "event": book.exposure(intent.event_ticker, None, self.strikes, extra),
-                "family": family + book.exposure(intent.event_ticker, fam, self.strikes, extra),
-                "portfolio": book.gross + new.cost, "open_orders": book.open_orders + 1}
+        usage = {"order": new.cost, "market": market.worst(),
+                 "event": book.exposure(intent.event_ticker, None, self.strikes, extra),
+                 "family": family + book.exposure(intent.event_ticker, fam, self.strikes, extra),
+                 "portfolio": book.gross + new.cost, "open_orders": book.open_orders + 1}
+        if self.strategy_caps is not None:
+            usage["strategy"] = book.strategies[intent.strategy] + new.cost
+        return usage
 
     async def _book(self, exclude_coid: str | None = None) -> _Book:
-        q = select(Order.ticker, Order.event_ticker, Order.family, Order.book_side, Order.outcome_side,
-                   Order.yes_price, Order.remaining_count, Order.reduce_only, Order.status, Order.order_id,
-                   Order.fill_count).where(Order.mode == self.mode, or_(Order.status.in_(OPEN_ORDER_STATUSES),
-                                                                        Order.fill_count > 0))
+        q = select(Order.ticker, Order.event_ticker, Order.family, Order.strategy, Order.book_side,
+                   Order.outcome_side, Order.yes_price, Order.remaining_count, Order.reduce_only, Order.status,
+                   Order.order_id, Order.fill_count).where(
+            Order.mode == self.mode, or_(Order.status.in_(OPEN_ORDER_STATUSES), Order.fill_count > 0))
         if exclude_coid is not None:
             q = q.where(Order.client_order_id != exclude_coid)
         async with self.sessions() as s:
@@ -436,7 +476,7 @@ class RiskGate:
             booked = dict((await s.execute(select(Fill.order_id, func.sum(Fill.count)).where(Fill.mode == self.mode)
                                            .group_by(Fill.order_id))).all())
             positions = (await s.execute(select(Position.ticker, Position.event_ticker, Position.family,
-                                                Position.position, Position.cost_ticks)
+                                                Position.strategy, Position.position, Position.cost_ticks)
                                          .where(Position.mode == self.mode, Position.position != 0))).all()
         book = _Book()
         for o in orders:
@@ -456,22 +496,31 @@ class RiskGate:
             RiskGate._add(h, o.book_side, o.yes_price, n)
             r[0], r[1], r[2], r[3] = r[0] + h.yes, r[1] + h.no, r[2] + h.cost, r[3] + 1
             book.gross += h.cost
+            m = book.markets[(o.ticker, o.strategy)]
+            m[0], m[1] = m[0] + h.cost, m[1] + 1
+            book.strategies[o.strategy] += h.cost
         for p in positions:
             r = book.rows[(p.ticker, p.family or "", p.event_ticker)]
             r[0], r[1], r[2], r[6] = r[0] + max(p.position, 0), r[1] + max(-p.position, 0), r[2] + p.cost_ticks, \
                 r[6] + p.position
             book.gross += p.cost_ticks
+            m = book.markets[(p.ticker, p.strategy)]
+            m[0], m[2] = m[0] + p.cost_ticks, m[2] + p.position
+            book.strategies[p.strategy] += p.cost_ticks
         return book
 
 
 @dataclass(slots=True)
 class _Book:
     """Holdings per (ticker, family, event) as the triggers keep them, computed from the rows:
-    [yes, no, cost, open_buys, open_yes_orders, open_no_orders, position]."""
+    [yes, no, cost, open_buys, open_yes_orders, open_no_orders, position]; per (ticker, strategy)
+    [capital, open_buys, position] and each strategy's capital."""
 
     rows: dict[tuple[str, str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0] * 7))
     open_orders: int = 0
     gross: int = 0
+    markets: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0] * 3))
+    strategies: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def groups(self) -> set[tuple[str, str]]:
         return {(e, f) for (_, f, e) in self.rows}

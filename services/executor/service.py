@@ -39,14 +39,17 @@ from libs.common.kalshi.models import Order as RestOrder
 from libs.common.kalshi.rest import KalshiRest
 from libs.common.logs import get_logger
 from libs.common.runtime import ServiceRuntime
+from libs.common.strategies import parse_allocation, strategy_caps
 from services.executor.broker import Broker, KalshiUpdates, VenueUpdates
 from services.executor.commands import ExecutorCommands
 from services.executor.control import ControlWatcher
 from services.executor.desk import Desk
 from services.executor.ledger import Ledger
+from services.executor.market_making import MarketMaker
 from services.executor.markets import Markets
 from services.executor.orders import VENUE_UNAVAILABLE, OrderLifecycle
 from services.executor.outbox import Outbox
+from services.executor.quick_flip import QuickFlip
 from services.executor.reconcile import Reconciler
 from services.executor.risk import RiskGate
 
@@ -88,11 +91,15 @@ class Executor:
         # No wake on the reservation's `intent` event: the drain would compete with the create for the
         # loop and the pool; the venue's answer wakes it a moment later (or the drain's idle sweep does).
         # Its own connection: a reservation is one statement on the wire (no checkout ping, no BEGIN).
-        self.risk = RiskGate(sessions, self.mode.value, settings.risk, self.markets.strikes, dedicated=True)
+        self.risk = RiskGate(sessions, self.mode.value, settings.risk, self.markets.strikes, dedicated=True,
+                             strategy_caps=strategy_caps(parse_allocation(settings.allocation),
+                                                         settings.risk.max_portfolio))
         self.jobs = Jobs(self._job_failing)
         self.commands = ExecutorCommands(self)
         self.control: ControlWatcher | None = None
         self.desk: Desk | None = None
+        self.maker: MarketMaker | None = None
+        self.flip: QuickFlip | None = None
         self.reconciler: Reconciler | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._paper_lock: Any = None
@@ -143,6 +150,13 @@ class Executor:
         await self.control.start()
         self.desk = Desk(self.settings, self.ledger, self.markets, self.orders, self.risk, self.control.state,
                          self._alert, clock=self.clock)
+        desk = self.desk
+        self.maker = MarketMaker(self.settings, self.sessions, self.markets, self.orders, self.risk,
+                                 self.control.state, self._alert, daily_loss_tripped=lambda: desk.daily_loss_tripped,
+                                 clock=self.clock)
+        self.desk.fair_value = self.maker.on_signal
+        self.flip = QuickFlip(self.settings, self.sessions, self.markets, self.orders, self.risk, self.control.state,
+                              self.desk.last_signal, self.desk.exit_position, clock=self.clock)
         self.reconciler = Reconciler(self.broker, self.ledger, self.orders, self.markets, mode=self.mode,
                                      cancel_unknown=self.settings.cancel_unknown_orders,
                                      # Paper positions live in the ledger only (the paper broker starts empty).
@@ -165,6 +179,8 @@ class Executor:
         await self.bus.consume(SIGNAL_CONSUMER, Signal, self._on_signal)
         self._add_jobs()
         self._tasks.extend(self.jobs.start(self._stop))
+        if self.maker.enabled:
+            self._tasks.append(asyncio.create_task(self.maker.run(self._stop), name="market_maker"))
         self.started.set()
         log.info("executor_started", mode=self.mode.value, sizing=self.settings.sizing,
                  limits=self.settings.risk.as_dict())
@@ -184,6 +200,8 @@ class Executor:
         self.jobs.add("poll", every, self.orders.poll, when=lambda: self.updates is None or not self.updates.live)
         self.jobs.add("review_working", every, desk.review_working)
         self.jobs.add("exits", every, desk.check_exits)
+        if desk.flip_series:
+            self.jobs.add("quick_flip", every, self.flip.tend)
         self.jobs.add("daily_loss", self.balance_every_s, self._check_daily_loss)
         self.jobs.add("strikes", every, self.risk.sync_strikes)  # definitions learned since (no write if none)
         self.jobs.add("reconcile", self.settings.reconcile_interval_s, self.reconcile)
@@ -209,6 +227,8 @@ class Executor:
         if self.control is not None:
             await self.control.stop()
         await self.risk.aclose()
+        if self.maker is not None:
+            await self.maker.aclose()
         if self._paper_lock is not None:
             with contextlib.suppress(Exception):
                 # A pooled connection outlives close(): unlock explicitly (a crashed process's connection
@@ -239,6 +259,7 @@ class Executor:
     async def _on_book(self, b: BookUpdate) -> None:
         st = self.markets.on_book(b)
         if st is not None and st.book is b and self.desk is not None and self.started.is_set():
+            self.maker.on_book(st)
             await self.desk.check_arbitrage(st)
 
     async def _on_signal(self, sig: Signal) -> None:

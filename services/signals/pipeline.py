@@ -95,8 +95,13 @@ class SignalPipeline:
 
     def __init__(self, emit: Callable[[Signal], Awaitable[None]], *, mode: Mode, risk: RiskLimits,
                  clock: Callable[[], datetime] = utcnow, cooldown_s: float = 5.0, min_dp: float = 0.01,
-                 min_dedge: int = 50, freshness: FreshnessLimits | None = None) -> None:
+                 min_dedge: int = 50, freshness: FreshnessLimits | None = None,
+                 fair_value_series: frozenset[str] = frozenset(), fair_cooldown_s: float = 1.0) -> None:
         self.emit = emit
+        # The market maker's series (KDESK_MM_SERIES): their probability is published even without an edge
+        # (action `none`), as the fair value the maker quotes around, at most every `fair_cooldown_s`.
+        self.fair_value_series = fair_value_series
+        self.fair_cooldown_s = fair_cooldown_s
         self.mode = mode
         self.risk = risk
         self.clock = clock
@@ -412,22 +417,25 @@ class SignalPipeline:
         e = edges(mp.p, top, st.grid, fee_type=st.fee_type, fee_multiplier=st.fee_multiplier)
         decision = best_action(e, min_edge=round(self.risk.min_edge * ONE_DOLLAR),
                                taker_min_edge=round(self.risk.taker_min_edge * ONE_DOLLAR))
-        if decision.action == "none":
+        fair_only = decision.action == "none"
+        if fair_only and d.series_ticker.upper() not in self.fair_value_series:
             self.suppressed[decision.reason or "no_edge"] += 1
             self.last.pop(ticker, None)
             return None
-        if mp.action is not None and mp.action != decision.action:
+        if not fair_only and mp.action is not None and mp.action != decision.action:
             # The model made its own call (the llm Trader) and the edge points elsewhere, or it said hold.
             self.suppressed["llm_hold" if mp.action == "hold" else "llm_disagrees"] += 1
             return None
         now_m = time.monotonic()
         prev = self.last.get(ticker)
         if prev is not None:
-            if now_m - prev.at < self.cooldown_s:
+            if now_m - prev.at < (self.fair_cooldown_s if fair_only and prev.action == "none" else self.cooldown_s):
                 self.suppressed["cooldown"] += 1
                 return None
+            # A fair value is published again before it expires even when unchanged (the maker would pull).
             if (abs(prev.p_model - mp.p) < self.min_dp and prev.action == decision.action
-                    and abs(prev.edge - (decision.edge or 0)) < self.min_dedge):
+                    and abs(prev.edge - (decision.edge or 0)) < self.min_dedge
+                    and not (fair_only and now_m - prev.at > VALIDITY.total_seconds() / 2)):
                 self.suppressed["unchanged"] += 1
                 return None
         leg = e.yes if decision.action == "buy_yes" else e.no
@@ -449,7 +457,8 @@ class SignalPipeline:
             mode=self.mode, family=family or "", series_ticker=d.series_ticker, event_ticker=d.event_ticker,
             ticker=ticker, model=mp.model, model_version=MODEL_VERSION, p_model=min(max(mp.p, 0.0), 1.0),
             p_market=min(max(mid if mid is not None else mp.p, 0.0), 1.0), action=decision.action,  # type: ignore[arg-type]
-            limit_price=decision.limit_price, edge_maker=leg.maker_edge, edge_taker=leg.taker_edge,
+            limit_price=decision.limit_price, edge_maker=None if fair_only else leg.maker_edge,
+            edge_taker=None if fair_only else leg.taker_edge,
             confidence=min(max(mp.confidence, 0.0), 1.0), valid_until=now + VALIDITY,
             inputs_ref=str(mp.inputs.get("run_id") or mp.inputs.get("analysis_id") or f"spot:{mp.inputs.get('spot')}"),
             p_raw=None if mp.p_raw is None else min(max(mp.p_raw, 0.0), 1.0))

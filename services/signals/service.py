@@ -32,6 +32,7 @@ from libs.common.events import (
 from libs.common.jobs import Jobs
 from libs.common.logs import get_logger
 from libs.common.runtime import ServiceRuntime
+from libs.common.strategies import parse_series
 from services.signals.forecast import serve_forecast
 from services.signals.pipeline import EdgeDecayMonitor, SignalPipeline, input_limits
 
@@ -244,7 +245,8 @@ async def run_signals(rt: ServiceRuntime) -> None:
         log.info("signal", ticker=sig.ticker, action=sig.action, p_model=round(sig.p_model, 3),
                  p_market=round(sig.p_market, 3), edge_maker=sig.edge_maker, edge_taker=sig.edge_taker)
 
-    pipeline = SignalPipeline(emit, mode=s.mode, risk=s.risk, freshness=s.freshness)
+    pipeline = SignalPipeline(emit, mode=s.mode, risk=s.risk, freshness=s.freshness,
+                              fair_value_series=parse_series(s.mm_series))
     analyst = await start_llm(rt, pipeline, engine)
     await attach(rt.bus, pipeline, store)
 

@@ -14,6 +14,7 @@ from sqlalchemy import CheckConstraint, Identity, Index, Integer, String, Unique
 from sqlalchemy.orm import Mapped, mapped_column
 
 from libs.common.db.base import Base, created_at_column, in_check, mode_check, mode_column, updated_at_column
+from libs.common.strategies import STRATEGIES
 
 BOOK_SIDES: tuple[str, ...] = ("bid", "ask")
 OUTCOME_SIDES: tuple[str, ...] = ("yes", "no")
@@ -31,6 +32,16 @@ RESERVATION_SCOPES: tuple[str, ...] = ("order", "market", "event", "family", "po
 RESERVATION_STATUSES: tuple[str, ...] = ("reserved", "released", "consumed")
 
 
+def strategy_column() -> Mapped[str]:
+    """`strategy` of an order or position (libs/common/strategies.py); pair it with `strategy_check()`."""
+    return mapped_column(server_default=text("'directional'"))
+
+
+def strategy_check() -> CheckConstraint:
+    """`CHECK (strategy IN STRATEGIES)`, named `ck_<table>_strategy`."""
+    return in_check("strategy", STRATEGIES, "strategy")
+
+
 class Order(Base):
     """An order from intent to final state; owner executor, keys (`mode`, `client_order_id`), (`mode`, `order_id`)."""
 
@@ -40,6 +51,7 @@ class Order(Base):
         in_check("status", ORDER_STATUSES, "status"),
         in_check("book_side", BOOK_SIDES, "book_side"),
         in_check("outcome_side", OUTCOME_SIDES, "outcome_side"),
+        strategy_check(),
         UniqueConstraint("mode", "client_order_id"),
         UniqueConstraint("mode", "order_id"),
         Index("ix_orders_mode_status", "mode", "status"),
@@ -55,6 +67,8 @@ class Order(Base):
     leg: Mapped[str | None]
     attempt: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     family: Mapped[str | None]
+    # Whose capital the order uses (migration 0007): capped per strategy, and a market is one strategy's.
+    strategy: Mapped[str] = strategy_column()
     series_ticker: Mapped[str | None]
     event_ticker: Mapped[str]
     ticker: Mapped[str]
@@ -163,6 +177,7 @@ class Position(Base):
     __tablename__ = "positions"
     __table_args__ = (
         mode_check(),
+        strategy_check(),
         UniqueConstraint("mode", "ticker"),
         Index("ix_positions_mode_event_ticker", "mode", "event_ticker"),
     )
@@ -173,6 +188,8 @@ class Position(Base):
     event_ticker: Mapped[str]
     series_ticker: Mapped[str | None]
     family: Mapped[str | None]
+    # The strategy of the order that opened it from flat (ledger.apply_fill); a repair leaves it as it is.
+    strategy: Mapped[str] = strategy_column()
     position: Mapped[int] = mapped_column(server_default=text("0"))  # signed: + YES, - NO, 1/100 contract
     cost_ticks: Mapped[int] = mapped_column(server_default=text("0"))  # cost basis of the open position
     exposure_ticks: Mapped[int] = mapped_column(server_default=text("0"))  # market exposure (Kalshi's)
@@ -234,7 +251,7 @@ class RiskReservation(Base):
     updated_at: Mapped[datetime] = updated_at_column()
 
 
-# -- running risk usage (migration 0006) ---------------------------------------------------------------
+# -- running risk usage (migrations 0006, 0007) --------------------------------------------------------
 # Maintained by triggers on `orders`, `positions` and `risk_strikes` in the transaction of every change,
 # read by `kdesk_reserve` under the mode's risk lock; see services/executor/risk.py. Never written from
 # Python except `risk_strikes`. `family` is '' for orders and positions without one.
@@ -315,3 +332,30 @@ class RiskModeUsage(Base):
     mode: Mapped[str] = _mode_key()
     open_orders: Mapped[int] = _zero()
     gross_ticks: Mapped[int] = _zero()
+
+
+class RiskStrategyUsage(Base):
+    """Capital one strategy has in use in one mode (migration 0007): the cost of its orders that are not
+    reduce-only (as in `risk_holdings`) plus its open positions' cost, by `strategy`; trigger-maintained."""
+
+    __tablename__ = "risk_strategy_usage"
+    __table_args__ = (mode_check(),)
+
+    mode: Mapped[str] = _mode_key()
+    strategy: Mapped[str] = mapped_column(primary_key=True)
+    capital_ticks: Mapped[int] = _zero()
+
+
+class RiskStrategyMarket(Base):
+    """What one strategy holds or works on one market (migration 0007): a market belongs to the one strategy
+    with a row here, so "is it another's?" is one primary-key probe; trigger-maintained, empty rows removed."""
+
+    __tablename__ = "risk_strategy_markets"
+    __table_args__ = (mode_check(),)
+
+    mode: Mapped[str] = _mode_key()
+    ticker: Mapped[str] = mapped_column(primary_key=True)
+    strategy: Mapped[str] = mapped_column(primary_key=True)
+    capital_ticks: Mapped[int] = _zero()  # as in risk_strategy_usage
+    open_buys: Mapped[int] = _zero()  # as in risk_holdings
+    position: Mapped[int] = _zero()  # signed: a position of no recorded cost still holds the market
