@@ -7,6 +7,10 @@ is then used again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
 from libs.common.money import ONE_CONTRACT, ONE_DOLLAR
 
 
@@ -16,6 +20,11 @@ def usd(ticks: int | None, *, sign: bool = False) -> str:
         return "—"
     value = ticks / ONE_DOLLAR
     return f"{value:+,.2f}" if sign else f"${value:,.2f}"
+
+
+def usd_per_contract(ticks: int | None) -> str:
+    """A signed per-contract amount in dollars to the tick (+0.0125): a maker's edge is a fraction of a cent."""
+    return "—" if ticks is None else f"{ticks / ONE_DOLLAR:+,.4f}"
 
 
 def price(ticks: int | None) -> str:
@@ -45,6 +54,36 @@ def num(x: float | None, fmt: str = ".4f") -> str:
     return "—" if x is None else format(x, fmt)
 
 
+def _in_use(row: Mapping[str, Any], *counts: int | None) -> bool:
+    """A strategy worth a line: allocated, or with orders, positions or counts of its own."""
+    return bool(row.get("allocation") or row.get("orders") or row.get("positions") or any(counts))
+
+
+def maker_note(row: Mapping[str, Any]) -> str | None:
+    """The maker in one line (`cmd.executor.strategies`' market_making row): leading or standby, its quotes,
+    the kill switch when tripped; None when it is neither allocated nor active."""
+    m = row.get("maker")
+    if m is None or not _in_use(row, m.get("created"), m.get("amended"), m.get("canceled")):
+        return None
+    state = "off" if not m.get("enabled") else "leading" if m.get("leader") else "standby"
+    series = ", ".join(m.get("series") or [])
+    text = (f"maker: {state}{f' on {series}' if series and m.get('enabled') else ''} · quotes "
+            f"{m.get('created', 0):,} created, {m.get('amended', 0):,} amended, {m.get('canceled', 0):,} canceled")
+    if until := m.get("killed_until"):
+        at = datetime.fromisoformat(until)
+        text += f" · KILL SWITCH on until {at.astimezone(UTC) if at.tzinfo else at:%H:%M} UTC"
+    return text
+
+
+def flip_note(row: Mapping[str, Any]) -> str | None:
+    """Quick flip in one line: exits rested and positions given up; None when neither allocated nor active."""
+    f = row.get("flip")
+    if f is None or not _in_use(row, *f.values()):
+        return None
+    return f"quick flip: {f.get('exits_rested', 0):,} exit(s) rested · {f.get('given_up', 0):,} given up"
+
+
 MODE_LABEL = {"sim": "SIM", "paper": "PAPER", "demo": "DEMO", "live": "LIVE"}
 
-__all__ = ["MODE_LABEL", "age", "contracts", "num", "price", "usd"]
+__all__ = ["MODE_LABEL", "age", "contracts", "flip_note", "maker_note", "num", "price", "usd",
+           "usd_per_contract"]

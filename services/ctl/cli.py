@@ -167,7 +167,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 # --- desk (executor commands) -------------------------------------------------------------------
 
 MODE_CHOICES = ("sim", "paper", "demo", "live")
-DESK_VERBS = ("status", "positions", "orders", "fills", "balance", "pause", "resume", "flatten", "reconcile")
+DESK_VERBS = ("status", "positions", "orders", "fills", "balance", "strategies", "pause", "resume", "flatten",
+              "reconcile")
 
 
 async def _ask(s: Settings, service: str, verb: str, payload: dict[str, object]) -> object:
@@ -204,7 +205,7 @@ def _command(service: str, label: str, verb: str, payload: dict[str, object],
 # --- top-level views (rendered; --json for scripts) ----------------------------------------------
 
 def cmd_view(args: argparse.Namespace) -> int:
-    """`kdesk status|positions|orders|fills|balance|accuracy`: the answer rendered, or JSON with --json."""
+    """`kdesk status|positions|orders|fills|balance|strategies|accuracy`: the answer rendered, or JSON (--json)."""
     from services.ctl import render
 
     if args.view == "status":
@@ -220,6 +221,7 @@ def cmd_view(args: argparse.Namespace) -> int:
             payload["family"] = args.family
     service, show = {"positions": ("executor", render.positions), "orders": ("executor", render.orders),
                      "fills": ("executor", render.fills), "balance": ("executor", render.balance),
+                     "strategies": ("executor", render.strategies),
                      "accuracy": ("resolver", render.accuracy)}[args.view]
     return _command(service, args.view, args.view, payload, None if args.json else show)
 
@@ -922,6 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
              "orders": "recent orders and decisions (--open: resting only)",
              "fills": "recent fills with price, fee, maker or taker",
              "balance": "cash available at the exchange",
+             "strategies": "capital, P&L, fees, fill rate, inventory by strategy",
              "accuracy": "scores and calibration by family, as tables"}
     for view, text in views.items():
         v = command(view, text)

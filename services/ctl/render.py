@@ -6,13 +6,14 @@ fits 80 columns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from libs.common.display import age, contracts, num, price, usd
+from libs.common.display import age, contracts, flip_note, maker_note, num, price, usd, usd_per_contract
 from libs.common.money import ONE_DOLLAR, leg_price, outcome_price
 
 WIDTH = 80
@@ -171,6 +172,41 @@ def pnl(mode: str, data: dict[str, Any]) -> None:
         f.add_row(name, str(row["positions"]), usd(row["realized_ticks"], sign=True),
                   usd(row["unrealized_ticks"], sign=True), usd(row["fees_ticks"]))
     out.print(f)
+
+
+STRATEGY_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("allocation", lambda s: num(s.get("allocation"), ".0%")),
+    ("capital used", lambda s: usd(s.get("capital_used_ticks"))),
+    ("capital cap", lambda s: usd(s.get("capital_cap_ticks"))),
+    ("P&L", lambda s: usd(s.get("pnl_ticks"), sign=True)),
+    ("  realized", lambda s: usd(s.get("realized_ticks"), sign=True)),
+    ("  unrealized", lambda s: usd(s.get("unrealized_ticks"), sign=True)),
+    ("fees", lambda s: usd(s.get("fees_ticks"))),
+    ("fill rate", lambda s: num(s.get("fill_rate"), ".1%")),
+    ("inventory (ct)", lambda s: contracts(s.get("inventory"))),
+    ("open orders", lambda s: str(s.get("open_orders", 0))),
+    ("adverse $/ct", lambda s: usd_per_contract(s.get("adverse_selection_ticks"))),
+)
+
+
+def strategies(mode: str, data: dict[str, Any]) -> None:
+    """`kdesk strategies`: capital, P&L, fees, fill rate, inventory and adverse selection, one column a strategy
+    (nine figures a strategy do not fit 80 columns as a row); then a line each for the maker and quick flip."""
+    out = console()
+    rows = data.get("strategies") or {}
+    out.print(banner(mode, f"{len(rows)} strateg{'y' if len(rows) == 1 else 'ies'}"))
+    if not rows:
+        out.print("the executor reports no strategies")
+        return
+    t = _table(("", "l"), *((name, "r") for name in rows))
+    for label, cell in STRATEGY_ROWS:
+        t.add_row(f"[dim]{escape(label)}[/]" if label.startswith(" ") else escape(label),
+                  *(cell(s) for s in rows.values()))
+    out.print(t)
+    out.print("[dim](P&L: realized after fees + unrealized at the bid · fill rate: filled / ordered)[/]")
+    for note in (maker_note(rows.get("market_making") or {}), flip_note(rows.get("quick_flip") or {})):
+        if note:
+            out.print(f"[red]{escape(note)}[/]" if "KILL SWITCH" in note else escape(note))
 
 
 def accuracy(mode: str, data: dict[str, Any]) -> None:
@@ -415,6 +451,7 @@ __all__ = [
     "signals",
     "sparkline",
     "status",
+    "strategies",
     "strike",
     "usd",
     "ws_status",

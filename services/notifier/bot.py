@@ -61,6 +61,7 @@ COMMANDS: tuple[Spec, ...] = (
     Spec("fills", "last fills: /fills [n]", False),
     Spec("balance", "cash available", False),
     Spec("pnl", "P&L by day and an equity chart: /pnl [days]", False),
+    Spec("strategies", "capital, P&L, fill rate and inventory by strategy; the maker's state", False),
     Spec("signals", "recent signals and why untraded ones were not traded: /signals [n]", False),
     Spec("accuracy", "scores by family and a calibration chart: /accuracy [days]", False),
     Spec("llm", "the llm family's day: spend vs budget, last analyses", False),
@@ -231,7 +232,7 @@ class NotifierBot:
             "fills": self.cmd_fills, "balance": self.cmd_balance, "pnl": self.cmd_pnl, "signals": self.cmd_signals,
             "accuracy": self.cmd_accuracy, "pause": self.cmd_pause, "resume": self.cmd_resume,
             "family": self.cmd_family, "help": self.cmd_help, "start": self.cmd_help, "llm": self.cmd_llm,
-            "llmbudget": self.cmd_llmbudget,
+            "llmbudget": self.cmd_llmbudget, "strategies": self.cmd_strategies,
         }
         for name, fn in views.items():
             r.message.register(_view(fn), Command(name, ignore_mention=True))
@@ -287,6 +288,9 @@ class NotifierBot:
         data = await self.ask("executor", "pnl", {"days": days})
         png = await asyncio.to_thread(charts.equity, self.mode, data.get("equity") or [])
         return Answer([render.pnl(self.mode, data)], photo=png, caption=render.head(self.mode, f"equity, {days} d"))
+
+    async def cmd_strategies(self, _: CommandObject) -> Answer:
+        return Answer([render.strategies(self.mode, await self.ask("executor", "strategies"))])
 
     async def cmd_signals(self, c: CommandObject) -> Answer:
         n = _int_arg(c, 10, 1, 30)

@@ -17,7 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from libs.common.display import MODE_LABEL, age, contracts, num, price, usd
+from libs.common.display import MODE_LABEL, age, contracts, flip_note, maker_note, num, price, usd, usd_per_contract
 from libs.common.events import Alert, Heartbeat
 from libs.common.money import ONE_DOLLAR, leg_price, outcome_price
 
@@ -163,6 +163,32 @@ def pnl(mode: str, data: dict[str, Any]) -> str:
     return lines(mode, f"P&L, last {len(days)} day(s)", summary, table, fam)
 
 
+STRATEGY_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("alloc.", lambda s: num(s.get("allocation"), ".0%")),
+    ("cap. used", lambda s: usd(s.get("capital_used_ticks"))),
+    ("cap", lambda s: usd(s.get("capital_cap_ticks"))),
+    ("P&L", lambda s: usd(s.get("pnl_ticks"), sign=True)),
+    ("fees", lambda s: usd(s.get("fees_ticks"))),
+    ("fill", lambda s: num(s.get("fill_rate"), ".1%")),
+    ("inv. ct", lambda s: contracts(s.get("inventory"))),
+    ("open", lambda s: str(s.get("open_orders", 0))),
+    ("adv./ct", lambda s: usd_per_contract(s.get("adverse_selection_ticks"))),
+)
+
+
+def strategies(mode: str, data: dict[str, Any]) -> str:
+    """/strategies: one column a strategy (a row of nine figures does not fit a phone), then the maker and
+    quick flip in a line each."""
+    rows = data.get("strategies") or {}
+    # Two-line headers keep three strategies within a phone's width.
+    cols = [("", "l"), *((name.replace("_", "\n", 1), "r") for name in rows)]
+    table = pre(cols, [(label, *(cell(s) for s in rows.values())) for label, cell in STRATEGY_ROWS]) if rows else ""
+    notes = [maker_note(rows.get("market_making") or {}), flip_note(rows.get("quick_flip") or {})]
+    return lines(mode, f"{len(rows)} strateg{'y' if len(rows) == 1 else 'ies'}", table,
+                 "<i>P&amp;L: realized after fees + unrealized at the bid</i>" if rows else "no strategies reported",
+                 *(f"<b>{esc(n)}</b>" if "KILL SWITCH" in n else esc(n) for n in notes if n))
+
+
 def control(mode: str, verb: str, data: dict[str, Any]) -> str:
     if verb == "flatten":
         return lines(mode, f"flattened: {data.get('canceled', 0)} order(s) canceled, exit orders for "
@@ -229,7 +255,7 @@ def refusal() -> str:
 
 
 __all__ = ["accuracy", "alert", "balance", "control", "digest", "esc", "fills", "head", "lines", "orders",
-           "pnl", "positions", "pre", "refusal", "signals", "status"]
+           "pnl", "positions", "pre", "refusal", "signals", "status", "strategies"]
 
 
 def _cost(ticks: int | None) -> str:

@@ -29,6 +29,7 @@ from tests.integration.test_kalshi_client import until
 from tests.kit.desk import desk_settings, executor, publish_book, publish_definitions, send_signal, signal
 from tests.kit.notifier import OPERATOR, STRANGER, VIEWER, alert, fake_telegram, notifier, publish_alerts
 from tests.kit.sim import EVENT, SERIES, TICKERS, sim_rig
+from tests.unit.ctl.test_render_strategies import ANSWER as STRATEGIES
 
 T, T2 = TICKERS[2], TICKERS[3]
 
@@ -140,6 +141,33 @@ async def test_every_view_command_answers_with_the_desks_own_numbers(nats_url: s
                                          "/nonsense", "/fills"]
     assert [r.outcome for r in rows] == ["ok"] * 7 + ["error", "error"]
     assert all(r.authorized and r.mode == "sim" and r.completed_at for r in rows)
+
+
+async def test_strategies_answers_operators_and_viewers_with_the_mode_and_strangers_nothing(
+        nats_url: str, db_url: str) -> None:
+    # A stand-in for the executor's `cmd.executor.strategies`: the bot only renders what it answers.
+    stand_in = await Bus.connect(nats_url, service="executor", mode=Mode.SIM)
+    sim_answer = STRATEGIES | {"mode": "sim"}
+
+    async def answer(_: dict[str, Any]) -> dict[str, Any]:
+        return sim_answer
+
+    try:
+        await stand_in.serve("executor", "strategies", answer)
+        async with fake_telegram() as fake, notifier(nats_url, db_url, fake.url):
+            [op] = await said(fake, OPERATOR, "/strategies")
+            assert op["text"].startswith("[SIM] 3 strategies"), op["text"]
+            assert all(x in op["text"] for x in ("$1,234.56", "+116.68", "71.5%", "+0.0125", "maker: leading"))
+            [v] = await said(fake, VIEWER, "/strategies")  # read-only: a viewer may look
+            assert v["text"] == op["text"]
+            [r] = await said(fake, STRANGER, "/strategies")
+            assert "Not authorized" in r["text"] and "$" not in r["text"]
+            fake.inject_message(STRANGER, "/strategies")
+            await said(fake, OPERATOR, "/help")  # everything before it has been handled by now (one at a time)
+            assert len(fake.messages(STRANGER)) == 1, "one refusal, then silence"
+            assert "strategies" in {c["command"] for c in fake.commands}
+    finally:
+        await stand_in.close()
 
 
 async def test_strangers_are_refused_once_and_viewers_cannot_steer(nats_url: str, db_url: str) -> None:

@@ -1,10 +1,12 @@
 """The answers behind `kdesk forecast`, `kdesk ws-status` and `kdesk mode`, over a real NATS server:
 `cmd.signals.forecast` from the signals pipeline's state, `cmd.feeds.ws_status` from live venue connections
-(the simulator's fake venues over real sockets), and the control-KV helpers the bot and the CLI share."""
+(the simulator's fake venues over real sockets), the control-KV helpers the bot and the CLI share, and
+`kdesk strategies` against a stand-in for the executor's `cmd.executor.strategies`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +20,7 @@ from libs.common.climate import climate_day_bounds
 from libs.common.config import Mode, load_settings
 from libs.common.events import Event, Signal, WxForecast, WxMember, WxObservation
 from libs.common.subjects import ControlKey
+from services.ctl import cli
 from services.feeds.connections import serve_ws_status
 from services.feeds.spot import VenueFeed, coinbase, kraken
 from services.signals.forecast import serve_forecast
@@ -25,6 +28,7 @@ from services.signals.pipeline import SignalPipeline
 from services.sim.venues import FakeVenues
 from tests.integration.test_kalshi_client import until
 from tests.kit.factories import book_update, market_definition
+from tests.unit.ctl.test_render_strategies import ANSWER as STRATEGIES
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # 10:00 EST: the NYC climate day of Nov 23 is under way
 DAY = date(2026, 11, 23)
@@ -167,3 +171,41 @@ async def test_the_shared_control_helpers_set_arm_and_disarm_the_mode(nats_url: 
         assert (await kv.get(ControlKey.family_enabled("btc"))).value == b"false"
     finally:
         await bus.close()
+
+
+def _run_cli(argv: list[str]) -> int:
+    # The command itself, not `cli.main`: main reconfigures process-wide logging onto this test's stderr.
+    args = cli.build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+async def test_kdesk_strategies_renders_the_executors_answer_and_says_when_it_cannot(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KDESK_NATS_URL", nats_url)
+    monkeypatch.setenv("KDESK_MODE", "paper")
+    capsys.readouterr()
+    assert await asyncio.to_thread(_run_cli, ["strategies"]) == 1  # no executor yet
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("kdesk strategies: unavailable: no executor instance is running in "
+                                               "paper mode"), err
+    executor = await Bus.connect(nats_url, service="executor", mode=Mode.PAPER)
+    asked: list[dict[str, object]] = []
+
+    async def answer(req: dict[str, object]) -> dict[str, object]:
+        asked.append(req)
+        return STRATEGIES
+
+    try:
+        await executor.serve("executor", "strategies", answer)
+        await executor.nc.flush()
+        assert await asyncio.to_thread(_run_cli, ["strategies", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == STRATEGIES and asked == [{}]
+        assert await asyncio.to_thread(_run_cli, ["strategies"]) == 0
+        out = capsys.readouterr().out
+        assert "mode PAPER" in out and "$1,234.56" in out and "71.5%" in out and "maker: leading" in out
+    finally:
+        await executor.close()
+    monkeypatch.setenv("KDESK_NATS_URL", "nats://127.0.0.1:1")
+    assert await asyncio.to_thread(_run_cli, ["strategies"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("kdesk strategies: cannot reach NATS"), err
