@@ -15,7 +15,7 @@ import pytest
 
 from libs.common.bus import Bus
 from libs.common.config import Mode
-from libs.common.db import Order, Position
+from libs.common.db import Fill, Order, Position
 from libs.common.matching.types import OrderRequest
 from libs.common.money import ONE_CONTRACT
 from tests.integration.test_executor import mm_quotes, rows
@@ -79,6 +79,8 @@ async def test_maker_quotes_both_sides_skews_after_a_fill_caps_inventory_and_pul
             await until_async(skewed, what="bid pulled at the inventory cap, ask moved down", timeout=10)
             [pos] = await rows(db_url, Position, Position.mode == "sim", Position.ticker == T)
             assert pos.position == 10 * ONE_CONTRACT and pos.strategy == "market_making"
+            fills = await rows(db_url, Fill, Fill.mode == "sim", Fill.ticker == T)
+            assert fills and {f.strategy for f in fills} == {"market_making"}
 
             # Fast loss: the crowd's bid collapses to $0.02; our 10 YES marked there lose more than $2.50.
             eng = rig.exchange.engine

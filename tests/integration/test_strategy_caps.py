@@ -355,7 +355,7 @@ async def test_downgrade_restores_0006_and_the_upgrade_back_fills_the_strategy_t
         async with engine.connect() as c:
             checks = set((await c.scalars(text("SELECT conname FROM pg_constraint WHERE conname LIKE '%strategy'"))
                           ).all())
-        assert checks == {"ck_orders_strategy", "ck_positions_strategy"}
+        assert checks == {"ck_orders_strategy", "ck_positions_strategy", "ck_fills_strategy"}
         g = gate(engine, None)
         ledger = Ledger(session_factory(engine), "sim", clock=lambda: NOW)
         held = intent(TICKERS[0], "market_making", count=2 * ONE_CONTRACT)

@@ -147,6 +147,7 @@ class Fill(Base):
         in_check("outcome_side", OUTCOME_SIDES, "outcome_side"),
         UniqueConstraint("mode", "fill_id"),
         Index("ix_fills_mode_ticker_filled_at", "mode", "ticker", "filled_at"),
+        strategy_check(),
     )
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
@@ -155,6 +156,7 @@ class Fill(Base):
     trade_id: Mapped[str | None]
     order_id: Mapped[str] = mapped_column(index=True)
     client_order_id: Mapped[str | None]  # REST fills no longer carry it (WS fills do)
+    strategy: Mapped[str] = strategy_column()  # its order's (set by a trigger, migration 0007)
     ticker: Mapped[str]
     event_ticker: Mapped[str | None]
     book_side: Mapped[str]

@@ -1,7 +1,7 @@
-"""Strategies (#17): every order and position carries its strategy; capital per strategy and who holds each
+"""Strategies (#17): every order, fill and position carries its strategy; capital per strategy and who holds each
 market are kept running, and `kdesk_reserve` checks both.
 
-`orders.strategy` and `positions.strategy` (default `directional`). Tables (models in
+`orders.strategy`, `fills.strategy` (its order's) and `positions.strategy` (default `directional`). Tables (models in
 libs/common/db/executor.py): `risk_strategy_usage` (per mode and strategy: the capital in use — the cost of
 the strategy's orders that are not reduce-only, as `risk_holdings` counts them, plus its open positions'
 cost) and `risk_strategy_markets` (the same per market, with the buy orders that hold something and the
@@ -62,6 +62,20 @@ REPRICE_V6 = "kdesk_reprice_usage(text, text, text, text, bigint, bigint, bigint
 REPRICE_V7 = REPRICE_V6[:-1] + ", text)"
 
 FUNCTIONS = [
+    """
+CREATE FUNCTION kdesk_fills_strategy() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.strategy := coalesce((SELECT o.strategy FROM orders o WHERE o.mode = NEW.mode AND o.order_id = NEW.order_id),
+                             NEW.strategy);
+    RETURN NEW;
+END $$""",
+    """
+CREATE FUNCTION kdesk_orders_fills_strategy() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE fills SET strategy = NEW.strategy
+    WHERE mode = NEW.mode AND order_id = NEW.order_id AND strategy <> NEW.strategy;
+    RETURN NULL;
+END $$""",
     # Add a change of one strategy's holding on one market, under the mode's usage lock (as kdesk_risk_apply);
     # a market row that returns to nothing is removed.
     f"""
@@ -266,6 +280,16 @@ TRIGGERS = [
         EXECUTE FUNCTION kdesk_positions_strategy()""",
     """CREATE TRIGGER kdesk_positions_strategy_delete AFTER DELETE ON positions FOR EACH ROW
         WHEN (OLD.position <> 0) EXECUTE FUNCTION kdesk_positions_strategy()""",
+    # A fill is its order's strategy's: stamped as it is stored, or when its order learns its exchange id
+    # (a fill frame can arrive before the create's answer) — every path that writes either row.
+    """CREATE TRIGGER kdesk_fills_strategy BEFORE INSERT ON fills FOR EACH ROW
+        EXECUTE FUNCTION kdesk_fills_strategy()""",
+    """CREATE TRIGGER kdesk_orders_fills_strategy_insert AFTER INSERT ON orders
+        FOR EACH ROW WHEN (NEW.order_id IS NOT NULL) EXECUTE FUNCTION kdesk_orders_fills_strategy()""",
+    """CREATE TRIGGER kdesk_orders_fills_strategy_update AFTER UPDATE OF order_id, strategy ON orders
+        FOR EACH ROW WHEN (NEW.order_id IS NOT NULL
+                           AND (OLD.order_id, OLD.strategy) IS DISTINCT FROM (NEW.order_id, NEW.strategy))
+        EXECUTE FUNCTION kdesk_orders_fills_strategy()""",
 ]
 
 # From the rows as they are (every one `directional` at this point, the columns' default).
@@ -285,6 +309,11 @@ SELECT mode, strategy, sum(c) FROM ({_HELD}) x GROUP BY mode, strategy""",
 ]
 
 DROP = [
+    "DROP TRIGGER IF EXISTS kdesk_orders_fills_strategy_update ON orders",
+    "DROP TRIGGER IF EXISTS kdesk_orders_fills_strategy_insert ON orders",
+    "DROP TRIGGER IF EXISTS kdesk_fills_strategy ON fills",
+    "DROP FUNCTION IF EXISTS kdesk_orders_fills_strategy()",
+    "DROP FUNCTION IF EXISTS kdesk_fills_strategy()",
     "DROP TRIGGER IF EXISTS kdesk_positions_strategy_delete ON positions",
     "DROP TRIGGER IF EXISTS kdesk_positions_strategy_update ON positions",
     "DROP TRIGGER IF EXISTS kdesk_positions_strategy_insert ON positions",
@@ -314,8 +343,8 @@ def _run(sql: str) -> None:
 
 def upgrade() -> None:
     # No order or position may change between the back-fill and the triggers taking over.
-    op.execute("LOCK TABLE orders, positions IN EXCLUSIVE MODE")
-    for table in ("orders", "positions"):
+    op.execute("LOCK TABLE orders, positions, fills IN EXCLUSIVE MODE")
+    for table in ("orders", "positions", "fills"):
         op.add_column(table, _strategy_column())
         op.create_check_constraint(op.f(f"ck_{table}_strategy"), table, in_check("strategy", STRATEGIES, "strategy")
                                    .sqltext)
@@ -354,6 +383,6 @@ def downgrade() -> None:
     _run(_v6_function("kdesk_reprice_usage"))
     op.drop_table("risk_strategy_markets")
     op.drop_table("risk_strategy_usage")
-    for table in ("positions", "orders"):
+    for table in ("fills", "positions", "orders"):
         op.drop_constraint(op.f(f"ck_{table}_strategy"), table, type_="check")
         op.drop_column(table, "strategy")
