@@ -17,7 +17,7 @@ from pathlib import Path
 
 SUITES = ("benchmarks.bus", "benchmarks.book", "benchmarks.feeds", "benchmarks.signals", "benchmarks.executor",
           "benchmarks.resolver", "benchmarks.prediction", "benchmarks.notifier", "benchmarks.llm",
-          "benchmarks.dashboard", "benchmarks.scale")
+          "benchmarks.dashboard", "benchmarks.scale", "benchmarks.strategies")
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 

@@ -225,7 +225,7 @@ class MarketMaker:
         self._blocked_at: dict[tuple[str, Side], float] = {}
         self._lock_conn: AsyncConnection | None = None
         self._last_fill_id = 0
-        self._to_measure: deque[tuple[float, str, Side, int, int]] = deque()  # (due, ticker, side, price, count)
+        self._to_measure: deque[tuple[float, str, Side, int, int]] = deque()  # (due, ticker, side, fair, count)
 
     @property
     def enabled(self) -> bool:
@@ -543,8 +543,8 @@ class MarketMaker:
             await self._cancel(r, "kill_switch")
 
     async def _measure_fills(self, now: datetime) -> None:
-        """Adverse selection: for each maker fill, how far the fair value moved against it ADVERSE_AFTER_S
-        later (ticks per contract; positive = the fill was followed by a move against us)."""
+        """Adverse selection: for each maker fill, how far the fair value moved against it from when the fill
+        was seen to ADVERSE_AFTER_S later (ticks per contract; positive = a move against us)."""
         async with self.sessions() as s:
             rows = (await s.execute(select(Fill.id, Fill.ticker, Fill.book_side, Fill.yes_price, Fill.count)
                                     .join(Order, (Order.mode == Fill.mode) & (Order.order_id == Fill.order_id))
@@ -554,16 +554,20 @@ class MarketMaker:
             if self._last_fill_id == 0 and not rows:
                 self._last_fill_id = int(await s.scalar(select(func.coalesce(func.max(Fill.id), 0))) or 0)
         t = time.monotonic()
-        for fid, ticker, side, price, count in rows:
+        for fid, ticker, side, _price, count in rows:
             self._last_fill_id = max(self._last_fill_id, fid)
-            self._to_measure.append((t + ADVERSE_AFTER_S, ticker, side, price, count))
+            fair = self.fair.get(ticker)
+            if fair is not None:
+                self._to_measure.append((t + ADVERSE_AFTER_S, ticker, side, round(fair.p * ONE_DOLLAR), count))
         while self._to_measure and self._to_measure[0][0] <= t:
-            _, ticker, side, price, count = self._to_measure.popleft()
+            _, ticker, side, then, count = self._to_measure.popleft()
             fair = self.fair.get(ticker)
             if fair is None:
                 continue
             later = round(fair.p * ONE_DOLLAR)
-            move = price - later if side == "bid" else later - price  # we bought YES at price / sold it there
+            # The information in the fill, not the spread we earned on it: how far the fair value moved against
+            # the side we took (down after we bought YES, up after we sold it).
+            move = then - later if side == "bid" else later - then
             self.stats.adverse_ticks += move * count // ONE_CONTRACT
             self.stats.adverse_contracts += count
 

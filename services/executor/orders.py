@@ -181,8 +181,10 @@ class OrderLifecycle:
         try:
             return (await self.broker.queue_position(row.order_id,
                                                      exchange_index=self.shard(row.ticker, row))).queue_position
-        except E.NotFound:
-            return None  # filled or canceled meanwhile: the next update or poll says which
+        except (E.NotFound, E.OrderRejected):
+            # Filled or canceled meanwhile (the venue answers 404, or 400 "order is not resting"): the next
+            # update or poll says which.
+            return None
         except VENUE_UNAVAILABLE as e:
             log.info("queue_position_unavailable", order_id=row.order_id, error=f"{type(e).__name__}: {e}")
             return None
