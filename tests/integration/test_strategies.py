@@ -205,3 +205,67 @@ async def test_quick_flip_rests_its_exit_after_the_fill_and_gives_up_at_the_time
             assert by_leg["flip_exit"].status == "canceled" and by_leg["flip_exit"].reason == "flip_time_limit"
             assert by_leg["exit"].fill_count == entry.initial_count and by_leg["exit"].yes_price == 3000
         await bus.close()
+
+
+async def test_paper_maker_quotes_join_the_queue_and_fill_only_behind_the_size_ahead(nats_url: str,
+                                                                                   db_url: str) -> None:
+    """Paper mode: the maker's quotes rest in the paper broker behind what the live book shows at their price,
+    and a trade fills them only once it has consumed that queue (the peers' quick-flip lesson, §d.4)."""
+    from libs.common import subjects
+    from libs.common.db import create_engine, session_factory
+    from libs.common.events import BookUpdate, MarketDefinition, PriceRange, PublicTrade
+    from services.executor.paper import PaperBroker
+    from services.executor.service import Executor
+    from tests.integration.test_executor import eventually
+
+    now = datetime.now(UTC)
+    bus = await Bus.connect(nats_url, service="feeds-test", mode=Mode.PAPER)
+    await bus.provision()
+    await bus.publish_js(subjects.md_market(SERIES, T), MarketDefinition(
+        ts_event=now, mode=Mode.PAPER, ticker=T, event_ticker=EVENT, series_ticker=SERIES, status="active",
+        strike_type="between", floor_strike=52, cap_strike=53, close_time=now + timedelta(days=1),
+        price_ranges=(PriceRange(start=0, end=10_000, step=100),), fee_type="quadratic", fee_multiplier=1))
+    paper = PaperBroker(lambda: datetime.now(UTC), 1_000 * 10_000)
+    engine = create_engine(db_url)
+    settings = desk_settings(mode=Mode.PAPER, **{**MM, "mm_max_inventory": 50})
+    ex = Executor(settings, bus, session_factory(engine), paper, updates=paper, loop_interval_s=0.2)
+    try:
+        await ex.start()
+        # The live book: 20 contracts bid at 47c (where our bid will join), NO bid 30c (YES ask 70c).
+        await bus.publish(subjects.md_book(SERIES, T), BookUpdate(
+            ts_event=now, mode=Mode.PAPER, ticker=T, series_ticker=SERIES, seq=1,
+            yes_bids=((4700, 2_000),), no_bids=((3000, 2_000),)))
+        await until(lambda: ex.markets.get(T) is not None and ex.markets.get(T).book is not None, what="book")
+        await bus.publish_js(subjects.sig("weather", SERIES, T),
+                             fair(0.50).model_copy(update={"mode": Mode.PAPER}))
+
+        rest = await eventually(lambda: _paper_resting(paper), what="two paper quotes", timeout=10)
+        assert {o.book_side for o in rest} == {"bid", "ask"}
+        bid = next(o for o in rest if o.book_side == "bid")
+        assert bid.yes_price == 4700 and bid.remaining_count == 10 * ONE_CONTRACT
+
+        async def trade(tid: str, count: int) -> None:
+            await bus.publish(subjects.md_trade(SERIES, T), PublicTrade(
+                ts_event=datetime.now(UTC), mode=Mode.PAPER, ticker=T, series_ticker=SERIES, trade_id=tid,
+                yes_price=4700, count=count, taker_outcome_side="no"))
+
+        await trade("tr-1", 1_500)  # a seller takes 15 of the 20 contracts ahead of us: nothing for us
+        await asyncio.sleep(0.5)
+        assert not [p for p in await rows(db_url, Position, Position.mode == "paper") if p.position]  # no fill yet
+        await trade("tr-2", 1_000)  # 5 more ahead, then 5 of ours
+
+        async def filled():
+            pos = await rows(db_url, Position, Position.mode == "paper", Position.ticker == T)
+            return pos if pos and pos[0].position == 5 * ONE_CONTRACT else None
+
+        [pos] = await eventually(filled, what="the part of the trade behind the queue filled", timeout=10)
+        assert pos.strategy == "market_making"
+    finally:
+        await ex.stop()
+        await bus.close()
+        await engine.dispose()
+
+
+async def _paper_resting(paper) -> list:
+    rest = await paper.orders(status="resting")
+    return rest if len(rest) == 2 else []
