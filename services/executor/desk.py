@@ -106,7 +106,6 @@ class Desk:
         self.allocation = parse_allocation(settings.allocation)
         self.mm_series = parse_series(settings.mm_series)
         self.flip_series = parse_series(settings.quick_flip_series)
-        self.fair_value: Callable[[Signal], None] | None = None  # the market maker's intake (service.py sets it)
         self.last_signal: dict[str, Signal] = {}
         self.reprices = RateBudget(settings.reprice_per_minute)
         self.decisions: dict[str, int] = {}
@@ -132,10 +131,8 @@ class Desk:
         if sig.mode is not self.mode:
             return
         strategy = route(sig.series_ticker, mm_series=self.mm_series, flip_series=self.flip_series)
-        if strategy == "market_making":  # the maker's market: the signal is its fair value, not an order
-            if self.fair_value is not None:
-                self.fair_value(sig)
-            return
+        if strategy == "market_making":
+            return  # the maker's market: the signal is its fair value (the maker follows those itself), no order
         if sig.action == "none":
             return
         received = time.perf_counter()

@@ -2,6 +2,8 @@
 
 Where: the markets of KDESK_MM_SERIES (libs/common/strategies.py). The signals service publishes the
 model's probability for them even when there is no edge to take (action `none`): that is the fair value.
+Every executor replica follows those signals itself (service.py; the shared signal consumer would hand
+each to one replica only), so whichever replica quotes has them all.
 Without a fresh one there is no quote — the maker never quotes around the book alone, since a book the
 desk cannot price is one it cannot defend.
 

@@ -154,7 +154,6 @@ class Executor:
         self.maker = MarketMaker(self.settings, self.sessions, self.markets, self.orders, self.risk,
                                  self.control.state, self._alert, daily_loss_tripped=lambda: desk.daily_loss_tripped,
                                  clock=self.clock)
-        self.desk.fair_value = self.maker.on_signal
         self.flip = QuickFlip(self.settings, self.sessions, self.markets, self.orders, self.risk, self.control.state,
                               self.desk.last_signal, self.desk.exit_position, clock=self.clock)
         self.reconciler = Reconciler(self.broker, self.ledger, self.orders, self.markets, mode=self.mode,
@@ -180,6 +179,11 @@ class Executor:
         self._add_jobs()
         self._tasks.extend(self.jobs.start(self._stop))
         if self.maker.enabled:
+            # Every replica follows the maker's fair values (the signal consumer hands each signal to one
+            # replica only, and the quoting one must see them all): the last per market, then live.
+            for series in sorted(self.maker.series):
+                self._subs.append(await self.bus.follow(f"sig.*.{subjects.token(series)}.>", Signal,
+                                                        self.maker.on_signal, replay_last=True))
             self._tasks.append(asyncio.create_task(self.maker.run(self._stop), name="market_maker"))
         self.started.set()
         log.info("executor_started", mode=self.mode.value, sizing=self.settings.sizing,
