@@ -9,8 +9,8 @@ and the send after.
 
 Decline reasons, in the order they are checked: expired, paused / mode_changed / live_not_armed /
 family_off, daily_loss, low_confidence, unknown_market, market_closed, stale_book, then pricing
-(empty_book, no_edge), sizing (no_bankroll, below_min ...), order_working (with a maker price to
-move the working order to), at_target.
+(empty_book, no_edge), sizing (no_bankroll, below_min ...), opposite_working, order_working (with a maker
+price to move the working order to), at_target.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class Holdings:
 
     working: Sequence[WorkingOrder] = ()
     held: int = 0
+    opposite: int = 0  # open buy orders on the market's other leg
 
     def own(self, coid: str) -> WorkingOrder | None:
         """This intent's own open order (a redelivered signal whose order is still open)."""
@@ -155,6 +156,11 @@ def decide(sig: Signal, st: MarketState | None, holdings: Holdings, ctx: Context
                       fee_multiplier=st.fee_multiplier, available=q.available)
     if size.count <= 0:
         return Decline(reason=size.reason, intent=blank)
+    if holdings.opposite:
+        # Both legs working at once pays the spread twice for nothing: two replicas that decided opposite
+        # legs of one book update a moment apart (spot ticks apart), or a model that changed its mind while
+        # its order rests (review_working cancels that one when its edge is gone).
+        return Decline(reason="opposite_working", intent=blank)
     if holdings.working:
         # A resting post-only order cannot be amended into a taking one: only a maker price moves it.
         return Decline(reason="order_working", intent=blank, reprice_to=q.yes_price if q.how == "maker" else None)

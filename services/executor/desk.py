@@ -153,7 +153,7 @@ class Desk:
                 await self._after_reserve(guess, verdict, now, send)
                 return
         working, held = await self.ledger.working_and_held(sig.ticker, leg)
-        holdings = Holdings(working=working, held=held)
+        holdings = Holdings(working=working, held=held, opposite=await self.ledger.opposite_working(sig.ticker, leg))
         own = holdings.own(client_order_id(sig.id, leg, 0))
         if own is not None:
             await self._resume(cast(Order, own), sig, st, ctx, fresh)

@@ -135,6 +135,12 @@ class Ledger:
         held = pos or 0
         return working, max(held, 0) if leg == "yes" else max(-held, 0)
 
+    async def opposite_working(self, ticker: str, leg: str) -> int:
+        """Open buy orders (not reduce-only) on the other leg of `ticker`."""
+        async with self.sessions() as s:
+            return int(await s.scalar(select(func.count()).select_from(self._open().where(
+                Order.ticker == ticker, Order.outcome_side != leg, Order.reduce_only.is_(False)).subquery())) or 0)
+
     async def orders_for_signals(self, signal_ids: Sequence[str]) -> list[Order]:
         """The newest order row of each of these signals (a repriced signal has several attempts)."""
         async with self.sessions() as s:

@@ -582,15 +582,12 @@ def _book_update(signal_id: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(480)
-@pytest.mark.xfail(reason="KNOWN, not fixed: two signals replicas can compute OPPOSITE actions for one book update "
-                          "(a BTC market near its fair value: one sees buy_yes, the other buy_no, from spot ticks a "
-                          "moment apart); the ids differ by action and the legs differ, so neither JetStream's dedupe "
-                          "nor the reservation's leg-busy guard merges them (seen once in 3 runs after the id fix). "
-                          "Fix: guard the whole market, not the leg, for signal-driven entries under the risk lock, "
-                          "then remove this mark.", strict=False)
 def test_two_replicas_never_trade_one_book_update_twice(compose_run: Run) -> None:
     """Two signals replicas emit one id per book update and action (the model value is not part of it), so
-    JetStream keeps one and one executor decides it (it was traded twice in four runs of six before)."""
+    JetStream keeps one and one executor decides it (it was traded twice in four runs of six before). They
+    can still compute opposite actions for one update (a BTC market near fair value, spot ticks a moment
+    apart): the reservation then finds the market's other leg working and the desk declines
+    (`opposite_working`) — both legs were traded once in three runs before that guard."""
     traded: dict[str, list[str]] = {}
     for o in sorted(compose_run.orders, key=lambda o: o["created_at"]):
         if o["order_id"] is not None:

@@ -252,8 +252,11 @@ class Run:
         want = await desk.gate.usage_from_scratch(it)
         previous = await previous_usage(desk.gate.sessions, desk.gate.mode, desk.gate.strikes, it)
         working, held = await desk.ledger.working_and_held(it.ticker, it.outcome_side)
+        # The guard also holds off an entry while the other leg has an order open (any order, exits too).
+        other = [o for o in await desk.ledger.open_orders()
+                 if o.ticker == it.ticker and o.outcome_side != it.outcome_side]
         v = await desk.gate.reserve(it, now=NOW, reduces_only=reduce_only, send=send)
-        if send is not None and send.only_if_flat and (working or held):
+        if send is not None and send.only_if_flat and (working or held or other):
             assert v.reason == LEG_BUSY and not v.ok
             self.seen["leg_busy"] += 1
             return

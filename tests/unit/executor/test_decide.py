@@ -121,6 +121,12 @@ def test_a_working_order_is_moved_not_doubled_and_a_full_holding_is_at_target() 
     assert isinstance(partial, Intent) and partial.count == want.count - want.count // 2
 
 
+def test_an_order_working_on_the_other_leg_declines_the_entry() -> None:
+    assert reason(run(holdings=Holdings(opposite=1))) == "opposite_working"
+    assert reason(run(holdings=Holdings(opposite=1, working=[Working("kd-other")]))) == "opposite_working"
+    assert isinstance(run(holdings=Holdings(opposite=0)), Intent)
+
+
 def test_holdings_find_the_intents_own_order() -> None:
     h = Holdings(working=[Working("kd-a"), Working("kd-b", status="intent")])
     assert h.own("kd-b") is h.working[1] and h.own("kd-c") is None

@@ -164,8 +164,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('kdesk:risk:' || p_mode, 0));
     {USAGE_LOCK.format(mode="p_mode")};
     IF p_only_if_flat THEN
-        -- The desk decided as if nothing were working or held on this leg: hold it to that.
-        SELECT coalesce(sum(CASE WHEN p_outcome_side = 'yes' THEN open_yes_orders ELSE open_no_orders END), 0) > 0
+        -- The desk decided as if nothing were working or held on this leg, and nothing working on the other
+        -- one (two replicas deciding opposite legs of one book update a moment apart): hold it to that.
+        SELECT coalesce(sum(open_yes_orders + open_no_orders), 0) > 0
                OR coalesce(sum(position), 0) * (CASE WHEN p_outcome_side = 'yes' THEN 1 ELSE -1 END) > 0
         INTO busy FROM risk_holdings WHERE mode = p_mode AND ticker = p_ticker;
         IF busy THEN
