@@ -19,8 +19,10 @@ Reported, from the executor's own `cmd.executor.strategies` at the end of the se
 mark), `mm_pnl_at_ideal_usd` / `quick_flip_pnl_at_ideal_usd` (open positions marked at the sim's ideal
 probability instead — the expected value of what is held), `mm_fill_rate` / `quick_flip_fill_rate`
 (contracts filled / ordered), `mm_adverse_selection_ticks` (per contract, how far the fair value moved
-against a maker fill 30 s later), `mm_quote_update_ms_p99` (a book or fair-value change to the maker's
-create or amend answered), and counts.
+against a maker fill 30 s later), `mm_quote_update_ms_p99` (a book-top or fair-value change to the maker's
+create or amend answered) with its stages `mm_quote_{wait,read,venue}_ms_*` (the market's turn; reading
+its quotes and position; the venue calls, refresh included), and counts. Everything — the simulator and
+its crowd included — shares one event loop here, so the latencies carry the simulator's load too.
 """
 
 from __future__ import annotations
@@ -186,6 +188,8 @@ async def run() -> dict[str, float | int | None]:
         "mm_adverse_selection_ticks": mm["adverse_selection_ticks"],
         "mm_quote_update_ms_p50": maker.get("quote_update_ms_p50"),
         "mm_quote_update_ms_p99": maker.get("quote_update_ms_p99"),
+        **{f"mm_{k}": v for k, v in maker.items() if k.startswith("quote_") and k.endswith(("_p50", "_p99"))
+           and not k.startswith("quote_update")},
         "mm_quotes_created": maker.get("created"), "mm_quotes_amended": maker.get("amended"),
         "mm_orders": mm["orders"], "mm_filled_contracts": mm["filled_count"] // ONE_CONTRACT,
         "mm_inventory_contracts": mm["inventory"] // ONE_CONTRACT,

@@ -180,17 +180,23 @@ class MakerStats:
     adverse_ticks: int = 0  # summed over measured fills, per contract x contracts
     adverse_contracts: int = 0
     update_ms: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    stages: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=4096))
 
     def as_dict(self) -> dict[str, Any]:
         ms = sorted(self.update_ms)
+        stages = {f"quote_{name}_ms_{q}": _pct(sorted(x[i] for x in self.stages), p)
+                  for i, name in enumerate(("wait", "read", "venue")) for q, p in (("p50", 0.5), ("p99", 0.99))}
         return {"created": self.created, "amended": self.amended, "canceled": self.canceled,
                 "pulled": dict(self.pulled), "blocked": dict(self.blocked), "deferred": self.deferred,
                 "kills": self.kills, "adverse_selection_ticks": (self.adverse_ticks * ONE_CONTRACT
                                                                  // self.adverse_contracts
                                                                  if self.adverse_contracts else None),
                 "measured_fills": self.adverse_contracts // ONE_CONTRACT,
-                "quote_update_ms_p50": ms[len(ms) // 2] if ms else None,
-                "quote_update_ms_p99": ms[min(len(ms) - 1, math.ceil(0.99 * len(ms)) - 1)] if ms else None}
+                "quote_update_ms_p50": _pct(ms, 0.5), "quote_update_ms_p99": _pct(ms, 0.99), **stages}
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    return round(xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))], 2) if xs else None
 
 
 MAKER_LOCK = "hashtextextended('kdesk:market-maker:' || CAST(:mode AS text), 0)"
@@ -222,7 +228,10 @@ class MarketMaker:
         self.leader = False
         self.killed_until: datetime | None = None
         self._pnl: deque[tuple[float, int]] = deque()
-        self._dirty: dict[str, float] = {}  # ticker -> perf_counter() of the change that asked for a requote
+        # ticker -> perf_counter() of the change that asked for a requote (None: the periodic pass did)
+        self._dirty: dict[str, float | None] = {}
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._tops: dict[str, BookTop] = {}
         self._wake = asyncio.Event()
         self._blocked_at: dict[tuple[str, Side], float] = {}
         self._lock_conn: AsyncConnection | None = None
@@ -249,50 +258,77 @@ class MarketMaker:
             self.touch(sig.ticker)
 
     def on_book(self, st: MarketState | None) -> None:
+        """A book change requotes only when its top moved: the quotes depend on the book through the best
+        prices only (and a fill of ours moves them), and most updates are deeper in the book."""
         if self.quotes_market(st):
             assert st is not None
-            self.touch(st.defn.ticker)
+            top = st.top()
+            if top is not None and self._tops.get(st.defn.ticker) != top:
+                self._tops[st.defn.ticker] = top
+                self.touch(st.defn.ticker)
 
     def touch(self, ticker: str) -> None:
-        self._dirty.setdefault(ticker, time.perf_counter())
+        if self._dirty.get(ticker) is None:
+            self._dirty[ticker] = time.perf_counter()
         self._wake.set()
 
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Requote markets as they change, each in a task of its own (one at a time per market, markets in
+        parallel: a requote waits on the venue, and one market's wait must not hold up the others)."""
         next_pass = 0.0
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_pass - time.monotonic()))
-            self._wake.clear()
-            try:
-                if time.monotonic() >= next_pass:
-                    next_pass = time.monotonic() + self.interval_s
-                    await self.full_pass()
-                else:
-                    dirty, self._dirty = self._dirty, {}
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_pass - time.monotonic()))
+                self._wake.clear()
+                try:
+                    if time.monotonic() >= next_pass:
+                        next_pass = time.monotonic() + self.interval_s
+                        for ticker in await self.full_pass():
+                            self._dirty.setdefault(ticker, None)
                     if self.leader:
-                        for ticker, since in dirty.items():
-                            await self.requote(ticker, since)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the next pass tries again; a quote is never left unmanaged for long
-                log.exception("market_maker_pass_failed", error=f"{type(e).__name__}: {e}")
-                self.leader = False
-                await self._drop_lock()
+                        self._spawn()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # the next pass tries again; a quote is never left unmanaged for long
+                    log.exception("market_maker_pass_failed", error=f"{type(e).__name__}: {e}")
+                    self.leader = False
+                    await self._drop_lock()
+        finally:
+            for t in self._inflight.values():
+                t.cancel()
 
-    async def full_pass(self) -> None:
-        """Leadership, then the kill switch, fills to measure, and a requote of every maker market."""
+    def _spawn(self) -> None:
+        for ticker in [t for t in self._dirty if t not in self._inflight]:
+            since = self._dirty.pop(ticker)
+            task = asyncio.create_task(self._requote_task(ticker, since), name=f"mm:{ticker}")
+            self._inflight[ticker] = task
+
+    async def _requote_task(self, ticker: str, since: float | None) -> None:
+        try:
+            await self.requote(ticker, since)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # this market's next change or pass tries again
+            log.exception("market_maker_requote_failed", ticker=ticker, error=f"{type(e).__name__}: {e}")
+        finally:
+            self._inflight.pop(ticker, None)
+            if ticker in self._dirty:
+                self._wake.set()  # it changed while we were at it
+
+    async def full_pass(self) -> list[str]:
+        """Leadership, then fills to measure and the kill switch; the maker's markets (all of them are
+        requoted every pass: a fair value or a close time ages without any message)."""
         if not await self._lead():
-            return
+            return []
         now = self.clock()
         await self._measure_fills(now)
         await self._kill_switch(now)
-        dirty, self._dirty = self._dirty, {}
         tickers = {t for t, st in self.markets.by_ticker.items() if self.quotes_market(st)}
         tickers |= {r.ticker for r in await self._working()}
-        for ticker in sorted(tickers):
-            await self.requote(ticker, dirty.get(ticker))
+        return sorted(tickers)
 
     async def _lead(self) -> bool:
         """Hold the mode's maker lock (a PostgreSQL session advisory lock on a connection of our own):
@@ -356,10 +392,11 @@ class MarketMaker:
 
     async def requote(self, ticker: str, since: float | None = None) -> None:
         """Bring one market's quotes to the plan, or pull them."""
+        t_start = time.perf_counter()
         now = self.clock()
         st = self.markets.get(ticker)
         fair = self.fair.get(ticker)
-        working = await self._working(ticker)
+        working, inventory, event_inventory = await self._state(ticker, st.defn.event_ticker if st else None)
         why = self._pull_reason(st, fair, now)
         if why is not None:
             await self._pull(working, why)
@@ -367,7 +404,7 @@ class MarketMaker:
         assert st is not None and fair is not None
         top = st.top()
         assert top is not None  # book_fresh held
-        inventory, event_inventory = await self._inventory(ticker, st.defn.event_ticker)
+        t_read = time.perf_counter()
         tau = 1.0 if st.defn.close_time is None else (st.defn.close_time - now).total_seconds() / 86_400
         plan = plan_quotes(fair=fair.p, confidence=fair.confidence, inventory=inventory,
                            event_inventory=event_inventory, tau=tau, top=top, grid=st.grid, fee_type=st.fee_type,
@@ -382,7 +419,10 @@ class MarketMaker:
             want = plan.bid if side == "bid" else plan.ask
             acted |= await self._side(st, side, want, by_side[side], now, plan)
         if acted and since is not None:
-            self.stats.update_ms.append((time.perf_counter() - since) * 1000)
+            done = time.perf_counter()
+            self.stats.update_ms.append((done - since) * 1000)
+            # Where it went: waiting for the market's turn, reading its quotes and position, the venue calls.
+            self.stats.stages.append(((t_start - since) * 1000, (t_read - t_start) * 1000, (done - t_read) * 1000))
 
     @staticmethod
     def _mid_of(working: Iterable[Order], top: BookTop) -> float:
@@ -491,13 +531,17 @@ class MarketMaker:
         async with self.sessions() as s:
             return list((await s.scalars(q.order_by(Order.id))).all())
 
-    async def _inventory(self, ticker: str, event_ticker: str) -> tuple[int, int]:
-        """(position in this market, |position| summed over the event's markets), 1/100 contract."""
+    async def _state(self, ticker: str, event_ticker: str | None) -> tuple[list[Order], int, int]:
+        """The market's open quotes, its position and |position| summed over its event's markets (1/100
+        contract), in one session."""
+        q = select(Order).where(Order.mode == self.mode.value, Order.leg.in_(MM_LEGS), Order.status.in_(OPEN),
+                                Order.ticker == ticker)
         async with self.sessions() as s:
-            rows = (await s.execute(select(Position.ticker, Position.position).where(
+            working = list((await s.scalars(q.order_by(Order.id))).all())
+            rows = [] if event_ticker is None else (await s.execute(select(Position.ticker, Position.position).where(
                 Position.mode == self.mode.value, Position.event_ticker == event_ticker))).all()
         mine = next((p for t, p in rows if t == ticker), 0)
-        return mine, sum(abs(p) for _, p in rows)
+        return working, mine, sum(abs(p) for _, p in rows)
 
     # -- the kill switch and adverse selection ----------------------------------------------------
 
