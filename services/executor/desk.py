@@ -29,7 +29,7 @@ from libs.common.db import Order
 from libs.common.events import Alert, Signal
 from libs.common.logs import get_logger
 from libs.common.market_view import DEFAULT_FEE_MULTIPLIER, DEFAULT_FEE_TYPE
-from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, leg_price
+from libs.common.money import ONE_CONTRACT, ONE_DOLLAR, cost, leg_price
 from libs.common.strategies import Strategy, parse_allocation, parse_series, route
 from services.executor import order_status
 from services.executor.control import ControlState
@@ -219,14 +219,14 @@ class Desk:
             log.info("reprice_deferred", order_id=row.order_id, why="rate_limit")
             return False
         moved = replace(intent_of(row, self.markets.get(row.ticker)), yes_price=yes_price, count=row.remaining_count)
-        cap = await self.risk.allows_reprice(moved, exclude_coid=row.client_order_id)
-        remaining = row.remaining_count
-        if cap == "cap_order":
-            # A better price for the same size costs more than one order may: keep the size that fits.
-            remaining = min(remaining, self.limits.max_order * ONE_CONTRACT // moved.leg_price)
-            moved = replace(moved, count=remaining)
-            cap = await self.risk.allows_reprice(moved, exclude_coid=row.client_order_id) if remaining > 0 \
-                else "cap_order"
+        # One order's cap covers what it already filled too (at most its old limit each): an amend of a partly
+        # filled order to a better price keeps only the rest that fits (the fault campaign found $4.05 on $4).
+        room = self.limits.max_order - cost(row.fill_count, leg_price(row.book_side, row.yes_price),  # type: ignore[arg-type]
+                                            rounding="up")
+        remaining = min(row.remaining_count, max(room, 0) * ONE_CONTRACT // moved.leg_price)
+        moved = replace(moved, count=remaining)
+        cap = await self.risk.allows_reprice(moved, exclude_coid=row.client_order_id) if remaining > 0 \
+            else "cap_order"
         if cap is not None:
             log.info("reprice_declined", order_id=row.order_id, ticker=row.ticker, reason=cap, price=yes_price)
             return False

@@ -82,6 +82,30 @@ async def test_an_outbid_order_is_repriced_by_amend(nats_url: str, db_url: str) 
         await bus.close()
 
 
+async def test_a_partly_filled_order_repriced_keeps_its_fills_and_rest_within_the_order_cap(
+        nats_url: str, db_url: str) -> None:
+    """Found by the fault campaign: the amend was checked on the rest alone, so a partly filled order moved to a
+    better price committed more than KDESK_MAX_ORDER_USD in all ($4.05 on a $4 cap)."""
+    async with sim_rig() as rig:
+        mm_quotes(rig, T, 3000, 3400)
+        bus = await _bus(nats_url)
+        await publish_definitions(bus, rig, TICKERS)
+        async with executor(rig, nats_url, db_url, settings=desk_settings(reprice_after_s=1)) as ex:
+            oid = await _rest_order(rig, ex, bus)
+            first = rig.exchange.engine.get_order("desk", oid)
+            assert first.price == 3100
+            _sell_into(rig, 3100, first.initial_count // 2)  # half of it fills at 31c
+            rig.exchange.engine.place("mm", OrderRequest(T, "bid", 3200, 1000, "good_till_canceled",
+                                                         "taker_at_cross"))
+            await publish_book(bus, rig, T)
+            await until(lambda: rig.exchange.engine.get_order("desk", oid).price == 3300, timeout=8,
+                        what="amended to 33c")
+            o = rig.exchange.engine.get_order("desk", oid)
+            committed = -(-o.fill_count * 3100 // 100) + -(-o.remaining_count * 3300 // 100)
+            assert o.fill_count > 0 and committed <= ex.settings.risk.max_order
+        await bus.close()
+
+
 async def test_take_profit_exit_sells_the_position_reduce_only(nats_url: str, db_url: str) -> None:
     async with sim_rig() as rig:
         mm_quotes(rig, T, 3000, 3400)
