@@ -17,6 +17,7 @@ help:
 	@echo "make run    - start the whole desk locally (embedded NATS + PostgreSQL unless KDESK_NATS_URL/KDESK_DATABASE_URL are set)"
 	@echo "make test   - install everything and run the full test suite"
 	@echo "make bench  - run the benchmarks, print one JSON report (also benchmarks/results/latest.json)"
+	@echo "make chaos  - the fault campaign (KDESK_CHAOS_S seconds, default 300): benchmarks/results/reliability.json"
 	@echo "make lint   - ruff"
 
 venv: $(STAMP)
@@ -52,3 +53,9 @@ migrate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+# The fault campaign (issue 18): the desk as processes against the simulator, seeded faults for KDESK_CHAOS_S
+# seconds (default 300), invariants checked from the exchange's records; writes benchmarks/results/reliability.json.
+.PHONY: chaos
+chaos: $(STAMP)
+	KDESK_CHAOS_S=$${KDESK_CHAOS_S:-300} $(BIN)/python -m benchmarks.chaos
