@@ -4,8 +4,15 @@ Where: the markets of KDESK_MM_SERIES (libs/common/strategies.py). The signals s
 model's probability for them even when there is no edge to take (action `none`): that is the fair value.
 Every executor replica follows those signals itself (service.py; the shared signal consumer would hand
 each to one replica only), so whichever replica quotes has them all.
-Without a fresh one there is no quote — the maker never quotes around the book alone, since a book the
-desk cannot price is one it cannot defend.
+A market with a model and no fresh fair value gets no quote (its feed or model is down: the quotes are
+pulled). A series no model prices (no family: not weather, BTC or llm) is quoted around the book's mid at
+confidence 0, i.e. with the widest spread — there the maker only earns the spread and leans on the inventory
+limits and the kill switch.
+
+Why in the executor and not a service of its own: its quotes are orders like any other — the same locked
+reservation (caps, the strategy's capital, market ownership), the same order lifecycle, ledger and
+reconciliation — and a separate service would have to duplicate all of it or call the executor for every
+quote, which is the path that must be fast.
 
 What (`plan_quotes`, pure): an Avellaneda–Stoikov-style reservation price
     r = p − γ · q · p(1 − p) · τ
@@ -390,13 +397,35 @@ class MarketMaker:
             return "no_fair_value"
         return None
 
+    @staticmethod
+    def _book_fair(st: MarketState, working: list[Order], now: datetime) -> Fair | None:
+        """A series no model prices (no family): the mid of the book *without our own quotes* (with them, the
+        skewed quotes would move the mid and the mid the quotes: a drift with nothing behind it) as the fair
+        value, at confidence 0 (the widest spread). A market with a model never falls back to this: its fair
+        value going stale pulls the quotes."""
+        if st.book is None:
+            return None
+        mine: dict[tuple[str, int], int] = {}
+        for r in working:
+            if r.status == "resting":  # a YES bid rests on the YES side, an ask as a NO bid at $1 - its price
+                key = ("yes", r.yes_price) if r.book_side == "bid" else ("no", ONE_DOLLAR - r.yes_price)
+                mine[key] = mine.get(key, 0) + r.remaining_count
+
+        def best(side: str, levels: tuple[tuple[int, int], ...]) -> int | None:
+            return max((p for p, q in levels if q - mine.get((side, p), 0) > 0), default=None)
+
+        yes, no = best("yes", st.book.yes_bids), best("no", st.book.no_bids)
+        if yes is None or no is None:
+            return None
+        return Fair((yes + ONE_DOLLAR - no) / 2 / ONE_DOLLAR, 0.0, now + timedelta(seconds=1), st.book.ts_event)
+
     async def requote(self, ticker: str, since: float | None = None) -> None:
         """Bring one market's quotes to the plan, or pull them."""
         t_start = time.perf_counter()
         now = self.clock()
         st = self.markets.get(ticker)
-        fair = self.fair.get(ticker)
         working, inventory, event_inventory = await self._state(ticker, st.defn.event_ticker if st else None)
+        fair = self.fair.get(ticker) if st is None or st.family is not None else self._book_fair(st, working, now)
         why = self._pull_reason(st, fair, now)
         if why is not None:
             await self._pull(working, why)

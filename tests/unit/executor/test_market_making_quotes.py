@@ -99,3 +99,30 @@ def test_allocation_caps_and_routing() -> None:
                 "directional=0.1,directional=0.2"):
         with pytest.raises(ValueError):
             parse_allocation(bad)
+
+
+def test_a_series_without_a_model_is_quoted_around_the_book_mid_without_our_own_quotes() -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from libs.common.market_view import MarketView
+    from services.executor.market_making import MarketMaker
+    from tests.kit.factories import book_update, market_definition
+
+    ticker = "KXNOMODEL-26DEC03-T5"
+    view = MarketView()
+    view.on_market(market_definition(ticker))
+    # The crowd: YES 40c bid, NO 50c bid (YES ask 50c); ours on top: YES 44c bid and a 48c ask (NO 52c bid).
+    st = view.on_book(book_update(ticker, yes_bids=((4_000, 5_000), (4_400, 1_000)),
+                                  no_bids=((5_000, 5_000), (5_200, 1_000))))
+    assert st is not None and st.family is None
+    ours = [SimpleNamespace(status="resting", book_side="bid", yes_price=4_400, remaining_count=1_000),
+            SimpleNamespace(status="resting", book_side="ask", yes_price=4_800, remaining_count=1_000)]
+    now = datetime.now(UTC)
+    fair = MarketMaker._book_fair(st, ours, now)
+    assert fair is not None and fair.p == pytest.approx(0.45) and fair.confidence == 0.0  # (40c + 50c) / 2
+    with_ours = MarketMaker._book_fair(st, [], now)
+    assert with_ours is not None and with_ours.p == pytest.approx(0.46)  # our own 44c / 48c would pull it along
+    only_ours = book_update(ticker, yes_bids=((4_400, 1_000),), no_bids=((5_000, 5_000),))
+    st2 = view.on_book(only_ours)
+    assert MarketMaker._book_fair(st2, ours[:1], now) is None  # without our bid the YES side is empty
