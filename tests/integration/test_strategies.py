@@ -63,8 +63,13 @@ async def test_maker_quotes_both_sides_skews_after_a_fill_caps_inventory_and_pul
             bid, ask = q["bid"][0], q["ask"][0]
             assert bid < 5000 < ask and 5000 - bid == ask - 5000 and ask - bid >= 600  # $0.03 either side
             assert q["bid"][1] == q["ask"][1] == 10 * ONE_CONTRACT
-            assert [o.strategy for o in await rows(db_url, Order, Order.mode == "sim", Order.status == "resting")] \
-                == ["market_making"] * 2
+
+            async def both_in_ledger():  # the exchange may show a quote a moment before its answer is booked
+                rs = await rows(db_url, Order, Order.mode == "sim", Order.status == "resting")
+                return rs if len(rs) == 2 else None
+
+            assert {o.strategy for o in await until_async_value(both_in_ledger, what="both quotes booked")} \
+                == {"market_making"}
 
             # A seller hits our bid for the full size: we hold 10 YES, our cap.
             rig.client("flow")
@@ -103,6 +108,15 @@ async def test_maker_quotes_both_sides_skews_after_a_fill_caps_inventory_and_pul
             await until(lambda: not desk_quotes(rig), what="quotes pulled on a stale book", timeout=10)
             assert ex.maker.stats.pulled.get("stale_book", 0) >= 1
         await bus.close()
+
+
+async def until_async_value(probe, *, what: str, timeout: float = 5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (got := await probe()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+    return got
 
 
 async def until_async(probe, *, what: str, timeout: float = 5.0) -> None:
