@@ -3,7 +3,9 @@ writes it to benchmarks/results/reliability.json.
 
 Environment: KDESK_CHAOS_S (seconds of faults, default 300), KDESK_CHAOS_SEED (18), KDESK_CHAOS_FUZZ_CASES (cases
 per fuzz target; default benchmarks/fuzz.py's, 0 skips it), KDESK_CHAOS_DIR (where the run's servers, data and
-logs go; default a new temporary directory, kept when an invariant fails), KDESK_CHAOS_OUT (the report's path).
+logs go; default a new temporary directory, kept when an invariant fails), KDESK_CHAOS_OUT (the report's path),
+KDESK_CHAOS_GAP_S (mean seconds between two faults of one cheap kind, 2.6), KDESK_CHAOS_HEAVY_GAP_S (the same for
+process kills and NATS/PostgreSQL restarts, 10), KDESK_CHAOS_FORK (0: start services with exec, not the zygote).
 """
 
 from __future__ import annotations

@@ -2,11 +2,17 @@
 
 1. Start NATS, PostgreSQL, the simulator (background traders keep the books moving; the crowd's prices lag the
    truth, so the desk finds edges and trades) and every service, and wait until each reports healthy.
-2. For `duration_s`, inject faults drawn from a seeded schedule (`FAULT_KINDS`): every kind comes once per round
-   in a shuffled order, with random gaps, so a short run still sees each kind. Killed processes are started
-   again after a random delay; so is any process that dies on its own (counted as `unplanned_exits`).
-   Alongside, alerts are published (each one PubAck'ed by JetStream is expected in the notifier's table and
-   delivered to Telegram) and a Telegram user who is nobody's operator sends commands.
+2. For `duration_s`, inject faults from a seeded schedule (`FAULT_KINDS`): every kind on a timeline of its own
+   (its own RNG seeded from the run's seed and the kind), all running at once so kinds overlap: exchange, venue,
+   weather and Telegram faults one every `KDESK_CHAOS_GAP_S` (2.6 s) on average, each short (a 429 storm or a
+   pause of 0.5-2 s) so the desk trades between them; process kills and NATS/PostgreSQL restarts (`HEAVY`) one
+   every `KDESK_CHAOS_HEAVY_GAP_S` (10 s) per kind. A killed process (SIGKILL) is started again 0.2-2 s later
+   without waiting for anything (a kill may land during its start-up; it counts as that kind); so is any
+   process that dies on its own (counted as `unplanned_exits`). Desk services are forked from a zygote that
+   imported them once (benchmarks/chaos/zygote.py), so a restart costs milliseconds of CPU, not seconds.
+   One-shot faults (`ONE_SHOT`: the next request or message) are armed one at a time and counted when a
+   request consumed them. Alongside, alerts are published (each one PubAck'ed by JetStream is expected in the
+   notifier's table and delivered to Telegram) and a Telegram user who is nobody's operator sends commands.
 3. Quiesce: faults off, every process back and healthy, the desk paused (resting orders cancelled), the
    executor's outbox and every JetStream consumer drained, a reconciliation.
 4. Check the invariants against the exchange's own records and the ledger (invariants.py), scan every log line
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import secrets
 import time
@@ -41,6 +48,15 @@ EXCHANGE_FAULTS = ("ws_cut", "seq_gap", "ws_error_25", "latency", "late_response
 SOURCE_FAULTS = ("venue_down", "venue_cut", "venue_garbage", "weather_5xx", "weather_garbage")
 FAULT_KINDS = (*SERVICE_KILLS, "kill_executor_in_flight", "nats_restart", "postgres_restart", *EXCHANGE_FAULTS,
                *SOURCE_FAULTS, "telegram_down", "telegram_429")
+# One-shot faults: armed on the next request or message of a kind, they hit only when the desk sends one. Each is
+# armed once (times=1) and the next of its kind only after it was consumed, so nothing piles up; the count is of
+# consumed ones (armed minus the one possibly left at the end, `faults_unconsumed_at_end`).
+# Faults that take a process or a server down: at one every ~2.6 s per kind the desk never finishes starting
+# (measured: 0 orders reached the exchange in a 60 s window with every kind at 2.6 s), so these have a mean gap of
+# their own (KDESK_CHAOS_HEAVY_GAP_S).
+HEAVY = (*SERVICE_KILLS, "kill_executor_in_flight", "nats_restart", "postgres_restart")
+ONE_SHOT = ("seq_gap", "lost_response", "http_5xx", "timeout", "weather_5xx", "weather_garbage", "telegram_429")
+DEFAULT_HEAVY_GAP_S = 10.0
 INTRUDER_COMMANDS = ("/pause intruder", "/resume", "/flatten", "/mode live", "CONFIRM LIVE", "/family btc off",
                      "/llmbudget 1000", "/status")
 
@@ -52,22 +68,32 @@ def _now() -> datetime:
 class Campaign:
     """One run: the stack, the schedule, the counters."""
 
-    def __init__(self, root: Path, *, duration_s: float, seed: int,
+    def __init__(self, root: Path, *, duration_s: float, seed: int, mean_gap_s: float | None = None,
+                 heavy_gap_s: float | None = None,
                  say: Callable[[str], None] = lambda s: print(s, flush=True)) -> None:
         self.root = root
         self.duration_s = duration_s
+        # Mean seconds between two faults of one kind: 300 s / 2.6 s = ~115 of every kind in the default run.
+        self.mean_gap_s = mean_gap_s if mean_gap_s is not None else float(os.environ.get("KDESK_CHAOS_GAP_S", "2.6"))
+        self.heavy_gap_s = heavy_gap_s if heavy_gap_s is not None else float(
+            os.environ.get("KDESK_CHAOS_HEAVY_GAP_S", str(DEFAULT_HEAVY_GAP_S)))
         self.seed = seed
         self.rng = random.Random(seed)
         self.say = say
         self.stack = Stack(root, seed=seed)
         self.faults: Counter[str] = Counter()
         self.fault_errors: Counter[str] = Counter()
+        self.fault_seconds: Counter[str] = Counter()  # time spent injecting (kill to restart asked, restarts)
         self.unplanned_exits: Counter[str] = Counter()
         self.alerts_acked: set[str] = set()
         self.alerts_unacked = 0
+        self.alert_times: dict[str, float] = {}  # alert id -> seconds into the campaign when JetStream acked it
+        self.window: tuple[datetime, datetime] | None = None  # wall clock of the fault window
         self.intruder_sent = 0
         self.timeline: list[tuple[float, str]] = []
         self._restarts: set[asyncio.Task[None]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._http: httpx.AsyncClient | None = None
         self._t0 = 0.0
         self._bus: Any = None
         self.health_text: dict[str, str] = {}
@@ -75,12 +101,16 @@ class Campaign:
     # -- helpers ----------------------------------------------------------------------------------------------
 
     async def _control(self, body: dict[str, Any], path: str = "/fault") -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=10) as http:
-            r = await http.post(self.stack.control_url + path, json=body)
-            out: dict[str, Any] = r.json()
-            if "error" in out:
-                raise RuntimeError(f"sim control {body}: {out['error']}")
-            return out
+        r = await self._client().post(self.stack.control_url + path, json=body)
+        out: dict[str, Any] = r.json()
+        if "error" in out:
+            raise RuntimeError(f"sim control {body}: {out['error']}")
+        return out
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=10)
+        return self._http
 
     async def records(self) -> dict[str, Any]:
         """The exchange's records of the desk's account."""
@@ -88,80 +118,98 @@ class Campaign:
             r = await http.get(self.stack.control_url + "/records", params={"user": "desk"})
             return r.json()  # type: ignore[no-any-return]
 
-    def _restart_later(self, name: str, lo: float = 0.5, hi: float = 4.0) -> None:
+    def _restart_later(self, name: str, lo: float = 0.2, hi: float = 2.0, rng: random.Random | None = None) -> None:
+        """Start `name` again after a random delay (not waiting for anything: a kill may come during start-up)."""
         proc = self.stack.procs[name]
-        delay = self.rng.uniform(lo, hi)
+        delay = (rng or self.rng).uniform(lo, hi)
         proc.restart_at = time.monotonic() + delay
 
         async def go() -> None:
             await asyncio.sleep(delay)
-            if not proc.running:
-                await asyncio.to_thread(proc.start)
+            async with self._lock(name):
+                if not proc.running:
+                    await asyncio.to_thread(proc.start)
 
         task = asyncio.create_task(go())
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
 
-    async def _kill(self, name: str) -> None:
-        await asyncio.to_thread(self.stack.procs[name].kill)
-        self._restart_later(name)
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _kill(self, name: str, rng: random.Random) -> None:
+        """SIGKILL `name` (once it runs again, if a restart is pending), then start it again 0.2-2 s later."""
+        proc = self.stack.procs[name]
+        deadline = time.monotonic() + 20
+        while True:
+            async with self._lock(name):
+                if proc.running:
+                    try:
+                        await asyncio.to_thread(proc.kill)
+                    finally:
+                        self._restart_later(name, rng=rng)  # as a supervisor would, whatever the kill said
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not running for 20 s: nothing to kill")
+            await asyncio.sleep(0.05)
 
     # -- the faults -------------------------------------------------------------------------------------------
 
-    async def inject(self, kind: str) -> None:
-        """One fault of `kind`."""
-        r = self.rng
+    async def inject(self, kind: str, r: random.Random | None = None) -> None:
+        """One fault of `kind`, short (the desk trades between them), its randomness from `r`."""
+        r = r or self.rng
         if kind.startswith("kill_") and kind != "kill_executor_in_flight":
             name = kind.removeprefix("kill_").replace("_", "-")
-            await self._kill(name)
+            await self._kill(name, r)
         elif kind == "kill_executor_in_flight":
             # Answers to order writes arrive late; an executor dies while one is outstanding.
-            await self._control({"kind": "late_response", "delay_s": 3.0, "seconds": 4.0})
-            await asyncio.sleep(r.uniform(0.5, 2.5))
-            await self._kill(r.choice(("executor-1", "executor-2")))
+            await self._control({"kind": "late_response", "delay_s": r.uniform(1.0, 2.5), "seconds": 2.5})
+            await asyncio.sleep(r.uniform(0.3, 1.5))
+            await self._kill(r.choice(("executor-1", "executor-2")), r)
         elif kind == "nats_restart":
-            await asyncio.to_thread(self.stack.restart_nats)
+            await asyncio.to_thread(self.stack.restart_nats, r.uniform(0.2, 1.0))
         elif kind == "postgres_restart":
-            await asyncio.to_thread(self.stack.restart_postgres)
+            await asyncio.to_thread(self.stack.restart_postgres, r.uniform(0.1, 0.5))
         elif kind == "ws_cut":
             await self._control({"kind": "ws_cut"})
         elif kind == "seq_gap":
-            await self._control({"kind": "seq_gap", "times": r.randint(1, 3)})
+            await self._control({"kind": "seq_gap", "times": 1})
         elif kind == "ws_error_25":
             await self._control({"kind": "ws_error_25"})
         elif kind == "latency":
-            await self._control({"kind": "latency", "latency_s": r.uniform(0.2, 1.5), "seconds": r.uniform(2, 8)})
+            await self._control({"kind": "latency", "latency_s": r.uniform(0.1, 0.8), "seconds": r.uniform(0.5, 2)})
         elif kind == "late_response":
-            await self._control({"kind": "late_response", "delay_s": r.uniform(0.5, 4), "seconds": r.uniform(2, 8)})
+            await self._control({"kind": "late_response", "delay_s": r.uniform(0.5, 3), "seconds": r.uniform(0.5, 2)})
         elif kind == "trading_paused":
-            await self._control({"kind": "trading_paused", "seconds": r.uniform(2, 10)})
+            await self._control({"kind": "trading_paused", "seconds": r.uniform(0.5, 2)})
         elif kind == "lost_response":
-            for _ in range(r.randint(1, 3)):
-                await self._control({"kind": "lost_response", "method": r.choice(("POST", "POST", "DELETE")),
-                                     "path": "/portfolio/events/orders" if r.random() < 0.7 else "",
-                                     "status": r.choice((502, 503, 504))})
+            # Any write (create, amend, decrease, cancel): the exchange does it, the desk hears a 5xx.
+            await self._control({"kind": "lost_response", "method": r.choice(("POST", "POST", "DELETE")),
+                                 "path": "",
+                                 "status": r.choice((502, 503, 504))})
         elif kind == "http_5xx":
-            await self._control({"kind": "http_5xx", "times": r.randint(1, 8), "status": r.choice((500, 502, 503)),
-                                 "path": r.choice(("", "/portfolio/events/orders", "/portfolio/orders"))})
+            await self._control({"kind": "http_5xx", "times": 1, "status": r.choice((500, 502, 503)),
+                                 "path": r.choice(("", "", "", "/portfolio/orders"))})
         elif kind == "timeout":
-            # Past the client's 10 s timeout: the order is made, the desk never hears.
-            await self._control({"kind": "timeout", "hold_s": 11.0, "times": r.randint(1, 2), "method": "POST",
-                                 "path": "/portfolio/events/orders"})
+            # Past the client's 10 s timeout: the work is done, the desk never hears.
+            await self._control({"kind": "timeout", "hold_s": 11.0, "times": 1,
+                                 "method": r.choice(("POST", None, None)),
+                                 "path": r.choice(("/portfolio/events/orders", "", ""))})
         elif kind == "rate_limit_storm":
-            await self._control({"kind": "rate_limit_storm", "seconds": r.uniform(2, 8)})
+            await self._control({"kind": "rate_limit_storm", "seconds": r.uniform(0.5, 2)})
         elif kind == "venue_down":
-            await self._control({"kind": "venue_down", "seconds": r.uniform(3, 15)})
+            await self._control({"kind": "venue_down", "seconds": r.uniform(0.5, 2)})
         elif kind in ("venue_cut", "venue_garbage"):
-            await self._control({"kind": kind, "times": r.randint(1, 4)})
+            await self._control({"kind": kind, "times": r.randint(1, 2)})
         elif kind in ("weather_5xx", "weather_garbage"):
-            await self._control({"kind": kind, "times": r.randint(1, 6), "status": r.choice((500, 502, 503))})
+            await self._control({"kind": kind, "times": 1, "status": r.choice((500, 502, 503))})
         elif kind in ("telegram_down", "telegram_429"):
             if kind == "telegram_down":
                 await self._control({"kind": "telegram_down", "status": r.choice((500, 502, 503)),
-                                     "seconds": r.uniform(3, 10)})
+                                     "seconds": r.uniform(0.5, 2)})
             else:
-                await self._control({"kind": "telegram_429", "times": r.randint(3, 10), "retry_after": r.randint(1, 3)})
-            await self.alert_burst(r.randint(3, 8))
+                await self._control({"kind": "telegram_429", "times": 1, "retry_after": 1})
+            await self.alert_burst(r.randint(1, 3))
         else:
             raise ValueError(f"unknown fault kind {kind}")
 
@@ -180,6 +228,7 @@ class Campaign:
             try:
                 await self._bus.publish_js(subjects.ops_alert("chaos"), a, timeout=2.0, attempts=2)
                 self.alerts_acked.add(a.id)
+                self.alert_times[a.id] = round(time.monotonic() - self._t0, 2)
             except Exception:
                 self.alerts_unacked += 1
 
@@ -258,6 +307,8 @@ class Campaign:
                 t.cancel()
             with contextlib.suppress(Exception):
                 await self._bus.close()
+            if self._http is not None:
+                await self._http.aclose()
             await asyncio.to_thread(st.stop_all)
         report.update(self.scan_logs())
         report["secret_leaks"] = report.pop("_db_leaks", 0) + report["secret_leaks_logs"]
@@ -275,40 +326,76 @@ class Campaign:
         self.say("[chaos] warning: no order on the exchange yet; injecting anyway")
 
     async def inject_for(self, duration_s: float) -> None:
-        """The seeded schedule: rounds of every kind in shuffled order, random gaps, alerts and intruders between."""
+        """The seeded schedule: every kind on its own timeline (its own RNG, one fault every `MEAN_GAP_S` on
+        average, jittered), all at once, so kinds overlap; alerts and the intruder on timelines of their own."""
         self._t0 = time.monotonic()
         end = self._t0 + duration_s
-        per_round = len(FAULT_KINDS)
-        mean_gap = max(0.3, min(4.0, duration_s * 0.6 / per_round))
-        queue: list[str] = []
-        rounds = 0
-        # The first round is always completed, so even a short run injects every kind once.
-        while time.monotonic() < end or (rounds == 1 and queue):
-            if not queue:
-                queue = list(FAULT_KINDS)
-                self.rng.shuffle(queue)
-                rounds += 1
-            kind = queue.pop()
+        w0 = _now()
+        with contextlib.suppress(Exception):
+            self._requests0 = sum((await self.records())["requests"].values())
+        tasks = [asyncio.create_task(self._timeline(kind, end)) for kind in FAULT_KINDS]
+        tasks.append(asyncio.create_task(self._every("alert", end, 2.0, lambda: self.alert_burst(1))))
+        tasks.append(asyncio.create_task(self._every("intruder", end, 6.0, self.intruder)))
+        await asyncio.gather(*tasks)  # each ends after its last fault is done (NATS and PostgreSQL are back up)
+        self.window = (w0, _now())
+        with contextlib.suppress(Exception):
+            self._requests1 = sum((await self.records())["requests"].values())
+
+    async def _timeline(self, kind: str, end: float) -> None:
+        rng = random.Random(f"{self.seed}/{kind}")
+        mean = self.heavy_gap_s if kind in HEAVY else self.mean_gap_s
+        at = self._t0 + rng.uniform(0.0, mean)  # staggered first faults
+        while at < end:
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            if kind in ONE_SHOT and not await self._consumed(kind, end):
+                break
             t = time.monotonic() - self._t0
             try:
-                await self.inject(kind)
+                await self.inject(kind, rng)
+                self._pending_at = 0.0  # what the simulator has armed changed
                 self.faults[kind] += 1
+                self.fault_seconds[kind] += time.monotonic() - self._t0 - t
                 self.timeline.append((round(t, 1), kind))
             except Exception as e:
                 self.fault_errors[kind] += 1
                 self.say(f"[chaos] fault {kind} failed: {type(e).__name__}: {e}")
-            if self.rng.random() < 0.3:
-                await self.alert_burst(1)
-            if self.rng.random() < 0.25:
-                await self.intruder()
-            await asyncio.sleep(min(max(0.3, end - time.monotonic()), self.rng.uniform(0.3, 2 * mean_gap - 0.3)))
+            # The next one on the schedule, not after this one's recovery; never two at once of one kind.
+            at = max(at + rng.uniform(0.5, 1.5) * mean, time.monotonic() + 0.05)
+
+    async def _consumed(self, kind: str, end: float) -> bool:
+        """Wait until no fault of `kind` is armed (the previous one hit); False if the run ended first."""
+        while time.monotonic() < end:
+            with contextlib.suppress(Exception):
+                if not (await self._pending()).get(kind):
+                    return True
+            await asyncio.sleep(0.2)
+        return False
+
+    async def _pending(self) -> dict[str, int]:
+        """The simulator's armed one-shot faults, by kind (one request serves every timeline for 0.1 s)."""
+        now = time.monotonic()
+        if now - self._pending_at > 0.1:
+            self._pending_cache = (await self._client().get(self.stack.control_url + "/pending")).json()
+            self._pending_at = time.monotonic()
+        return self._pending_cache
+
+    _pending_at = 0.0
+    _pending_cache: dict[str, int] = {}  # noqa: RUF012 - replaced, never mutated
+
+    async def _every(self, what: str, end: float, mean: float, fn: Callable[[], Any]) -> None:
+        rng = random.Random(f"{self.seed}/{what}")
+        while time.monotonic() < end:
+            await asyncio.sleep(rng.uniform(0.5, 1.5) * mean)
+            with contextlib.suppress(Exception):
+                await fn()
 
     async def quiesce_and_check(self) -> dict[str, Any]:
         """Faults off, everyone back, paused, drained, reconciled; then every invariant."""
         st = self.stack
         self.say("[chaos] quiesce: faults off, waiting for restarts")
+        unconsumed: dict[str, int] = {}
         with contextlib.suppress(Exception):
-            await self._control({}, "/clear")
+            unconsumed = (await self._control({}, "/clear")).get("unconsumed", {})
         if self._restarts:
             await asyncio.wait(list(self._restarts), timeout=30)
         await asyncio.sleep(1)
@@ -325,10 +412,21 @@ class Campaign:
         now = _now()
         caps = {scope: usd_to_ticks(CAPS[f"KDESK_MAX_{scope.upper()}_USD"])
                 for scope in ("order", "market", "event", "family", "portfolio")}
+        armed = dict(self.faults)
+        for kind, n in unconsumed.items():  # armed, never hit: not a fault the desk saw
+            if kind in self.faults:
+                self.faults[kind] = max(0, self.faults[kind] - n)
         report: dict[str, Any] = {"seed": self.seed, "duration_s": self.duration_s,
                                   "faults_injected": dict(sorted(self.faults.items())),
                                   "faults_injected_total": sum(self.faults.values()),
-                                  "fault_errors": dict(self.fault_errors)}
+                                  "faults_armed_one_shot": {k: armed.get(k, 0) for k in ONE_SHOT},
+                                  "fault_errors": dict(self.fault_errors),
+                                  "mean_gap_s": self.mean_gap_s, "heavy_gap_s": self.heavy_gap_s,
+                                  "fault_seconds_mean": {k: round(self.fault_seconds[k] / n, 2)
+                                                         for k, n in sorted(armed.items()) if n},
+                                  # one-shot faults (next N requests/messages) still armed when faults were
+                                  # cleared: injected, but nothing came along to hit them
+                                  "faults_unconsumed_at_end": unconsumed}
         report.update(inv.duplicate_orders(records["orders"], ledger["orders"], now))
         report.update(inv.lost_fills(records["fills"], ledger["fill_ids"]))
         report.update(inv.ledger_diffs(records["positions"], ledger["positions"], records["markets"]))
@@ -342,7 +440,14 @@ class Campaign:
         report["unplanned_exits"] = sum(self.unplanned_exits.values())
         report["processes"] = restarts
         stored = set(ledger["alert_ids"])
-        report["lost_messages"] = len(self.alerts_acked - stored)
+        lost = sorted(self.alerts_acked - stored, key=lambda i: self.alert_times.get(i, 0.0))
+        report["lost_messages"] = len(lost)
+        nats_at = [t for t, k in self.timeline if k == "nats_restart"]
+        report["lost_message_detail"] = [
+            {"alert_id": i, "acked_at_s": self.alert_times.get(i),
+             "since_nats_restart_s": round(min((self.alert_times.get(i, 0.0) - t for t in nats_at
+                                                if t <= self.alert_times.get(i, 0.0)), default=-1.0), 2)}
+            for i in lost[:20]]
         report["undelivered_alerts"] = ledger["undelivered_alerts"]
         report["alerts_published"] = len(self.alerts_acked)
         report["alerts_unacked_by_jetstream"] = self.alerts_unacked
@@ -352,6 +457,18 @@ class Campaign:
         report["intruder_commands_audited"] = ledger["intruder_audited"]
         report["exchange_orders"] = len(records["orders"])
         report["exchange_fills"] = len(records["fills"])
+        report["exchange_requests"] = sum(records.get("requests", {}).values())
+        report["exchange_requests_during_faults"] = self._requests1 - self._requests0
+        if self.window is not None:
+            a, b = self.window
+
+            def inside(row: dict[str, Any]) -> bool:
+                with contextlib.suppress(TypeError, ValueError):
+                    return a <= datetime.fromisoformat(str(row.get("created_time"))) <= b
+                return False
+
+            report["exchange_orders_during_faults"] = sum(1 for o in records["orders"] if inside(o))
+            report["exchange_fills_during_faults"] = sum(1 for f in records["fills"] if inside(f))
         report["ledger_orders_sent"] = sum(1 for o in ledger["orders"] if o["status"] != "blocked")
         report["ledger_orders_blocked"] = sum(1 for o in ledger["orders"] if o["status"] == "blocked")
         report["quiesce"] = {"paused": bool(pause), "drained": drained, "drained_after_reconcile": drained_after,
@@ -360,6 +477,7 @@ class Campaign:
         return report
 
     _intruder_effects = 0
+    _requests0 = _requests1 = 0  # the exchange's count of REST requests (every user) when faults began, ended
 
     async def intruder_final(self) -> None:
         """The intruder's commands changed nothing: the desk is not paused by them, live is not armed."""
@@ -460,6 +578,7 @@ class Campaign:
         lines = 0
         tracebacks: Counter[str] = Counter()
         warnings: Counter[str] = Counter()  # what the desk noticed of the faults, by service and event
+        dead: Counter[str] = Counter()  # messages a consumer gave up on (dead-lettered), by consumer and reason
         files = [*sorted(self.stack.log_dir.glob("*.log")), self.stack.nats.log_path, self.stack.pg.log_path]
         for path in files:
             if not path.exists():
@@ -477,7 +596,9 @@ class Campaign:
                         d = json.loads(line)
                         if d.get("level") in ("warning", "error"):
                             warnings[f"{path.stem.split('-')[0]}:{d.get('event')}"] += 1
-        return {"log_warnings_top": dict(warnings.most_common(25)),
+                        if d.get("event") == "message_dead_lettered":
+                            dead[f"{d.get('stream')}/{d.get('consumer')}:{d.get('reason')}"] += 1
+        return {"log_warnings_top": dict(warnings.most_common(25)), "dead_lettered": dict(dead),
                 "secret_leaks_logs": sum(found.values()), "secret_leaks_logs_by_kind": dict(found),
                 "secret_leaks_logs_by_file": dict(where), "log_lines_scanned": lines,
                 "log_tracebacks": dict(tracebacks)}

@@ -51,11 +51,17 @@ class Control:
         self.venues = venues or []
         self.weather = weather
         self._timers: list[asyncio.Task[None]] = []
+        self._until: dict[str, float] = {}  # switch -> monotonic end of its latest window (windows overlap)
 
-    def _later(self, seconds: float, fn: Callable[[], None]) -> None:
+    def _later(self, seconds: float, fn: Callable[[], None], switch: str | None = None) -> None:
+        """`fn` after `seconds`; for a `switch`, only once no later window of that switch is still open."""
+        if switch is not None:
+            self._until[switch] = max(self._until.get(switch, 0.0), time.monotonic() + seconds)
+
         async def run() -> None:
             await asyncio.sleep(seconds)
-            fn()
+            if switch is None or time.monotonic() >= self._until.get(switch, 0.0) - 0.01:
+                fn()
 
         self._timers.append(asyncio.create_task(run()))
         self._timers = [t for t in self._timers if not t.done()]
@@ -74,16 +80,16 @@ class Control:
         if kind == "ws_error_25":
             return {"killed": f.send_error_25(body.get("ticker"))}
         if kind == "latency":
-            f.latency_s = float(body.get("latency_s", 0.5))
-            self._later(secs, lambda: setattr(f, "latency_s", 0.0))
+            f.latency_s = max(f.latency_s, float(body.get("latency_s", 0.5)))
+            self._later(secs, lambda: setattr(f, "latency_s", 0.0), "latency")
             return {"ok": True}
         if kind == "late_response":
-            f.response_delay_s = float(body.get("delay_s", 1.0))
-            self._later(secs, lambda: setattr(f, "response_delay_s", 0.0))
+            f.response_delay_s = max(f.response_delay_s, float(body.get("delay_s", 1.0)))
+            self._later(secs, lambda: setattr(f, "response_delay_s", 0.0), "late_response")
             return {"ok": True}
         if kind == "trading_paused":
             f.trading_paused = True
-            self._later(secs, lambda: setattr(f, "trading_paused", False))
+            self._later(secs, lambda: setattr(f, "trading_paused", False), "trading_paused")
             return {"ok": True}
         if kind == "lost_response":
             f.lose_next_response(str(body.get("method", "POST")), str(body.get("path", "/portfolio/events/orders")),
@@ -105,7 +111,7 @@ class Control:
             for v in self.venues:
                 if kind == "venue_down":
                     v.pause()
-                    self._later(secs, v.resume)
+                    self._later(secs, v.resume, f"venue_down:{id(v)}")
                 elif kind == "venue_cut":
                     v.cut()
                 else:
@@ -126,14 +132,26 @@ class Control:
                 return {"error": "no fake Telegram"}
             if kind == "telegram_down":
                 self.telegram.outage(int(body.get("status", 502)))
-                self._later(secs, lambda: self.telegram.outage(None))
+                self._later(secs, lambda: self.telegram.outage(None), "telegram_down")
             else:
                 self.telegram.fail(int(body.get("times", 5)), status=429, retry_after=int(body.get("retry_after", 2)))
             return {"ok": True}
         return {"error": f"unknown fault kind {kind!r}; one of {sorted(FAULTS)}"}
 
-    def clear(self) -> None:
-        """Every fault off (pending timers too)."""
+    def pending(self) -> dict[str, int]:
+        """One-shot faults armed and never consumed (nothing asked while they waited), by kind."""
+        out = self.exchange.faults.pending()
+        if self.weather is not None:
+            out["weather_5xx"] = len(getattr(self.weather, "_fail", ()))
+            out["weather_garbage"] = int(getattr(self.weather, "_garbage", 0))
+        if self.telegram is not None:
+            out["telegram_429"] = sum(getattr(f, "times", 1) for f in getattr(self.telegram, "_faults", ()))
+        return {k: v for k, v in out.items() if v}
+
+    def clear(self) -> dict[str, int]:
+        """Every fault off (pending timers too); what one-shot faults were left unconsumed."""
+        left = self.pending()
+        self._until.clear()
         for t in self._timers:
             t.cancel()
         self._timers.clear()
@@ -143,6 +161,10 @@ class Control:
         if self.telegram is not None:
             self.telegram.outage(None)
             self.telegram._faults.clear()  # no public way to drop pending one-shot failures
+        if self.weather is not None:  # nor for the weather fake's
+            self.weather._fail.clear()
+            self.weather._garbage = 0
+        return left
 
     def records(self, user: str) -> dict[str, Any]:
         """The exchange's own books of `user`."""
@@ -178,8 +200,10 @@ async def serve_control(ctl: Control, host: str, port: int) -> web.AppRunner:
             return web.json_response({"error": str(e)}, status=400)
 
     async def clear(_: web.Request) -> web.Response:
-        ctl.clear()
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": True, "unconsumed": ctl.clear()})
+
+    async def pending(_: web.Request) -> web.Response:
+        return web.json_response(ctl.pending())
 
     async def records(request: web.Request) -> web.Response:
         return web.json_response(ctl.records(request.query.get("user", "desk")))
@@ -203,6 +227,7 @@ async def serve_control(ctl: Control, host: str, port: int) -> web.AppRunner:
     app = web.Application()
     app.router.add_post("/fault", fault)
     app.router.add_post("/clear", clear)
+    app.router.add_get("/pending", pending)
     app.router.add_get("/records", records)
     app.router.add_post("/telegram/message", tg_message)
     app.router.add_get("/telegram/state", tg_state)

@@ -2,10 +2,12 @@
 
 NATS and PostgreSQL are the embedded servers of `libs/common/embedded.py` on free ports under the campaign's
 own directory (never 4222/5432). The simulator runs as `benchmarks.chaos.simhost` (the simulator plus a
-control port); feeds, signals, executor (two replicas), resolver and notifier run as `python -m services.<name>`
-with the environment `kdesk up` gives them (services/ctl/cli.py: `sim_environment`, `sim_telegram`). Each
-process writes to `<root>/log/<name>.log`. A process that dies is started again after a random delay, as
-compose's `restart: unless-stopped` would; the campaign counts who died, who was killed, who came back.
+control port); feeds, signals, executor (two replicas), resolver and notifier run `services.<name>` as
+`__main__` — forked from a zygote that imported them once (benchmarks/chaos/zygote.py; KDESK_CHAOS_FORK=0 runs
+`python -m services.<name>` instead) — with the environment `kdesk up` gives them (services/ctl/cli.py:
+`sim_environment`, `sim_telegram`). Each process writes to `<root>/log/<name>.log`. A process that dies is
+started again after a random delay, as compose's `restart: unless-stopped` would; the campaign counts who
+died, who was killed, who came back.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from libs.common.embedded import EmbeddedNats, EmbeddedPostgres, child_preexec, free_port
 from libs.common.simnet import SimEndpoints
@@ -34,6 +38,116 @@ CAPS = {"KDESK_MAX_ORDER_USD": "4", "KDESK_MAX_MARKET_USD": "8", "KDESK_MAX_EVEN
         "KDESK_MAX_FAMILY_USD": "40", "KDESK_MAX_PORTFOLIO_USD": "60", "KDESK_DAILY_LOSS_LIMIT_USD": "1000"}
 
 
+class Forked:
+    """A child of the zygote, with the part of `subprocess.Popen`'s interface `Proc` uses."""
+
+    def __init__(self, zygote: Zygote, pid: int) -> None:
+        self.zygote = zygote
+        self.pid = pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.zygote.exits.get(self.pid)
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        with self.zygote.cond:
+            if not self.zygote.cond.wait_for(lambda: self.pid in self.zygote.exits, timeout):
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            return self.zygote.exits[self.pid]
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+
+class Zygote:
+    """The client of `benchmarks.chaos.zygote`: spawns desk services by forking a process that imported them."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cond = threading.Condition()
+        self.exits: dict[int, int] = {}
+        self.replies: dict[int, dict[str, Any]] = {}
+        self._next = 0
+        self._write = threading.Lock()
+        self._reader: threading.Thread | None = None
+
+    def launch(self) -> None:
+        """Start the zygote (it imports every service; `wait_ready` waits for it)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.chaos.zygote"], env=self.env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         start_new_session=True, preexec_fn=child_preexec())
+
+    def wait_ready(self) -> None:
+        """Until the zygote has imported every service."""
+        import json
+
+        assert self.proc is not None
+        first = self.proc.stdout.readline() if self.proc.stdout else b""  # type: ignore[union-attr]
+        if not first or not json.loads(first).get("ready"):
+            raise RuntimeError(f"the zygote did not start; see {self.log_path}")
+        self._reader = threading.Thread(target=self._read, name="zygote-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        import json
+
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            msg = json.loads(line)
+            with self.cond:
+                if "exit" in msg:
+                    self.exits[int(msg["exit"])] = int(msg["code"])
+                else:
+                    self.replies[int(msg["id"])] = msg
+                self.cond.notify_all()
+        with self.cond:  # the zygote is gone: so are its children (PDEATHSIG)
+            self.replies[-1] = {"error": "zygote exited"}
+            self.cond.notify_all()
+
+    def spawn(self, module: str, env: dict[str, str], log: Path) -> Forked:
+        """Fork a child running `module` as `python -m module` would."""
+        import json
+
+        assert self.proc is not None and self.proc.stdin is not None
+        with self._write:
+            self._next += 1
+            rid = self._next
+            self.proc.stdin.write((json.dumps({"id": rid, "module": module, "env": env, "log": str(log)}) + "\n")
+                                  .encode())
+            self.proc.stdin.flush()
+        with self.cond:
+            if not self.cond.wait_for(lambda: rid in self.replies or -1 in self.replies, 30):
+                raise RuntimeError("the zygote did not answer a spawn in 30 s")
+            msg = self.replies.pop(rid, None) or self.replies[-1]
+        if "pid" not in msg:
+            raise RuntimeError(f"zygote spawn of {module}: {msg.get('error')}")
+        return Forked(self, int(msg["pid"]))
+
+    def stop(self) -> None:
+        """Close its stdin (it exits, its children get SIGTERM), then make sure."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(Exception):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self._reader is not None:
+            self._reader.join(5)  # it ends at the pipe's EOF
+        with contextlib.suppress(Exception):
+            self.proc.stdout.close()  # type: ignore[union-attr]
+
+
 @dataclass
 class Proc:
     """One supervised process and what happened to it."""
@@ -42,7 +156,9 @@ class Proc:
     argv: list[str]
     env: dict[str, str]
     log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
+    popen: Any = None  # subprocess.Popen, or a Forked child of the zygote
+    zygote: Zygote | None = None
+    module: str = ""
     starts: int = 0
     killed: int = 0  # SIGKILLs by the campaign
     crashes: int = 0  # exits nobody asked for
@@ -58,7 +174,10 @@ class Proc:
     def start(self) -> None:
         """Spawn it (output appended to its log), in its own session; it dies with us (PDEATHSIG)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        if self.zygote is not None:
+            self.popen = self.zygote.spawn(self.module, self.env, self.log_path)
+        else:
+          with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True,
                                           preexec_fn=child_preexec())
@@ -73,6 +192,8 @@ class Proc:
             self._expect_exit = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # a child forked an instant ago: no session of its own yet
+                os.kill(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
             self.killed += 1
             self.exits.append((time.monotonic(), self.popen.returncode, True))
@@ -119,6 +240,9 @@ class Stack:
         self.sim = SimEndpoints("127.0.0.1", 0)
         self.control_port = free_port()
         self.extra_env = extra_env or {}
+        # Desk services forked from a zygote that imported them (fast restarts); KDESK_CHAOS_FORK=0: plain exec.
+        self.fork = os.environ.get("KDESK_CHAOS_FORK", "1") != "0"
+        self.zygote: Zygote | None = None
         self.procs: dict[str, Proc] = {}
         self.env: dict[str, str] = {}
 
@@ -172,18 +296,22 @@ class Stack:
         """The process table: the simulator, then the desk."""
         env = self.base_env()
         py = sys.executable
+        if self.fork:
+            self.zygote = Zygote({**env, "KDESK_INSTANCE": "zygote"}, self.log_dir / "zygote.log")
         self.procs["sim"] = Proc("sim", [py, "-m", "benchmarks.chaos.simhost"], {**env, "KDESK_INSTANCE": "sim"},
                                  self.log_dir / "sim.log")
         for name in DESK:
             service = name.split("-")[0]
             self.procs[name] = Proc(name, [py, "-m", f"services.{service}"], {**env, "KDESK_INSTANCE": name},
-                                    self.log_dir / f"{name}.log")
+                                    self.log_dir / f"{name}.log", zygote=self.zygote, module=f"services.{service}")
 
     def start_all(self) -> None:
         """Every process, the simulator first (the desk connects to it)."""
         import httpx
 
         self.procs["sim"].start()
+        if self.zygote is not None:
+            self.zygote.launch()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
@@ -195,16 +323,18 @@ class Stack:
             time.sleep(0.3)
         else:
             raise RuntimeError("the simulator did not come up within 60 s")
+        if self.zygote is not None:
+            self.zygote.wait_ready()
         for name in DESK:
             self.procs[name].start()
 
-    def restart_nats(self) -> None:
-        """Kill the single NATS node and start it again on the same port and store."""
+    def restart_nats(self, down_s: float | None = None) -> None:
+        """Kill the single NATS node (SIGKILL) and start it again on the same port and store after `down_s`."""
         self.nats.kill()
-        time.sleep(self.rng.uniform(0.2, 2.0))
+        time.sleep(self.rng.uniform(0.2, 2.0) if down_s is None else down_s)
         self.nats.start()
 
-    def restart_postgres(self) -> None:
+    def restart_postgres(self, down_s: float | None = None) -> None:
         """Immediate shutdown (SIGQUIT: no checkpoint, crash recovery at start), then start again."""
         proc = self.pg.proc
         if proc is not None and proc.poll() is None:
@@ -215,7 +345,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        time.sleep(self.rng.uniform(0.2, 2.0))
+        time.sleep(self.rng.uniform(0.2, 2.0) if down_s is None else down_s)
         self.pg.start()
 
     def stop_all(self) -> None:
@@ -223,6 +353,8 @@ class Stack:
         for name in reversed(DESK):
             if name in self.procs:
                 self.procs[name].stop()
+        if self.zygote is not None:
+            self.zygote.stop()
         if "sim" in self.procs:
             self.procs["sim"].stop()
         with contextlib.suppress(Exception):

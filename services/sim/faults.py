@@ -208,6 +208,11 @@ class Faults:
             await asyncio.sleep(hold)
         return response
 
+    def pending(self) -> dict[str, int]:
+        """One-shot faults armed but not yet consumed by a request or message, by kind."""
+        return {"seq_gap": len(self._drops), "lost_response": len(self._lost),
+                "http_5xx": sum(f.times for f in self._errors), "timeout": sum(f.times for f in self._timeouts)}
+
     def clear(self) -> None:
         """Turn every fault off."""
         self.latency_s = 0.0

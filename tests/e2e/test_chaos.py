@@ -1,5 +1,6 @@
 """The fault campaign, short (issue 18): the desk as processes against the simulator, every fault kind injected at
-least once in ~60 s, and every invariant 0 — checked from the exchange's own records and the ledger."""
+least `MIN_PER_KIND` times in ~60 s (each kind on its own timeline, all overlapping), the desk still trading, and
+every invariant 0 — checked from the exchange's own records and the ledger."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import pytest
 
 from benchmarks.chaos import invariants as inv
 from benchmarks.chaos.__main__ import INVARIANTS, chaos
-from benchmarks.chaos.campaign import FAULT_KINDS
+from benchmarks.chaos.campaign import FAULT_KINDS, HEAVY, ONE_SHOT
 
 SHORT_S = 60.0  # KDESK_CHAOS_S of the short version
 SEED = 18
 FUZZ_CASES = 20  # per target; the fuzz campaign has its own test (tests/fuzz)
+MIN_PER_KIND = 10  # of every fault kind in the 60 s run (~23 expected: one every ~2.6 s per kind) ...
+MIN_PER_HEAVY = 3  # ... but process kills and server restarts (~6 expected: one every ~10 s per kind) ...
+MIN_PER_ONE_SHOT = 1  # ... and one-shot faults, counted when a request of the desk's consumed them (its traffic)
 
 
 @pytest.mark.slow
@@ -22,8 +26,10 @@ FUZZ_CASES = 20  # per target; the fuzz campaign has its own test (tests/fuzz)
 def test_a_short_fault_campaign_keeps_every_invariant(tmp_path: Path) -> None:
     report = chaos(SHORT_S, SEED, FUZZ_CASES, tmp_path / "chaos")
     shown = json.dumps(report, indent=1, default=str)[:6000]
-    missing = [k for k in FAULT_KINDS if report["faults_injected"].get(k, 0) < 1]
-    assert not missing, f"fault kinds never injected: {missing}\n{shown}"
+    few = {k: report["faults_injected"].get(k, 0) for k in FAULT_KINDS
+           if report["faults_injected"].get(k, 0) < (MIN_PER_HEAVY if k in HEAVY else
+                                                      MIN_PER_ONE_SHOT if k in ONE_SHOT else MIN_PER_KIND)}
+    assert not few, f"fault kinds injected fewer times than their minimum: {few}\n{shown}"
     assert not report["fault_errors"], shown
     assert report["exchange_fills"] > 0 and report["ledger_orders_sent"] > 0, "the desk never traded:\n" + shown
     assert report["intruder_commands_audited"] >= 1, shown
