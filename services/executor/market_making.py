@@ -47,11 +47,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from libs.common.config import Settings, usd_to_ticks
 from libs.common.db import Fill, Order, Position
+from libs.common.db.executor import OPEN_ORDER_STATUSES
 from libs.common.edge import BookTop
 from libs.common.events import Alert, Signal
 from libs.common.logs import get_logger
@@ -69,7 +70,6 @@ from services.executor.sizing import per_contract_fee
 log = get_logger(__name__)
 
 MM_LEGS = ("mm_yes", "mm_no")
-OPEN = ("intent", "pending", "resting")
 ADVERSE_AFTER_S = 30.0  # how long after a fill the price move is measured (adverse selection)
 BLOCK_BACKOFF_S = 30.0  # after a quote is refused by a cap, wait this long before asking again
 Side = Literal["bid", "ask"]
@@ -553,20 +553,21 @@ class MarketMaker:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def _working(self, ticker: str | None = None) -> list[Order]:
-        q = select(Order).where(Order.mode == self.mode.value, Order.leg.in_(MM_LEGS), Order.status.in_(OPEN))
-        if ticker is not None:
-            q = q.where(Order.ticker == ticker)
+    def _quotes(self) -> Select[tuple[Order]]:
+        """The maker's open quotes, oldest first."""
+        return select(Order).where(Order.mode == self.mode.value, Order.leg.in_(MM_LEGS),
+                                   Order.status.in_(OPEN_ORDER_STATUSES)).order_by(Order.id)
+
+    async def _working(self) -> list[Order]:
         async with self.sessions() as s:
-            return list((await s.scalars(q.order_by(Order.id))).all())
+            return list((await s.scalars(self._quotes())).all())
 
     async def _state(self, ticker: str, event_ticker: str | None) -> tuple[list[Order], int, int]:
         """The market's open quotes, its position and |position| summed over its event's markets (1/100
         contract), in one session."""
-        q = select(Order).where(Order.mode == self.mode.value, Order.leg.in_(MM_LEGS), Order.status.in_(OPEN),
-                                Order.ticker == ticker)
+        q = self._quotes().where(Order.ticker == ticker)
         async with self.sessions() as s:
-            working = list((await s.scalars(q.order_by(Order.id))).all())
+            working = list((await s.scalars(q)).all())
             rows = [] if event_ticker is None else (await s.execute(select(Position.ticker, Position.position).where(
                 Position.mode == self.mode.value, Position.event_ticker == event_ticker))).all()
         mine = next((p for t, p in rows if t == ticker), 0)

@@ -20,20 +20,21 @@ paper filled what live did not. The paper broker's queue model is what keeps tha
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.config import Settings
 from libs.common.db import Order, Position
+from libs.common.db.executor import OPEN_ORDER_STATUSES
 from libs.common.events import Signal
 from libs.common.logs import get_logger
 from libs.common.money import ONE_CONTRACT, ONE_DOLLAR
 from services.executor.control import ControlState
 from services.executor.decide import client_order_id
+from services.executor.ledger import Ledger
 from services.executor.markets import Markets
 from services.executor.orders import OrderLifecycle
 from services.executor.risk import Intent, RiskGate
@@ -41,7 +42,6 @@ from services.executor.sizing import per_contract_fee
 
 log = get_logger(__name__)
 
-OPEN = ("intent", "pending", "resting")
 ENTRY_LEGS = ("yes", "no")
 
 
@@ -61,7 +61,6 @@ class FlipStats:
     exits_grown: int = 0
     entries_abandoned: int = 0
     given_up: int = 0
-    steps: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"exits_rested": self.exits_rested, "exits_grown": self.exits_grown,
@@ -71,14 +70,15 @@ class FlipStats:
 class QuickFlip:
     """Tends quick flip's entries and exits (`tend()`, a job of the executor)."""
 
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], markets: Markets,
-                 orders: OrderLifecycle, risk: RiskGate, control: ControlState,
+    def __init__(self, settings: Settings, ledger: Ledger, markets: Markets, orders: OrderLifecycle,
+                 risk: RiskGate, control: ControlState,
                  last_signal: dict[str, Signal], exit_position: Callable[..., Any], *,
                  clock: Callable[[], datetime]) -> None:
         self.mode = settings.mode
         self.fraction = settings.quick_flip_target
         self.time_limit = timedelta(seconds=settings.quick_flip_time_limit_s)
-        self.sessions = sessions
+        self.ledger = ledger
+        self.sessions = ledger.sessions
         self.markets = markets
         self.orders = orders
         self.risk = risk
@@ -95,7 +95,8 @@ class QuickFlip:
                                                  Position.strategy == "quick_flip")
             q = select(Order).where(Order.mode == self.mode.value, Order.strategy == "quick_flip",
                                     Order.leg.in_(ENTRY_LEGS),
-                                    Order.status.in_(OPEN) | (Order.ticker.in_(held) & (Order.fill_count > 0)))
+                                    Order.status.in_(OPEN_ORDER_STATUSES)
+                                    | (Order.ticker.in_(held) & (Order.fill_count > 0)))
             return list((await s.scalars(q.order_by(Order.created_at, Order.id))).all())
 
     async def _held(self, ticker: str) -> tuple[int, int]:
@@ -104,11 +105,6 @@ class QuickFlip:
             row = (await s.execute(select(Position.position, Position.cost_ticks).where(
                 Position.mode == self.mode.value, Position.ticker == ticker))).first()
         return (int(row[0]), int(row[1])) if row else (0, 0)
-
-    async def _order(self, coid: str) -> Order | None:
-        async with self.sessions() as s:
-            return await s.scalar(select(Order).where(Order.mode == self.mode.value,
-                                                      Order.client_order_id == coid))
 
     async def tend(self) -> None:
         now = self.clock()
@@ -133,7 +129,7 @@ class QuickFlip:
         leg = entry.outcome_side
         count = held if leg == "yes" else -held  # what we hold of the entry's leg
         exit_coid = client_order_id(entry.client_order_id, "flip_exit", 0)
-        row = await self._order(exit_coid)
+        row = await self.ledger.order_by_coid(exit_coid)
         if count <= 0 or st is None:
             return
         if now - (entry.sent_at or entry.created_at) > self.time_limit:

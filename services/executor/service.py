@@ -154,7 +154,7 @@ class Executor:
         self.maker = MarketMaker(self.settings, self.sessions, self.markets, self.orders, self.risk,
                                  self.control.state, self._alert, daily_loss_tripped=lambda: desk.daily_loss_tripped,
                                  clock=self.clock)
-        self.flip = QuickFlip(self.settings, self.sessions, self.markets, self.orders, self.risk, self.control.state,
+        self.flip = QuickFlip(self.settings, self.ledger, self.markets, self.orders, self.risk, self.control.state,
                               self.desk.last_signal, self.desk.exit_position, clock=self.clock)
         self.reconciler = Reconciler(self.broker, self.ledger, self.orders, self.markets, mode=self.mode,
                                      cancel_unknown=self.settings.cancel_unknown_orders,

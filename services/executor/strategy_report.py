@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.db import Order, Position
-from libs.common.db.executor import RiskStrategyUsage
+from libs.common.db.executor import OPEN_ORDER_STATUSES, RiskStrategyUsage
 from libs.common.strategies import STRATEGIES, Strategy
 from services.executor.pnl import Mark, unrealized
 
@@ -54,7 +54,7 @@ async def strategies(sessions: async_sessionmaker[AsyncSession], mode: str, *, m
                 row["unrealized_ticks"] += unrealized(p.position, p.cost_ticks, mark(p.ticker, p.position))
         q = (select(Order.strategy, func.count(), func.count().filter(Order.fill_count > 0),
                     func.coalesce(func.sum(Order.initial_count), 0), func.coalesce(func.sum(Order.fill_count), 0),
-                    func.count().filter(Order.status.in_(("intent", "pending", "resting"))))
+                    func.count().filter(Order.status.in_(OPEN_ORDER_STATUSES)))
              .where(Order.mode == mode, Order.status.in_(REACHED)).group_by(Order.strategy))
         for name, n, filled, ordered, got, open_n in (await s.execute(q)).all():
             if name in out:
