@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -256,28 +254,13 @@ async def run(args: argparse.Namespace, control_port: int, stop: asyncio.Event) 
     runner = await serve_control(ctl, "127.0.0.1", control_port)
     log.info("sim_ready", rest_url=exchange.rest_url, control_port=control_port, markets=len(exchange.catalog.markets))
     try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2.0)
-            sim_main.register_keys(exchange, args.keys_dir, args.balance_ticks)
+        await sim_main.serve_until(stop, exchange, args.keys_dir, args.balance_ticks, venues, weather, telegram)
     finally:
         await runner.cleanup()
-        for v in venues:
-            with contextlib.suppress(Exception):
-                await v.stop()
-        if weather is not None:
-            await weather.stop()
-        if telegram is not None:
-            await telegram.stop()
-        await exchange.stop()
 
 
 async def _main(args: argparse.Namespace, control_port: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run(args, control_port, stop)
+    await sim_main.until_signalled(lambda stop: run(args, control_port, stop))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,10 +26,10 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from libs.common.logs import configure_logging, get_logger
 from libs.common.money import MoneyError, parse_dollars
@@ -217,30 +217,44 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
              keys_dir=str(args.keys_dir), keys=len(exchange.keys.key_ids()),
              markets=len(exchange.catalog.markets), venues={v.name: v.ws_url for v in venues},
              telegram_url=telegram.url if telegram is not None else None)
+    await serve_until(stop, exchange, args.keys_dir, args.balance_ticks, venues, weather, telegram, llm)
+
+
+class _Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+async def serve_until(stop: asyncio.Event, exchange: SimExchange, keys_dir: Path, balance: int,
+                      venues: Sequence[_Stoppable], *fakes: _Stoppable | None, every_s: float = 2.0) -> None:
+    """Serve until `stop` is set, registering every `every_s` the key files dropped into `keys_dir` (`kdesk up`
+    writes the desk's there); then stop the venues (one that fails to stop is skipped), the other fakes (None:
+    not started) and the exchange."""
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2.0)
-            register_keys(exchange, args.keys_dir, args.balance_ticks)
+                await asyncio.wait_for(stop.wait(), every_s)
+            register_keys(exchange, keys_dir, balance)
     finally:
         for v in venues:
             with contextlib.suppress(Exception):
                 await v.stop()
-        if weather is not None:
-            await weather.stop()
-        if telegram is not None:
-            await telegram.stop()
-        if llm is not None:
-            await llm.stop()
+        for f in fakes:
+            if f is not None:
+                await f.stop()
         await exchange.stop()
 
 
-async def _main(args: argparse.Namespace) -> None:
+async def until_signalled(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `serve(stop)` with `stop` set by SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(args, stop)
+    await serve(stop)
+
+
+async def _main(args: argparse.Namespace) -> None:
+    await until_signalled(lambda stop: run(args, stop))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

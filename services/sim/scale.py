@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -191,7 +189,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     """Build the scaled world and serve it (exchange, venues, weather) until `stop`."""
     from libs.common.money import parse_dollars
     from libs.common.simnet import SimEndpoints
-    from services.sim.__main__ import register_keys, start_venues
+    from services.sim.__main__ import register_keys, serve_until, start_venues
     from services.sim.liquidity import BackgroundTraders
     from services.sim.server import SimExchange
     from services.sim.wxfake import WeatherFake
@@ -207,25 +205,13 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     weather = await WeatherFake(world.weather, clock=world.clock, stations=ALL_STATIONS).start(
         args.host, SimEndpoints(args.host, exchange.port).weather_port)
     print(f"sim_scale_ready markets={len(world.active_markets())} port={exchange.port}", flush=True)
-    try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-            register_keys(exchange, args.keys_dir, balance)
-    finally:
-        for v in venues:
-            with contextlib.suppress(Exception):
-                await v.stop()
-        await weather.stop()
-        await exchange.stop()
+    await serve_until(stop, exchange, args.keys_dir, balance, venues, weather, every_s=1.0)
 
 
 async def _main(args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run(args, stop)
+    from services.sim.__main__ import until_signalled
+
+    await until_signalled(lambda stop: run(args, stop))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
