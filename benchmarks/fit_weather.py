@@ -7,7 +7,7 @@ the by-moment breakdown. The defaults of `WeatherParams` are the winner of such 
 `services/signals/weather_model.py`). Real resolved days can be scored the same way against outcomes.
 
     python -m benchmarks.fit_weather --events 340 \\
-        --grid '{"peak_offset_f": [0.5, 0.7, 0.9], "micro_sd_f": [0.15, 0.2, 0.25]}'
+        --grid '{"min_sd_f": [0.35, 0.45, 0.55], "lead_sd_f_per_day": [0.25, 0.5, 0.75]}'
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ async def fit(n_events: int, grid: dict[str, list[Any]]) -> list[dict[str, Any]]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=120, help="sim weather events (6 markets each)")
-    ap.add_argument("--grid", default='{"peak_offset_f": [0.5, 0.7, 0.9]}',
+    ap.add_argument("--grid", default='{"min_sd_f": [0.35, 0.45, 0.55]}',
                     help="JSON object: WeatherParams field -> list of values")
     args = ap.parse_args()
     for row in asyncio.run(fit(args.events, json.loads(args.grid))):

@@ -7,6 +7,7 @@ to emit, and counts every opportunity it suppresses by reason, so "why didn't it
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter, deque
@@ -33,6 +34,7 @@ from libs.common.events import (
 )
 from libs.common.families import family_of
 from libs.common.freshness import FreshnessLimits
+from libs.common.logs import get_logger
 from libs.common.market_view import MarketState, MarketView
 from libs.common.money import ONE_DOLLAR
 from libs.common.stations import BY_SERIES
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
 
 MODEL_VERSION = "1"
 VALIDITY = timedelta(seconds=60)
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -190,13 +194,38 @@ class SignalPipeline:
         self.readings[o.station] = (day, seen)
 
     async def on_param(self, p: ModelParamUpdate) -> list[Signal]:
-        """A fitted parameter from the resolver; a station's bias re-prices its ladders at once."""
+        """A fitted parameter from the resolver; a station's bias re-prices its ladders at once.
+
+        `weather_params` (scope `all`) carries refitted `WeatherParams` fields in `params` (benchmarks/
+        fit_weather.py's procedure on real resolved days): applied to every station's next ladder. A field the
+        model does not know or a value it cannot use is refused whole, and the parameters in use stay."""
+        if p.family == "weather" and p.name == "weather_params":
+            return await self._apply_weather_params(p)
         if p.family != "weather" or p.name != "station_bias_f" or not math.isfinite(p.value):
             return []
         if self.station_bias.get(p.scope) == p.value:
             return []
         self.station_bias[p.scope] = p.value
         return await self._refresh_weather(p.scope)
+
+    async def _apply_weather_params(self, p: ModelParamUpdate) -> list[Signal]:
+        fields = {f.name: f.type for f in dataclasses.fields(WeatherParams)}
+        unknown = sorted(set(p.params) - set(fields))
+        bad = sorted(k for k, v in p.params.items() if k in fields and (isinstance(v, bool) or not isinstance(
+            v, int | float) or not math.isfinite(v) or v < 0))
+        if unknown or bad or not p.params:
+            log.warning("weather_params_refused", event_id=p.id, unknown=unknown, bad=bad)
+            return []
+        fitted = dataclasses.replace(self.weather_params, **{
+            k: int(v) if fields[k] in ("int", int) else float(v) for k, v in p.params.items()})
+        if fitted == self.weather_params:
+            return []
+        self.weather_params = fitted
+        log.info("weather_params_applied", event_id=p.id, n_samples=p.n_samples, **p.params)
+        out: list[Signal] = []
+        for station in sorted(self.forecasts):
+            out += await self._refresh_weather(station)
+        return out
 
     async def on_spot(self, t: SpotTick) -> None:
         """A venue tick: update the composite path used for volatility."""
@@ -270,7 +299,8 @@ class SignalPipeline:
                     recent = [(obs.observed_at, obs.temp_f)]
                 rest = remaining_maxima(traces[0], traces[1], day_start_h=_epoch_h(start), day_end_h=_epoch_h(end),
                                         now_h=_epoch_h(now), obs=[(_epoch_h(t), v) for t, v in recent],
-                                        nowcast_timescale_h=prm.nowcast_timescale_h)
+                                        nowcast_timescale_h=prm.nowcast_timescale_h, path_scale=prm.path_scale,
+                                        micro_sd_f=prm.micro_sd_f)
                 readings = list(got[1].values()) if got is not None and got[0] == day else []
                 excess = excess_probability(readings, prm.micro_sd_f) if readings else prm.past_excess_p
                 hours_left = max((end - now).total_seconds() / 3600, 0.0)

@@ -17,6 +17,8 @@ The pipeline, and why each step is there:
    Ensembles are under-dispersive and more so at longer lead, so the kernel is inflated in quadrature with an
    explicit lead-time term and floored:
        σ_k = max(min_sd_f, sqrt(σ_s² + (lead_sd_f_per_day · lead_hours / 24)²))
+   (with the rest of the day, step 6, min_sd_f is the latest report's error every member shares, and it adds in
+   quadrature instead: σ_k² = min_sd_f² + σ_s² + lead term²).
    lead_hours is the time from the ensemble run's initialisation to the end of the target climate day.
    The default 0.6 °F per day of lead is an uncalibrated placeholder; fit it (with bias and tail weight) by
    CRPS on resolved days (E1.3) and pass the fitted values.
@@ -28,24 +30,35 @@ The pipeline, and why each step is there:
    i.e. no tightening with 12 h or more left, a point mass at the observed max at the end of the day, and
    monotone in between. 12 h (noon LST) is a placeholder to fit on observation history. Without an observed
    max, hours_left_in_day is ignored.
-6. The rest of the day (preferred, `remaining=True`, when the run carries hourly member traces): each member
-   is first reduced by `remaining_maxima` to its maximum over the hours *left* in the climate day, after a
-   nowcast correction — the latest observation's error against that member at the observation's time,
-   decaying with `nowcast_timescale_h` (forecast errors persist for about a day). Then the settlement is
-   max(what was observed, what is still to come), member by member: P(S < t) = P(floor < t) · F_rest(t). The
-   floor is the largest hourly METAR so far, or one degree more with `past_excess_p` (the CLI max comes from
-   5-minute values the hourly reports miss). No truncate-and-renormalise, no clock rule: once the peak has
-   passed, the members' remaining maxima sit below the observed max and the mass collects on it.
-   `spread_scale` widens members' deviations from the mean (ensembles are under-dispersive) and
-   `peak_offset_f` lifts each member's hourly maximum towards the 5-minute peak. `WeatherParams` holds the
-   values fitted on simulated days under the sim's honest truth (benchmarks/fit_weather.py); the resolver can
-   refit them on real resolved days.
+6. The rest of the day (preferred, `remaining=True`, when the run carries hourly member traces). The CLI max
+   S is the largest 5-minute value of the climate day, so it is max(past, rest): `past` the values up to the
+   latest hourly report, `rest` those after it (including the few already gone by but not reported).
+   - rest (`remaining_maxima`): each member is nowcast-corrected — shifted by the latest observation's error
+     against it, decaying with `nowcast_timescale_h` (forecast errors persist for about a day) — interpolated
+     to 5 minutes over the values still unknown, its deviation from its model's mean path widened by
+     `path_scale` (under-dispersion is a property of the paths: widening them lifts the maxima of the wider
+     ones too), and reduced to its *expected 5-minute maximum* given the instrument wander `micro_sd_f`. That
+     is what lets the rest shrink with the hours left without a clock rule: a member still rising to its peak
+     keeps many values near its top and gets a large lift; once its peak has passed, only the first values
+     are near the top and the lift is small; with no values left there is no rest at all.
+   - past (`excess_probability`): the largest report, or k degrees more with the k-th entry of
+     `past_excess_p`, from a chain over the day's reports (the 5-minute values they do not show).
+   - combined: P(S < t) = E_e[P(past < t | e) · F_rest(t - e)], e the latest report's error shared by every
+     member (sd `min_sd_f`: whole-degree rounding plus the wander, ≈ 0.45 °F), which moves the past's excess
+     too (correlation `excess_level_corr`: when the top is recent, a report that read low means both the
+     unseen values around it and the values to come are higher). No truncate-and-renormalise: once the peak
+     has passed, the members' remaining maxima sit below the observed max and the mass collects on it.
+   `spread_scale` widens the remaining maxima about their mean and `peak_offset_f` lifts them all (both 1 / 0
+   once the paths carry the 5-minute peak). `WeatherParams` holds the values fitted on simulated days under
+   the sim's honest truth (benchmarks/fit_weather.py); the resolver can refit them on real resolved days.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -64,6 +77,23 @@ _CONF_AGE_HALF_H = 18.0
 _SUPPORT_SDS = 8.0
 # Below this much forecast mass above the observed max, the forecast is treated as wrong: all mass at the obs.
 _MIN_TAIL_MASS = 1e-12
+# excess_probability: grid points for the level under one hourly report.
+_LEVEL_GRID = 24
+# excess_probability: sd (°F) of the level's hour-to-hour change, a weak prior (slopes reach ~3 °F/h).
+LEVEL_STEP_SD_F = 2.2
+# excess_probability: degrees above the top it looks at, and the probability below which it stops.
+_MAX_EXCESS_DEGREES = 8
+_MIN_EXCESS_P = 1e-4
+# excess_probability: share of the first hour's trend that continues backwards to midnight (a damped trend: the
+# slope of two noisy reports overshoots; 0.5 fits the honest sim days best, 0.75 would be unbiased on average).
+_BACK_TREND = 0.5
+# Correlation of the past's excess with the error of the latest report the rest of the day is anchored on (step
+# 6; 0.5-0.8 fit equally well), and the Gauss-Hermite rule that integrates over that error.
+EXCESS_LEVEL_CORR = 0.8
+_HERMITE_NODES, _HERMITE_WEIGHTS = np.polynomial.hermite_e.hermegauss(15)
+_HERMITE_WEIGHTS = _HERMITE_WEIGHTS / _HERMITE_WEIGHTS.sum()
+# The CLI max is the largest 5-minute value: the step of the values between hourly reports (h).
+_SLOT_H = 5.0 / 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,49 +101,105 @@ class WeatherParams:
     """The model's tunable parameters. The defaults are a grid fit on honest sim days (benchmarks/fit_weather.py:
     mean |p - p_ideal|, which in expectation is minimising Brier); the resolver can refit them on real days."""
 
-    lead_sd_f_per_day: float = 1.5  # kernel widening per day from now to the end of the climate day
-    min_sd_f: float = 0.5
+    lead_sd_f_per_day: float = 0.75  # kernel widening per day from now to the end of the climate day
+    min_sd_f: float = 0.45  # kernel floor; with the rest of the day, the latest report's error (in quadrature)
     tail_weight: float = 0.02
     tail_scale: float = 2.5
-    spread_scale: float = 1.2  # ensembles are under-dispersive
-    peak_offset_f: float = 0.7  # hourly values miss the 5-minute peak the CLI reports
+    spread_scale: float = 1.0  # widens the members' remaining maxima (path_scale already widened their paths)
+    peak_offset_f: float = 0.0  # added to every member's maximum (0: remaining_maxima gives the 5-minute peak)
     peak_offset_hours: float = 10.0  # the offset shrinks linearly once fewer hours than this are left (0: never)
     past_excess_p: float = 0.3  # P(CLI max > largest hourly report) when the day's reports are unknown
     nowcast_timescale_h: float = 30.0  # how long an observed forecast error persists
-    micro_sd_f: float = 0.2  # the 5-minute wander around the hourly level (excess_probability)
+    micro_sd_f: float = 0.35  # the 5-minute wander around the hourly level (excess_probability, remaining_maxima)
+    path_scale: float = 1.3  # widens member paths about their model's mean (ensembles are under-dispersive)
     nowcast_obs: int = 1  # observations the nowcast shift averages (older ones predate the run: 1 fits best)
 
 
-def excess_probability(readings: list[float], micro_sd_f: float, unseen_per_hour: int = 11) -> float:
-    """P(the CLI max exceeds the largest hourly reading so far), from the day's whole-°F hourly readings.
+_FITTED = WeatherParams()
 
-    The CLI max is the largest 5-minute value; each hour has `unseen_per_hour` values the hourly report does
-    not show, scattered by `micro_sd_f` around a level the report pins to its whole degree (flat within ±0.5).
-    The excess happens when one of them reaches the next whole degree: hours whose report was the maximum
-    matter most, an hour two degrees lower hardly at all."""
+
+def excess_probability(readings: list[float], micro_sd_f: float, unseen_per_hour: int = 11,
+                       step_sd_f: float = LEVEL_STEP_SD_F) -> tuple[float, ...]:
+    """P(the CLI max is k or more degrees above the largest hourly reading so far), k = 1, 2, ..., from the
+    day's whole-°F hourly readings, oldest first; the tuple ends where the next value would be negligible.
+
+    The CLI max is the largest 5-minute value; each hour has `unseen_per_hour` values the hourly report does not
+    show. A report is itself one 5-minute value, rounded: the level under it lies within its whole degree less
+    that value's own wander (`micro_sd_f`), so a report at the top may have been a high draw. From one report to
+    the next the level moves linearly (a 62 after a 58 means the values just before it were lower; the values
+    before the first report continue part of its first hour's trend backwards, `_BACK_TREND`, so a day that
+    starts by falling fast had its maximum at midnight, degrees above its first report), the hour-to-hour change
+    of the level has a weak N(0, step_sd_f²) prior, and every unseen value wanders by `micro_sd_f` about the
+    level. The levels are integrated on a grid, report by report (a chain: neighbouring hours share a report),
+    so the answer is deterministic. The values after the newest report are the rest of the day (remaining_maxima)."""
     if not readings or micro_sd_f <= 0:
-        return 0.0
-    top = max(readings)
-    grid = (np.arange(16) + 0.5) / 16 - 0.5  # where in its whole degree the hour's level lay
-    stay = 1.0
-    for y in readings:
-        if top - y > 3:
-            continue
-        below = _phi((top + 0.5 - (y + grid)) / micro_sd_f)
-        stay *= float(np.mean(below**unseen_per_hour))
-    return 1.0 - stay
+        return ()
+    y = np.asarray(readings, dtype=float)
+    top = float(y.max())
+    # The level under a report, as an offset from it: its whole degree convolved with the value's own wander.
+    reach = 0.5 + 4.0 * micro_sd_f
+    delta = np.linspace(-reach, reach, _LEVEL_GRID)
+    like = _phi_fast((0.5 - delta) / micro_sd_f) - _phi_fast((-0.5 - delta) / micro_sd_f)
+    frac = np.arange(1, unseen_per_hour + 1) / (unseen_per_hour + 1.0)
+    flat = np.ones((delta.size, delta.size))
+    moves = [np.exp(-0.5 * (((b + delta)[None, :] - (a + delta)[:, None]) / step_sd_f) ** 2) if step_sd_f > 0
+             else flat for a, b in pairwise(y)]  # the prior on the level's change, [level at a, level at b]
+    # The values between two reports (and, for the first hour, before the first), at [level at a, level at b].
+    unseen = []
+    for i, (a, b) in enumerate(pairwise(y)):
+        la, lb = (a + delta)[:, None, None], (b + delta)[None, :, None]
+        between = la + (lb - la) * frac
+        if i == 0:
+            between = np.concatenate([la - _BACK_TREND * (lb - la) * frac[: unseen_per_hour - 1], between], axis=2)
+        unseen.append(between)
+    first = np.repeat((y[0] + delta)[:, None], unseen_per_hour - 1, axis=1) if y.size == 1 else None
+
+    def below(threshold: float) -> float:
+        """P(no unseen value reaches `threshold`): forward passes with and without that condition."""
+        quiet, total = like.copy(), like.copy()
+        if first is not None:
+            quiet = quiet * np.prod(_phi_fast((threshold - first) / micro_sd_f), axis=-1)
+        for move, values in zip(moves, unseen, strict=True):
+            stay = move
+            if float(values.max()) + 8.0 * micro_sd_f >= threshold:  # else no unseen value gets there
+                stay = move * np.prod(_phi_fast((threshold - values) / micro_sd_f), axis=-1)
+            quiet, total = (quiet @ stay) * like, (total @ move) * like
+            norm = total.sum()
+            quiet, total = quiet / norm, total / norm
+        return float(quiet.sum() / total.sum())
+
+    tail: list[float] = []
+    for k in range(1, _MAX_EXCESS_DEGREES + 1):
+        p = min(1.0, max(0.0, 1.0 - below(top + k - 0.5)))
+        if p < _MIN_EXCESS_P:
+            break
+        tail.append(min(p, tail[-1]) if tail else p)
+    return tuple(tail)
 
 
 def remaining_maxima(trace_start_h: float, traces: dict[str, np.ndarray], *, day_start_h: float, day_end_h: float,
                      now_h: float, obs: list[tuple[float, float]] | None = None,
-                     nowcast_timescale_h: float = 30.0) -> dict[str, np.ndarray]:
-    """Each member's maximum over the hours of the climate day still to come (step 6).
+                     nowcast_timescale_h: float = 30.0, path_scale: float | None = None,
+                     micro_sd_f: float | None = None) -> dict[str, np.ndarray]:
+    """Each member's expected maximum over the 5-minute values of the climate day not yet reported (step 6).
 
     `traces` maps a model to its (n_members x n_hours) hourly values from epoch hour `trace_start_h`; `obs` are
     the latest observations, (epoch hour, °F), newest last: each member is shifted by the observations minus its
     own values at their times (averaged: one whole-°F report is noisy), the shift decaying from the newest as
-    exp(-(t - t_obs) / nowcast_timescale_h). Hours are UTC epoch hours. A model whose traces do not reach the
-    day is left out; no hour left gives an empty array per model."""
+    exp(-(t - t_obs) / nowcast_timescale_h). Hours are UTC epoch hours.
+
+    The values still unknown start one 5-minute step after the newest observation (those between it and `now`
+    are past but unreported) or at `now`, whichever is earlier, and end with the climate day. On them each member
+    is interpolated from its hourly values; its deviations from its model's mean path are widened by
+    `path_scale` (ensembles are under-dispersive: widening the paths, not the maxima, also lifts the maxima of
+    wider paths); and every 5-minute value wanders by `micro_sd_f` about that level, so the member's expected
+    maximum is above its hourly maximum by more where the level stays near its top for long (a peak still to
+    come) than where it falls away (the peak has passed). None takes the fitted `WeatherParams` value. A model
+    whose traces do not reach the day is left out; no value left to come gives an empty array per model."""
+    scale = _FITTED.path_scale if path_scale is None else path_scale
+    micro = _FITTED.micro_sd_f if micro_sd_f is None else micro_sd_f
+    if not (math.isfinite(scale) and scale > 0 and math.isfinite(micro) and micro >= 0):
+        raise WeatherModelError(f"path_scale must be > 0 and micro_sd_f >= 0, got {path_scale!r}, {micro_sd_f!r}")
     out: dict[str, np.ndarray] = {}
     for model, arr in traces.items():
         vals = np.atleast_2d(np.asarray(arr, dtype=float))
@@ -127,9 +213,33 @@ def remaining_maxima(trace_start_h: float, traces: dict[str, np.ndarray], *, day
             delta = (np.array([f for _, f in usable])[None, :] - at_obs).mean(axis=1)
             decay = np.exp(-np.clip(hours - t_obs[-1], 0.0, None) / nowcast_timescale_h)
             vals = vals + delta[:, None] * decay[None, :]
-        left = (hours >= max(day_start_h, now_h)) & (hours < day_end_h)
-        out[model] = vals[:, left].max(axis=1) if left.any() else np.empty(0)
+        start = max(day_start_h, now_h)
+        if usable:
+            start = max(day_start_h, min(start, usable[-1][0] + _SLOT_H))
+        slots = np.arange(start, min(day_end_h, hours[-1] + 1e-9), _SLOT_H)
+        if slots.size == 0:
+            out[model] = np.empty(0)
+            continue
+        levels = np.stack([np.interp(slots, hours, row) for row in vals])  # members x 5-minute values
+        if scale != 1.0:
+            mean_path = levels.mean(axis=0)
+            levels = mean_path + scale * (levels - mean_path)
+        out[model] = _expected_max(levels, micro)
     return out
+
+
+def _expected_max(levels: np.ndarray, sd: float) -> np.ndarray:
+    """E[max_j (levels[i, j] + e_ij)] per row, e_ij independent N(0, sd²): E[X] = a + ∫_a^∞ (1 - F) dt."""
+    top = levels.max(axis=1)
+    if sd <= 0 or not np.isfinite(top).all():
+        return top
+    # Values more than 4 sd below a row's maximum hardly ever become its maximum: keep each row's top few.
+    k = max(1, int((levels > (top[:, None] - 4.0 * sd)).sum(axis=1).max()))
+    near = -np.partition(-levels, k - 1, axis=1)[:, :k] if k < levels.shape[1] else levels
+    grid = np.linspace(-4.0, 6.0, 41) * sd  # t - top: below, F < 4e-5; above, 1 - F < 1e-9 per value
+    z = (top[:, None, None] + grid[None, None, :] - near[:, :, None]) / sd
+    above = 1.0 - np.prod(_phi_fast(np.minimum(z, 9.0)), axis=1)  # P(max >= top + grid), rows x grid
+    return top + grid[0] + np.sum(0.5 * (above[:, 1:] + above[:, :-1]) * np.diff(grid)[None, :], axis=1)
 
 
 class WeatherModelError(ValueError):
@@ -207,6 +317,15 @@ def _phi(x: np.ndarray) -> np.ndarray:
     return (0.5 * out).reshape(np.shape(x))
 
 
+def _phi_fast(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF, vectorised (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): for large grids."""
+    x = np.asarray(x, dtype=float)
+    z = np.abs(x) / _SQRT2
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return 0.5 * (1.0 + np.sign(x) * (1.0 - poly * np.exp(-z * z)))
+
+
 def _pool(
     members: dict[str, np.ndarray], weights: dict[str, float] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -259,7 +378,8 @@ def bracket_probabilities(
     remaining: bool = False,
     spread_scale: float = 1.0,
     peak_offset_f: float = 0.0,
-    past_excess_p: float = 0.0,
+    past_excess_p: float | tuple[float, ...] = 0.0,
+    excess_level_corr: float = EXCESS_LEVEL_CORR,
 ) -> WeatherForecastResult:
     """Turn ensemble daily maxima (°F per model) into P(YES) for each bracket of one event (ref E1)."""
     for name, v in (("lead_hours", lead_hours), ("min_sd_f", min_sd_f), ("data_age_hours", data_age_hours),
@@ -278,9 +398,12 @@ def bracket_probabilities(
         raise WeatherModelError(f"hours_left_in_day must be a finite number >= 0 or None, got {hours_left_in_day!r}")
     if not brackets:
         raise LadderError("no brackets: an event needs at least one market")
-    if not (spread_scale > 0 and math.isfinite(peak_offset_f) and 0.0 <= past_excess_p <= 1.0):
-        raise WeatherModelError(f"spread_scale must be > 0, peak_offset_f finite and past_excess_p in [0, 1], got "
-                                f"{spread_scale!r}, {peak_offset_f!r}, {past_excess_p!r}")
+    excess = (float(past_excess_p),) if np.ndim(past_excess_p) == 0 else tuple(float(p) for p in past_excess_p)
+    if not (spread_scale > 0 and math.isfinite(peak_offset_f) and all(0.0 <= p <= 1.0 for p in excess)
+            and all(a >= b for a, b in pairwise(excess)) and 0.0 <= excess_level_corr < 1.0):
+        raise WeatherModelError(f"spread_scale must be > 0, peak_offset_f finite, past_excess_p in [0, 1] (a tuple: "
+                                f"non-increasing) and excess_level_corr in [0, 1), got {spread_scale!r}, "
+                                f"{peak_offset_f!r}, {past_excess_p!r}, {excess_level_corr!r}")
     if remaining and observed_max_f is not None and not any(np.asarray(v).size for v in members.values()):
         # Nothing of the day is left to come: the settlement is the observed floor (or one more, see step 6).
         members = {"observed": np.array([observed_max_f - 50.0])}
@@ -312,7 +435,12 @@ def bracket_probabilities(
     centres = mean_c + shrink * (debiased - mean_c)
     smooth_sd = math.sqrt(h2 * s2) * shrink
     lead_sd = lead_sd_f_per_day * lead_hours / 24.0
-    kernel_sd = max(min_sd_f, math.sqrt(smooth_sd**2 + lead_sd**2))
+    if remaining:
+        # Every member was shifted by the same whole-degree report: its error (rounding and the 5-minute wander)
+        # is shared, so none of the members' spread shows it and it adds in quadrature rather than as a floor.
+        kernel_sd = math.sqrt(min_sd_f**2 + smooth_sd**2 + lead_sd**2)
+    else:
+        kernel_sd = max(min_sd_f, math.sqrt(smooth_sd**2 + lead_sd**2))
     if kernel_sd <= 0:
         raise WeatherModelError("kernel sd is 0: pass min_sd_f > 0 or lead time, a point forecast has no spread")
     mix_sd = math.sqrt(shrink**2 * s2 + kernel_sd**2)
@@ -341,11 +469,39 @@ def bracket_probabilities(
     if observed_max_f is not None:
         n_min = math.floor(observed_max_f + 0.5)  # E1.7 rounding, half up, of the running max
         lo_f = max(lo_f, n_min - 1.0)
-        hi_f = max(hi_f, n_min + 1.0)
+        hi_f = max(hi_f, n_min + 1.0 + (len(excess) if remaining else 0))
         if hours_left_in_day is not None and not remaining:
             g = min(1.0, hours_left_in_day / TIGHTEN_HOURS)
     support = np.arange(math.floor(lo_f), math.ceil(hi_f) + 1, dtype=np.int64)
     edges = np.append(support - 0.5, support[-1] + 0.5)
+
+    def floor_below(t: np.ndarray, obs: float, tail: tuple[float, ...] | np.ndarray) -> np.ndarray:
+        """P(the past's maximum < t): the observed max, or k degrees more with tail[k - 1]."""
+        out = (t > obs).astype(float)
+        for k, p in enumerate(tail):
+            out = np.where((t > obs + k) & (t <= obs + k + 1), 1.0 - p, out)
+        return out
+
+    def floor_and_rest(t: np.ndarray, obs: float) -> np.ndarray:
+        """P(max(past, rest) < t). Both share the level under the latest report, whose error (min_sd_f, the
+        shared part of the kernel) moves the rest and, with correlation excess_level_corr, the past's excess:
+        integrated over that error by Gauss-Hermite quadrature rather than treating the two as independent."""
+        rho = excess_level_corr
+        own_sd = math.sqrt(max(kernel_sd**2 - min_sd_f**2, 0.0))
+        if rho <= 0 or not any(0.0 < p < 1.0 for p in excess) or min_sd_f <= 0 or own_sd < 0.05 * kernel_sd:
+            return floor_below(t, obs, excess) * base_cdf(t)
+        cut = [NormalDist().inv_cdf(1.0 - p) if 0.0 < p < 1.0 else (-math.inf if p >= 1.0 else math.inf)
+               for p in excess]
+        out = np.zeros_like(t)
+        for u, wu in zip(_HERMITE_NODES, _HERMITE_WEIGHTS, strict=True):
+            tail_u = [1.0 - NormalDist().cdf((c - rho * u) / math.sqrt(1.0 - rho**2)) if math.isfinite(c)
+                      else float(c < 0) for c in cut]
+            shifted = t - min_sd_f * u
+            core = w @ _phi_fast((shifted[None, :] - centres[:, None]) / own_sd)
+            if tail_weight:
+                core = (1.0 - tail_weight) * core + tail_weight * _phi_fast((shifted - mean_c) / tail_sd)
+            out += wu * floor_below(t, obs, tail_u) * core
+        return out
 
     def cdf(t: np.ndarray) -> np.ndarray:
         """P(final max < t) after conditioning on the observed max and late-day tightening (E1.8)."""
@@ -354,9 +510,7 @@ def bracket_probabilities(
             return base_cdf(t)
         obs = observed_max_f
         if remaining:
-            # max(floor, rest): the floor is the observed max, or a degree more with past_excess_p.
-            floor_below = np.where(t > obs + 1.0, 1.0, np.where(t > obs, 1.0 - past_excess_p, 0.0))
-            return floor_below * base_cdf(t)
+            return floor_and_rest(t, obs)
         f_obs = float(base_cdf(np.array([obs]))[0])
         tail = 1.0 - f_obs
         if g == 0.0 or tail < _MIN_TAIL_MASS:
@@ -424,6 +578,7 @@ def bracket_probabilities(
 
 
 __all__ = [
+    "EXCESS_LEVEL_CORR",
     "TIGHTEN_HOURS",
     "Bracket",
     "LadderError",

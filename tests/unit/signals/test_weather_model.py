@@ -15,6 +15,7 @@ from services.signals.weather_model import (
     LadderError,
     WeatherForecastResult,
     WeatherModelError,
+    WeatherParams,
     bracket_probabilities,
     excess_probability,
     remaining_maxima,
@@ -236,19 +237,109 @@ def test_no_hours_left_means_the_observed_floor() -> None:
 def test_remaining_maxima_takes_the_hours_left_and_the_nowcast_shift() -> None:
     # Two members, hourly from epoch hour 100: a warm morning then cooling.
     traces = {"m": np.array([[50, 55, 60, 58, 54, 50], [52, 56, 59, 57, 53, 49]], dtype=float)}
-    rest = remaining_maxima(100.0, traces, day_start_h=100.0, day_end_h=106.0, now_h=103.0)
+    plain = {"path_scale": 1.0, "micro_sd_f": 0.0}  # the hourly levels themselves, no 5-minute wander
+    rest = remaining_maxima(100.0, traces, day_start_h=100.0, day_end_h=106.0, now_h=103.0, **plain)
     assert rest["m"].tolist() == [58.0, 57.0]  # hours 103..105 only
     # The observation at hour 103 is 2 °F above member 0 and 3 above member 1: each is lifted at that hour.
     shifted = remaining_maxima(100.0, traces, day_start_h=100.0, day_end_h=106.0, now_h=103.0, obs=[(103.0, 60.0)],
-                               nowcast_timescale_h=30.0)
+                               nowcast_timescale_h=30.0, **plain)
     assert shifted["m"].tolist() == pytest.approx([60.0, 60.0])
     assert remaining_maxima(100.0, traces, day_start_h=100.0, day_end_h=106.0, now_h=106.0)["m"].size == 0
 
 
+def test_remaining_maxima_lifts_a_peak_still_to_come_more_than_one_that_has_passed() -> None:
+    """The CLI max is the largest 5-minute value: a level that stays at its top for the rest of the day gives
+    the wander many chances to exceed it, one that falls away from now on only the first few. The old model
+    took the hourly maximum and added one constant offset for both (shrunk by a clock rule)."""
+    hours = np.arange(7)
+    traces = {"flat": np.full((1, 7), 60.0), "falling": (60.0 - 2.0 * hours)[None, :].astype(float)}
+    rest = remaining_maxima(100.0, traces, day_start_h=100.0, day_end_h=106.0, now_h=100.0)  # one member a model
+    flat, falling = float(rest["flat"][0]) - 60.0, float(rest["falling"][0]) - 60.0
+    assert 0.7 < flat < 1.0  # E[max of 72 N(0, 0.35²)] ≈ 0.35 x 2.4
+    assert 0.0 < falling < 0.35 < flat
+    # Two 5-minute values at one level: E[max] = level + sd / sqrt(pi), exactly.
+    two = remaining_maxima(100.0, {"m": np.full((1, 2), 50.0)}, day_start_h=100.0, day_end_h=100.1, now_h=100.0)
+    assert float(two["m"][0]) == pytest.approx(50.0 + 0.35 / math.sqrt(math.pi), abs=1e-4)
+
+
+def test_remaining_maxima_widens_the_paths_and_covers_what_came_after_the_latest_report() -> None:
+    # Two members 1 °F either side of their mean: path_scale 1.5 puts them 1.5 °F either side.
+    traces = {"m": np.array([[59.0, 59.0, 59.0], [61.0, 61.0, 61.0]])}
+    wide = remaining_maxima(100.0, traces, day_start_h=100.0, day_end_h=103.0, now_h=100.0, path_scale=1.5,
+                            micro_sd_f=0.0)
+    assert wide["m"].tolist() == pytest.approx([58.5, 61.5])
+    # A peak at hour 101 that the 100:51 report did not see is still part of the rest at 102:00.
+    peak = {"m": np.array([[58.0, 62.0, 57.0, 55.0]])}
+    rest = remaining_maxima(100.0, peak, day_start_h=100.0, day_end_h=104.0, now_h=102.0,
+                            obs=[(100.85, 61.4)], path_scale=1.0, micro_sd_f=0.0)
+    assert float(rest["m"][0]) == pytest.approx(62.0, abs=0.1)  # on the 5-minute grid; hours >= now alone: 57
+
+
+def test_afternoon_after_the_peak_expects_no_more_warming_than_the_remaining_hours_can_give() -> None:
+    """16:00, the peak has passed: every member is at 60 °F now and falls 2 °F an hour to the end of the day, so
+    the rest of the day can only add the wander of its first few 5-minute values. Priced the way the signals
+    pipeline prices it (remaining_maxima, then bracket_probabilities with the fitted WeatherParams and its peak
+    offset rule), the expected settlement stays within that. The old model lifted every member by one clock-rule
+    offset (0.7 °F x 8/10 h = 0.56 °F), peak passed or not."""
+    prm = WeatherParams()
+    hours = np.arange(9)  # 16:00 .. 24:00 local as epoch hours 116 ..
+    rng = np.random.default_rng(3)
+    traces = {"m": (60.0 - 2.0 * hours)[None, :] + rng.normal(0.0, 0.1, (30, 1))}
+    rest = remaining_maxima(116.0, traces, day_start_h=100.0, day_end_h=124.0, now_h=116.0,
+                            nowcast_timescale_h=prm.nowcast_timescale_h)
+    hours_left = 8.0
+    offset = prm.peak_offset_f * (min(1.0, hours_left / prm.peak_offset_hours) if prm.peak_offset_hours > 0 else 1.0)
+    r = bracket_probabilities(rest, ladder(55, 66), remaining=True, spread_scale=prm.spread_scale,
+                              peak_offset_f=offset, min_sd_f=prm.min_sd_f, lead_sd_f_per_day=prm.lead_sd_f_per_day,
+                              tail_weight=0.0, lead_hours=hours_left, observed_max_f=50.0, past_excess_p=0.0)
+    assert 60.0 < r.mean_f < 60.35  # at most what a falling path's first 5-minute values can add
+    # A day that is still rising to a flat top for the rest of the afternoon gets the larger lift.
+    flat = {"m": np.full((30, 9), 60.0) + rng.normal(0.0, 0.1, (30, 1))}
+    r_flat = bracket_probabilities(remaining_maxima(116.0, flat, day_start_h=100.0, day_end_h=124.0, now_h=116.0),
+                                   ladder(55, 66), remaining=True, spread_scale=prm.spread_scale,
+                                   peak_offset_f=offset, min_sd_f=prm.min_sd_f, tail_weight=0.0,
+                                   lead_sd_f_per_day=prm.lead_sd_f_per_day, lead_hours=hours_left,
+                                   observed_max_f=50.0, past_excess_p=0.0)
+    assert r_flat.mean_f > r.mean_f + 0.4
+
+
 def test_excess_probability_grows_with_readings_at_the_top_and_with_the_wander() -> None:
-    assert excess_probability([], 0.3) == 0.0
-    one = excess_probability([60, 61, 62, 61], 0.3)
-    three = excess_probability([60, 62, 62, 62, 61], 0.3)
+    assert excess_probability([], 0.3) == ()
+    one = excess_probability([60, 61, 62, 61], 0.3)[0]
+    three = excess_probability([60, 62, 62, 62, 61], 0.3)[0]
     assert 0 < one < three < 1
-    assert excess_probability([60, 62, 62, 62, 61], 0.1) < three
-    assert excess_probability([52, 62], 0.3) == pytest.approx(excess_probability([62], 0.3))  # far below: no effect
+    assert excess_probability([60, 62, 62, 62, 61], 0.1)[0] < three
+    # Reports far below the top and away from it change nothing.
+    assert excess_probability([40, 50, 58, 62, 61], 0.3) == pytest.approx(excess_probability([45, 50, 58, 62, 61], 0.3),
+                                                                          abs=1e-4)
+    tail = excess_probability([58, 60, 62, 62, 61, 59], 0.35)
+    assert len(tail) >= 2 and all(a >= b > 0 for a, b in pairwise(tail))
+
+
+def test_excess_probability_sees_a_maximum_at_midnight_before_the_first_report() -> None:
+    """A day whose reports start by falling 4 °F an hour was warmer before its first report (00:51): the CLI max
+    is likely a degree or more above the largest report (the old model, a flat hour, allowed one degree at
+    most, and rarely)."""
+    tail = excess_probability([60, 56, 52, 49, 47], 0.35)
+    assert tail[0] > 0.9 and tail[1] > 0.3
+    steady = excess_probability([60, 60, 59, 58, 57], 0.35)
+    assert steady[0] < tail[0] and steady[1] < tail[1] / 4
+
+
+def test_the_past_excess_spreads_over_several_degrees_and_moves_with_the_rest() -> None:
+    below = {"m": normal_members(4, mu=50.0, sd=0.8)}  # the rest of the day cannot matter
+    r = bracket_probabilities(below, ladder(), lead_hours=6.0, observed_max_f=60.0, remaining=True, min_sd_f=0.45,
+                              past_excess_p=(0.6, 0.25, 0.05), tail_weight=0.0)
+    pmf = by_degree(r, 55, 70)
+    assert [pmf[60], pmf[61], pmf[62], pmf[63]] == pytest.approx([0.4, 0.35, 0.2, 0.05], abs=1e-3)
+    with pytest.raises(WeatherModelError, match="non-increasing"):
+        bracket_probabilities(below, ladder(), lead_hours=6.0, observed_max_f=60.0, remaining=True,
+                              past_excess_p=(0.2, 0.5))
+    # A rest anchored at the top: the report's error moves both, so "nothing more" is likelier than if the past's
+    # excess and the rest were independent (the old product); without a rest (above) the excess is as given.
+    near = {"m": normal_members(5, mu=59.6, sd=0.3)}
+    kw = {"lead_hours": 2.0, "observed_max_f": 60.0, "remaining": True, "min_sd_f": 0.45, "past_excess_p": 0.5,
+          "tail_weight": 0.0}
+    coupled = by_degree(bracket_probabilities(near, ladder(), **kw), 60, 60)[60]
+    independent = by_degree(bracket_probabilities(near, ladder(), excess_level_corr=0.0, **kw), 60, 60)[60]
+    assert coupled > independent + 0.01
