@@ -10,6 +10,10 @@ Delivery rules (DESIGN §4):
   a growing delay; a message that cannot be decoded, that raises `PoisonMessage`, or that fails
   its last allowed delivery is terminated and published to `ops.alert.deadletter` first. If even
   the dead-letter publish fails, the message is `nak`ed instead: nothing is dropped silently.
+- An outage is not the message's fault: a handler failing because PostgreSQL (or another socket) is away
+  (`is_outage`) keeps its message in hand — `in_progress` so the server does not redeliver it — and is
+  retried in place until the dependency is back, without spending the message's delivery budget; a
+  database restarting again and again must not dead-letter alerts.
 - Dedup protects publishing only; redelivery still happens, so handlers must be idempotent.
 
 Modes (see `subjects`): a bus belongs to one mode and takes logical subjects (`md.book.>`); it
@@ -67,6 +71,42 @@ class TransientError(Exception):
     def __init__(self, message: str, *, delay_s: float | None = None) -> None:
         super().__init__(message)
         self.delay_s = delay_s
+
+
+class DependencyDown(TransientError):
+    """Raise from a handler when something it needs (a database, a venue) is unreachable: `is_outage`."""
+
+
+# SQLSTATEs that mean the server went away or is not accepting connections yet (PostgreSQL appendix A):
+# class 08 connection exception; 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now.
+_OUTAGE_SQLSTATE_PREFIXES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_outage(e: BaseException) -> bool:
+    """True when `e` (or what caused it) says a dependency is unreachable rather than that the work is bad:
+    a refused or reset socket, PostgreSQL shutting down or starting up, a connection SQLAlchemy invalidated,
+    a pool that could not hand out a connection. A statement timeout, a constraint violation or a deadlock
+    is not an outage: those keep the normal retry budget."""
+    import sqlalchemy.exc  # here, not at import: the bus is used by processes that never touch a database
+
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, DependencyDown | ConnectionError | sqlalchemy.exc.TimeoutError):
+            return True
+        if isinstance(cur, sqlalchemy.exc.DBAPIError) and cur.connection_invalidated:
+            return True
+        sqlstate = getattr(cur, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATE_PREFIXES):
+            return True
+        # psycopg: a connection that failed or broke client-side has no SQLSTATE at all.
+        if type(cur).__module__.startswith("psycopg") and type(cur).__name__ == "OperationalError" \
+                and sqlstate is None:
+            return True
+        orig = cur.orig if isinstance(cur, sqlalchemy.exc.DBAPIError) else None  # the driver's own error
+        cur = orig if isinstance(orig, BaseException) else cur.__cause__ or cur.__context__
+    return False
 
 
 class PoisonMessage(Exception):
@@ -189,6 +229,10 @@ class ConsumerSpec:
 _NOT_MINE = object()  # what `_admit` returns for a message it settled itself
 
 
+class _Stopped(Exception):
+    """The consumer stopped while holding messages through an outage (they were nak'ed)."""
+
+
 @dataclass(slots=True)
 class StallWatch:
     """When a quiet pull consumer should look whether its durable is stuck, and what to do about it.
@@ -238,6 +282,7 @@ class PullConsumer:
         self.failed = 0
         self.dead_lettered = 0
         self.recreated = 0  # times a stuck durable was recreated from its ack floor (StallWatch)
+        self.held_through_outage = 0  # fetches (or messages) held while a dependency was down (is_outage)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._advisory: Subscription | None = None
@@ -365,9 +410,11 @@ class PullConsumer:
         if event is _NOT_MINE:
             return
         try:
-            await self.handler(event)
+            await self._through_outages([msg], lambda: self.handler(event))
         except PoisonMessage as e:
             await self._dead_letter(msg, "poison", str(e))
+            return
+        except _Stopped:
             return
         except Exception as e:
             self.failed += 1
@@ -378,6 +425,40 @@ class PullConsumer:
             return
         await msg.ack()
         self.handled += 1
+
+    async def _through_outages(self, msgs: list[Msg], call: Callable[[], Awaitable[Any]]) -> None:
+        """Run `call`; while it fails with an outage, keep `msgs` in hand (in progress, so the server neither
+        redelivers them nor counts a delivery) and try again with a growing delay until it succeeds, fails for
+        another reason (raised: the normal budget applies), or the consumer stops (`_Stopped`, after a nak
+        without delay: a replica or the next start takes them, one delivery spent)."""
+        delay, since, tries = 0.2, asyncio.get_running_loop().time(), 0
+        while True:
+            try:
+                await call()
+                if tries:
+                    log.info("dependency_back_handled", durable=self.spec.durable, n=len(msgs), tries=tries,
+                             held_s=round(asyncio.get_running_loop().time() - since, 1))
+                return
+            except Exception as e:
+                if not is_outage(e):
+                    raise
+                tries += 1
+                self.held_through_outage += tries == 1
+                if tries == 1 or tries % 20 == 0:
+                    log.warning("dependency_down_holding", durable=self.spec.durable, n=len(msgs), tries=tries,
+                                error=redact_text(f"{type(e).__name__}: {e}")[:300])
+            # Ack wait restarts with each `in_progress`; the wait below stays well inside it.
+            for m in msgs:
+                with contextlib.suppress(Exception):  # NATS away too: redelivered after ack_wait, nothing lost
+                    await m.in_progress()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), min(delay, self.spec.ack_wait_s / 3))
+            if self._stop.is_set():
+                for m in msgs:
+                    with contextlib.suppress(Exception):
+                        await m.nak()
+                raise _Stopped
+            delay = min(delay * 2, 5.0)
 
     async def _admit(self, msg: Msg) -> Any:
         """The message's event, or `_NOT_MINE` once a malformed (dead-lettered) or foreign (terminated)
@@ -449,7 +530,9 @@ class BatchPullConsumer(PullConsumer):
         if not good:
             return
         try:
-            await self.handler([e for _, e in good])
+            await self._through_outages([m for m, _ in good], lambda: self.handler([e for _, e in good]))
+        except _Stopped:
+            return
         except Exception as e:
             self.failed += len(good)
             for msg, _ in good:

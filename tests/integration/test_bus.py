@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats.js.errors
+import psycopg
+import psycopg.errors
 import pytest
+import sqlalchemy as sa
+import sqlalchemy.exc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common import subjects
-from libs.common.bus import Bus, CommandError, CommandUnavailable, ConsumerSpec, PoisonMessage, TransientError
+from libs.common.bus import (
+    Bus,
+    CommandError,
+    CommandUnavailable,
+    ConsumerSpec,
+    PoisonMessage,
+    TransientError,
+    is_outage,
+)
 from libs.common.config import Mode
+from libs.common.db.engine import create_engine
 from libs.common.embedded import EmbeddedNats
 from libs.common.events import Alert, Signal
 from tests.kit.factories import signal_event
@@ -299,3 +314,91 @@ async def test_a_stuck_durable_is_found_and_cured_without_losing_a_message(bus: 
     assert consumer.recreated == 1  # rebinding does not lift a pause; recreating from the ack floor does
     assert Counter(got)[first.id] == 1  # acked before the stall: not delivered again
     await consumer.stop()
+
+
+def refusing_database() -> AsyncEngine:
+    """An engine whose server refuses connections: a port nothing listens on (the real driver's real error)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return create_engine(f"postgresql://kdesk:pw@127.0.0.1:{port}/kdesk", connect_args={"connect_timeout": 2})
+
+
+@pytest.mark.parametrize("batches", [False, True])
+async def test_a_database_outage_holds_messages_without_spending_their_delivery_budget(bus: Bus,
+                                                                                    batches: bool) -> None:
+    """PostgreSQL away for longer than max_deliver attempts (seen in the fault campaign: alerts dead-lettered
+    after a database restarting again and again): the message waits in hand, then is handled once."""
+    engine, down = refusing_database(), [8]
+    handled: list[str] = []
+
+    async def work(tickers: list[str]) -> None:
+        if down[0] > 0:
+            down[0] -= 1
+            async with engine.connect() as conn:  # raises: connection refused
+                await conn.execute(sa.text("select 1"))
+        handled.extend(tickers)
+
+    ev = signal_event()
+    await bus.publish_js(subjects.sig("weather", ev.series_ticker, ev.ticker), ev)
+    spec = sig_spec(f"outage-{batches}", max_deliver=3, ack_wait_s=2.0)
+    if batches:
+        consumer = await bus.consume_batches(spec, Signal, lambda evs: work([e.ticker for e in evs]))
+    else:
+        consumer = await bus.consume(spec, Signal, lambda e: work([e.ticker]))
+    await wait_until(lambda: bool(handled), timeout=30, what="the message, once the database is back")
+    await consumer.stop()
+    await engine.dispose()
+    assert handled == [ev.ticker] and down[0] == 0
+    assert consumer.dead_lettered == 0 and consumer.held_through_outage == 1 and consumer.failed == 0
+    assert await dead_letters(bus) == []
+    info = await bus.js.consumer_info(bus.stream("SIGNALS"), spec.durable)
+    # Held past its 2 s ack wait by in_progress, never redelivered.
+    assert info.num_redelivered == 0 and info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_consumer_stopped_during_an_outage_hands_its_message_back_at_once(bus: Bus) -> None:
+    engine = refusing_database()
+
+    async def never_reaches_the_database(_: Signal) -> None:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("select 1"))
+
+    ev = signal_event()
+    await bus.publish_js(subjects.sig("weather", ev.series_ticker, ev.ticker), ev)
+    spec = sig_spec("outage-stop", max_deliver=3)
+    first = await bus.consume(spec, Signal, never_reaches_the_database)
+    await wait_until(lambda: first.held_through_outage == 1, what="held")
+    await first.stop()
+    await engine.dispose()
+    got: list[str] = []
+
+    async def ok(e: Signal) -> None:
+        got.append(e.id)
+
+    second = await bus.consume(spec, Signal, ok)
+    await wait_until(lambda: got == [ev.id], timeout=5, what="redelivered without waiting for the ack wait")
+    await second.stop()
+    assert first.dead_lettered == 0 and await dead_letters(bus) == []
+
+
+def test_outages_are_told_from_bad_work() -> None:
+    """What holds a message (the server is away) and what spends its budget (the statement is the problem)."""
+    def wrapped(err: Exception) -> Exception:
+        return sa.exc.OperationalError("select 1", {}, err)
+
+    assert is_outage(wrapped(psycopg.errors.AdminShutdown("terminating connection due to administrator command")))
+    assert is_outage(wrapped(psycopg.errors.CannotConnectNow("the database system is starting up")))
+    assert is_outage(wrapped(psycopg.OperationalError("connection failed: Connection refused")))
+    assert not is_outage(TransientError("exchange 5xx"))
+    try:
+        try:
+            raise ConnectionResetError("reset by peer")
+        except ConnectionResetError as e:
+            raise RuntimeError("write failed") from e
+    except RuntimeError as e:
+        assert is_outage(e)
+    assert not is_outage(wrapped(psycopg.errors.QueryCanceled("canceling statement due to statement timeout")))
+    assert not is_outage(sa.exc.IntegrityError("insert", {}, psycopg.errors.UniqueViolation("duplicate key")))
+    assert not is_outage(wrapped(psycopg.errors.DeadlockDetected("deadlock detected")))
+    assert not is_outage(RuntimeError("bug in handler"))
