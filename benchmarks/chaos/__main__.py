@@ -24,16 +24,17 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "reliability.json"
 # Each must be 0 (issue 18); `ok` is true when all are.
 INVARIANTS = ("duplicate_orders", "unknown_orders", "lost_fills", "phantom_fills", "ledger_diffs", "cap_breaches",
               "double_decisions", "crashes_not_restarted", "lost_messages", "undelivered_alerts", "secret_leaks",
-              "unauthorized_commands", "fuzz_crashes")
+              "unauthorized_commands", "live_refusal_failures", "loose_files", "fuzz_crashes")
 
 
-def chaos(duration_s: float, seed: int, fuzz_cases: int, root: Path) -> dict[str, Any]:
-    """The whole report: the fault campaign under `root`, then the fuzz campaign."""
+def chaos(duration_s: float, seed: int, fuzz_cases: int, root: Path, *, security: bool = True) -> dict[str, Any]:
+    """The whole report: the fault campaign under `root`, then the fuzz campaign. `security`: also the live-path
+    refusals and the file modes of `kdesk up` (benchmarks/chaos/security.py; they have tests of their own)."""
     from benchmarks import fuzz
     from benchmarks.chaos.campaign import Campaign
 
     report: dict[str, Any] = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"), "run_dir": str(root)}
-    report.update(asyncio.run(Campaign(root, duration_s=duration_s, seed=seed).run()))
+    report.update(asyncio.run(Campaign(root, duration_s=duration_s, seed=seed, security=security).run()))
     if fuzz_cases > 0:
         f = asyncio.run(fuzz.campaign_in_children(fuzz_cases, seed))
         report.update({"fuzz_cases": f["fuzz_cases"], "fuzz_crashes": f["fuzz_crashes"],

@@ -5,8 +5,11 @@
 2. For `duration_s`, inject faults from a seeded schedule (`FAULT_KINDS`): every kind on a timeline of its own
    (its own RNG seeded from the run's seed and the kind), all running at once so kinds overlap: exchange, venue,
    weather and Telegram faults one every `KDESK_CHAOS_GAP_S` (2.6 s) on average, each short (a 429 storm or a
-   pause of 0.5-2 s) so the desk trades between them; process kills and NATS/PostgreSQL restarts (`HEAVY`) one
-   every `KDESK_CHAOS_HEAVY_GAP_S` (10 s) per kind. A killed process (SIGKILL) is started again 0.2-2 s later
+   pause of 0.5-2 s) so the desk trades between them; process kills (`KILLS`, among them an executor killed
+   while an order's answer is held back and one killed into a burst of fills) one every `KDESK_CHAOS_HEAVY_GAP_S`
+   (14 s) per kind; NATS and PostgreSQL restarts in storms (`KDESK_CHAOS_STORM_S` of every `KDESK_CHAOS_WAVE_S`,
+   one every `KDESK_CHAOS_SERVER_GAP_S` of each), with calm between in which the desk trades. A killed process
+   (SIGKILL) is started again 0.2-2 s later
    without waiting for anything (a kill may land during its start-up; it counts as that kind); so is any
    process that dies on its own (counted as `unplanned_exits`). Desk services are forked from a zygote that
    imported them once (benchmarks/chaos/zygote.py), so a restart costs milliseconds of CPU, not seconds.
@@ -46,17 +49,29 @@ SERVICE_KILLS = tuple(f"kill_{n.replace('-', '_')}" for n in DESK)
 EXCHANGE_FAULTS = ("ws_cut", "seq_gap", "ws_error_25", "latency", "late_response", "trading_paused",
                    "lost_response", "http_5xx", "timeout", "rate_limit_storm")
 SOURCE_FAULTS = ("venue_down", "venue_cut", "venue_garbage", "weather_5xx", "weather_garbage")
-FAULT_KINDS = (*SERVICE_KILLS, "kill_executor_in_flight", "nats_restart", "postgres_restart", *EXCHANGE_FAULTS,
-               *SOURCE_FAULTS, "telegram_down", "telegram_429")
+KILLS = (*SERVICE_KILLS, "kill_executor_in_flight", "kill_executor_in_fill_burst")
+SERVERS = ("nats_restart", "postgres_restart")
+FAULT_KINDS = (*KILLS, *SERVERS, *EXCHANGE_FAULTS, *SOURCE_FAULTS, "telegram_down", "telegram_429")
+# The issue's six kinds of fault, each of which the default run must inject at least 100 times. A three-node
+# cluster's node kills (benchmarks/chaos/cluster.py, beside the campaign) count under nats as well.
+FAULT_CLASSES = {"process_kills": KILLS, "nats": ("nats_restart", "cluster_node_kill"),
+                 "postgres": ("postgres_restart",), "exchange": EXCHANGE_FAULTS, "outside_sources": SOURCE_FAULTS,
+                 "telegram": ("telegram_down", "telegram_429")}
 # One-shot faults: armed on the next request or message of a kind, they hit only when the desk sends one. Each is
 # armed once (times=1) and the next of its kind only after it was consumed, so nothing piles up; the count is of
 # consumed ones (armed minus the one possibly left at the end, `faults_unconsumed_at_end`).
 # Faults that take a process or a server down: at one every ~2.6 s per kind the desk never finishes starting
-# (measured: 0 orders reached the exchange in a 60 s window with every kind at 2.6 s), so these have a mean gap of
-# their own (KDESK_CHAOS_HEAVY_GAP_S).
-HEAVY = (*SERVICE_KILLS, "kill_executor_in_flight", "nats_restart", "postgres_restart")
+# (measured: 0 orders reached the exchange in a 60 s window with every kind at 2.6 s, and none either with only
+# NATS and PostgreSQL restarting every 2.6 s: a restart costs each 0.6-0.9 s, and an executor's start needs both).
+# Process kills have a mean gap per kind of their own (KDESK_CHAOS_HEAVY_GAP_S, 14 s: eight kinds, ~170 kills in
+# the default run). NATS and PostgreSQL restarts, each one of the issue's six kinds that need 100 in the default
+# run, come in storms: the first KDESK_CHAOS_STORM_S (10 s) of every KDESK_CHAOS_WAVE_S (20 s), one every
+# KDESK_CHAOS_SERVER_GAP_S (1.4 s) of each on average (~105 of each in 300 s), and none in the calm between, in
+# which the desk starts again and trades (kills and every other kind go on through both).
 ONE_SHOT = ("seq_gap", "lost_response", "http_5xx", "timeout", "weather_5xx", "weather_garbage", "telegram_429")
-DEFAULT_HEAVY_GAP_S = 10.0
+DEFAULT_HEAVY_GAP_S = 14.0
+DEFAULT_SERVER_GAP_S = 1.4
+DEFAULT_WAVE_S, DEFAULT_STORM_S = 20.0, 10.0
 INTRUDER_COMMANDS = ("/pause intruder", "/resume", "/flatten", "/mode live", "CONFIRM LIVE", "/family btc off",
                      "/llmbudget 1000", "/status")
 
@@ -69,7 +84,7 @@ class Campaign:
     """One run: the stack, the schedule, the counters."""
 
     def __init__(self, root: Path, *, duration_s: float, seed: int, mean_gap_s: float | None = None,
-                 heavy_gap_s: float | None = None,
+                 heavy_gap_s: float | None = None, server_gap_s: float | None = None, security: bool = True,
                  say: Callable[[str], None] = lambda s: print(s, flush=True)) -> None:
         self.root = root
         self.duration_s = duration_s
@@ -77,7 +92,13 @@ class Campaign:
         self.mean_gap_s = mean_gap_s if mean_gap_s is not None else float(os.environ.get("KDESK_CHAOS_GAP_S", "2.6"))
         self.heavy_gap_s = heavy_gap_s if heavy_gap_s is not None else float(
             os.environ.get("KDESK_CHAOS_HEAVY_GAP_S", str(DEFAULT_HEAVY_GAP_S)))
+        self.server_gap_s = server_gap_s if server_gap_s is not None else float(
+            os.environ.get("KDESK_CHAOS_SERVER_GAP_S", str(DEFAULT_SERVER_GAP_S)))
+        self.wave_s = float(os.environ.get("KDESK_CHAOS_WAVE_S", str(DEFAULT_WAVE_S)))
+        self.storm_s = min(self.wave_s, float(os.environ.get("KDESK_CHAOS_STORM_S", str(DEFAULT_STORM_S))))
+        self.burst_fills = 0  # fills the exchange made in the bursts an executor was killed into
         self.seed = seed
+        self.security = security  # the live-path refusals and `kdesk up`'s file modes (security.py), ~60 s
         self.rng = random.Random(seed)
         self.say = say
         self.stack = Stack(root, seed=seed)
@@ -158,7 +179,7 @@ class Campaign:
     async def inject(self, kind: str, r: random.Random | None = None) -> None:
         """One fault of `kind`, short (the desk trades between them), its randomness from `r`."""
         r = r or self.rng
-        if kind.startswith("kill_") and kind != "kill_executor_in_flight":
+        if kind in SERVICE_KILLS:
             name = kind.removeprefix("kill_").replace("_", "-")
             await self._kill(name, r)
         elif kind == "kill_executor_in_flight":
@@ -166,10 +187,16 @@ class Campaign:
             await self._control({"kind": "late_response", "delay_s": r.uniform(1.0, 2.5), "seconds": 2.5})
             await asyncio.sleep(r.uniform(0.3, 1.5))
             await self._kill(r.choice(("executor-1", "executor-2")), r)
+        elif kind == "kill_executor_in_fill_burst":
+            # Every resting order of the desk trades at once; an executor dies while the fills stream in.
+            got = await self._control({"kind": "fill_burst", "share": r.choice((0.5, 1.0))})
+            self.burst_fills += int(got.get("fills", 0))
+            await asyncio.sleep(r.uniform(0.0, 0.3))
+            await self._kill(r.choice(("executor-1", "executor-2")), r)
         elif kind == "nats_restart":
-            await asyncio.to_thread(self.stack.restart_nats, r.uniform(0.2, 1.0))
+            await asyncio.to_thread(self.stack.restart_nats, r.uniform(0.1, 0.5))
         elif kind == "postgres_restart":
-            await asyncio.to_thread(self.stack.restart_postgres, r.uniform(0.1, 0.5))
+            await asyncio.to_thread(self.stack.restart_postgres, r.uniform(0.05, 0.3))
         elif kind == "ws_cut":
             await self._control({"kind": "ws_cut"})
         elif kind == "seq_gap":
@@ -299,6 +326,15 @@ class Campaign:
             await self.wait_for_trading(90)
             await self.inject_for(self.duration_s)
             report = await self.quiesce_and_check()
+            if self.security:
+                self.say("[chaos] security: the live path without KDESK_ALLOW_LIVE=1 and arming")
+                from benchmarks.chaos import security
+
+                live = await security.live_refusals(st.nats.url, st.db_url, self.root / "security")
+                report.update({"live_refusal_failures": live["live_refusal_failures"],
+                               "live_refusal_checks": live["live_refusal_checks"],
+                               "live_order_requests": live["live_order_requests"],
+                               "live_refusal_detail": live["details"]})
         finally:
             stop_watch.set()
             with contextlib.suppress(Exception):
@@ -310,6 +346,12 @@ class Campaign:
             if self._http is not None:
                 await self._http.aclose()
             await asyncio.to_thread(st.stop_all)
+        if self.security:
+            self.say("[chaos] security: the modes of what `kdesk up` writes")
+            from benchmarks.chaos import security
+
+            up = await security.kdesk_up_loose_files(self.root / "security-up")
+            report.update({"loose_files": up["loose_files"], "loose_file_paths": up["paths"][:20]})
         report.update(self.scan_logs())
         report["secret_leaks"] = report.pop("_db_leaks", 0) + report["secret_leaks_logs"]
         report["campaign_seconds"] = round(time.monotonic() - started, 1)
@@ -343,9 +385,13 @@ class Campaign:
 
     async def _timeline(self, kind: str, end: float) -> None:
         rng = random.Random(f"{self.seed}/{kind}")
-        mean = self.heavy_gap_s if kind in HEAVY else self.mean_gap_s
+        mean = self.heavy_gap_s if kind in KILLS else self.server_gap_s if kind in SERVERS else self.mean_gap_s
         at = self._t0 + rng.uniform(0.0, mean)  # staggered first faults
         while at < end:
+            if kind in SERVERS:
+                at = self._in_storm(at, rng, mean)
+                if at >= end:
+                    break
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             if kind in ONE_SHOT and not await self._consumed(kind, end):
                 break
@@ -361,6 +407,13 @@ class Campaign:
                 self.say(f"[chaos] fault {kind} failed: {type(e).__name__}: {e}")
             # The next one on the schedule, not after this one's recovery; never two at once of one kind.
             at = max(at + rng.uniform(0.5, 1.5) * mean, time.monotonic() + 0.05)
+
+    def _in_storm(self, at: float, rng: random.Random, mean: float) -> float:
+        """`at` if it falls in a storm window (the first storm_s of each wave_s), else a moment early in the next."""
+        into = (at - self._t0) % self.wave_s
+        if into < self.storm_s:
+            return at
+        return at - into + self.wave_s + rng.uniform(0.0, min(mean, self.storm_s))
 
     async def _consumed(self, kind: str, end: float) -> bool:
         """Wait until no fault of `kind` is armed (the previous one hit); False if the run ended first."""
@@ -421,7 +474,11 @@ class Campaign:
                                   "faults_injected_total": sum(self.faults.values()),
                                   "faults_armed_one_shot": {k: armed.get(k, 0) for k in ONE_SHOT},
                                   "fault_errors": dict(self.fault_errors),
+                                  "faults_by_class": {c: sum(self.faults.get(k, 0) for k in kinds)
+                                                      for c, kinds in FAULT_CLASSES.items()},
+                                  "fill_burst_fills": self.burst_fills,
                                   "mean_gap_s": self.mean_gap_s, "heavy_gap_s": self.heavy_gap_s,
+                                  "server_gap_s": self.server_gap_s, "wave_s": self.wave_s, "storm_s": self.storm_s,
                                   "fault_seconds_mean": {k: round(self.fault_seconds[k] / n, 2)
                                                          for k, n in sorted(armed.items()) if n},
                                   # one-shot faults (next N requests/messages) still armed when faults were

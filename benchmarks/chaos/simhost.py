@@ -5,7 +5,8 @@ them (same environment, same port block), with `Faults.middleware` installed in 
 HTTP server on `--control-port` (127.0.0.1 only) lets the chaos harness, another process, switch the sim's faults
 and read the exchange's own records of the desk's account:
 
-- `POST /fault` `{"kind": ..., ...}`: one fault (see `FAULTS`); answers what it did.
+- `POST /fault` `{"kind": ..., ...}`: one fault (see `FAULTS`); answers what it did. `fill_burst` trades every
+  resting order of the desk at once (the campaign kills an executor into it).
 - `POST /clear`: every exchange and Telegram fault off.
 - `GET /records?user=desk`: the engine's orders, fills, positions and settlements of that user, and market states.
 - `POST /telegram/message` `{"user_id", "text"}`: a Telegram user writes to the bot.
@@ -134,7 +135,25 @@ class Control:
             else:
                 self.telegram.fail(int(body.get("times", 5)), status=429, retry_after=int(body.get("retry_after", 2)))
             return {"ok": True}
+        if kind == "fill_burst":
+            return self.fill_burst(str(body.get("user", "desk")), float(body.get("share", 1.0)))
         return {"error": f"unknown fault kind {kind!r}; one of {sorted(FAULTS)}"}
+
+    def fill_burst(self, user: str, share: float) -> dict[str, Any]:
+        """Trade `share` of every resting order of `user` at once against a taker of the campaign's own: a burst
+        of fills (and their WebSocket frames) the desk must book while one of its executors is being killed."""
+        eng = self.exchange.engine
+        eng.open_account(BURST_TAKER, 10**13)  # pooled, refunded each time: solvent on every shard
+        fills = orders = 0
+        for o in eng.orders(user, status="resting"):
+            count = max(1, int(o.remaining_count * share))
+            try:
+                got = eng.fill_resting(o.order_id, min(count, o.remaining_count), taker_user=BURST_TAKER)
+            except ValueError:  # e.g. a reduce-only order with nothing left to reduce
+                continue
+            orders += bool(got)
+            fills += sum(1 for f in got if f.user_id == user)
+        return {"orders": orders, "fills": fills}
 
     def pending(self) -> dict[str, int]:
         """One-shot faults armed and never consumed (nothing asked while they waited), by kind."""
@@ -184,9 +203,10 @@ class Control:
                 "markets": markets, "requests": dict(self.exchange.requests)}
 
 
-FAULTS = ("ws_cut", "seq_gap", "ws_error_25", "latency", "late_response", "trading_paused", "lost_response",
-          "http_5xx", "timeout", "rate_limit_storm", "venue_down", "venue_cut", "venue_garbage", "weather_5xx",
-          "weather_garbage", "telegram_down", "telegram_429")
+BURST_TAKER = "chaos-taker"
+FAULTS = ("fill_burst", "ws_cut", "seq_gap", "ws_error_25", "latency", "late_response", "trading_paused",
+          "lost_response", "http_5xx", "timeout", "rate_limit_storm", "venue_down", "venue_cut", "venue_garbage",
+          "weather_5xx", "weather_garbage", "telegram_down", "telegram_429")
 
 
 async def serve_control(ctl: Control, host: str, port: int) -> web.AppRunner:

@@ -11,30 +11,33 @@ import pytest
 
 from benchmarks.chaos import invariants as inv
 from benchmarks.chaos.__main__ import INVARIANTS, chaos
-from benchmarks.chaos.campaign import FAULT_KINDS, HEAVY, ONE_SHOT
+from benchmarks.chaos.campaign import FAULT_KINDS, KILLS, ONE_SHOT
 
 SHORT_S = 60.0  # KDESK_CHAOS_S of the short version
 SEED = 18
 FUZZ_CASES = 20  # per target; the fuzz campaign has its own test (tests/fuzz)
-MIN_PER_KIND = 10  # of every fault kind in the 60 s run (~23 expected: one every ~2.6 s per kind) ...
-MIN_PER_HEAVY = 3  # ... but process kills and server restarts (~6 expected: one every ~10 s per kind) ...
+MIN_PER_KIND = 10  # of every fault kind in the 60 s run (~23 expected: one every ~2.6 s per kind; NATS and
+# PostgreSQL restarts ~21, in three 10 s storms) ...
+MIN_PER_KILL = 2  # ... but process kills (~4 expected: one every ~14 s per kind) ...
 MIN_PER_ONE_SHOT = 1  # ... and one-shot faults, counted when a request of the desk's consumed them (its traffic)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # start (~45 s), faults, quiesce, checks, stop, fuzz — on a shared 2-core box
 def test_a_short_fault_campaign_keeps_every_invariant(tmp_path: Path) -> None:
-    report = chaos(SHORT_S, SEED, FUZZ_CASES, tmp_path / "chaos")
+    # The security checks have tests of their own (tests/integration/test_security_checks.py, the kdesk up e2e).
+    report = chaos(SHORT_S, SEED, FUZZ_CASES, tmp_path / "chaos", security=False)
     shown = json.dumps(report, indent=1, default=str)[:6000]
     few = {k: report["faults_injected"].get(k, 0) for k in FAULT_KINDS
-           if report["faults_injected"].get(k, 0) < (MIN_PER_HEAVY if k in HEAVY else
+           if report["faults_injected"].get(k, 0) < (MIN_PER_KILL if k in KILLS else
                                                       MIN_PER_ONE_SHOT if k in ONE_SHOT else MIN_PER_KIND)}
     assert not few, f"fault kinds injected fewer times than their minimum: {few}\n{shown}"
     assert not report["fault_errors"], shown
+    assert report["fill_burst_fills"] > 0, "no executor was killed into a burst of fills:\n" + shown
     assert report["exchange_fills"] > 0 and report["ledger_orders_sent"] > 0, "the desk never traded:\n" + shown
     assert report["intruder_commands_audited"] >= 1, shown
     for key in INVARIANTS:
-        assert report[key] == 0, f"{key} = {report[key]}\n{shown}"
+        assert report.get(key, 0) == 0, f"{key} = {report[key]}\n{shown}"
     assert report["ok"] is True
 
 
