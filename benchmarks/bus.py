@@ -1,10 +1,13 @@
 """Bus throughput on one process against a local nats-server (embedded, JetStream on file storage).
 
-- `bus_core_msgs_per_s`: typed events published on core NATS and decoded by a `Bus.subscribe`
-  callback on a second connection, end to end. Beside it: `bus_core_cpu_us_per_msg`, this process's
-  CPU time per message over the same run (moves less than the wall clock when the shared cores are
-  busy), and `bus_core_raw_nats_msgs_per_s`, the same payloads as bytes through nats-py alone (the
-  transport's ceiling on this machine). benchmarks/codec.py splits the difference.
+- `bus_core_msgs_per_s`: typed events published on core NATS by one process's `Bus.publish` and decoded
+  (validated) by another process's `Bus.subscribe` callback, as from feeds to signals: messages from the
+  first publish to the last receipt. Beside it: `bus_core_receiver_cpu_us_per_msg` (the receiver's CPU per
+  message: decoding is the side that limits) and `bus_core_raw_nats_msgs_per_s`, the same payloads as bytes
+  through nats-py alone between the same two processes (the transport's ceiling on this machine).
+- `bus_core_one_process_*`: both ends on one connection pair in this one process (one core for both, as the
+  figure was first measured), its CPU per message, and raw nats-py the same way. benchmarks/codec.py splits
+  the difference.
 - `bus_js_acked_msgs_per_s`: typed events published to JetStream with `Nats-Msg-Id` (acks awaited,
   64 in flight) and then consumed by a durable `Bus.consume` loop that acks each after its
   handler: total messages / total time for both halves.
@@ -13,6 +16,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import time
 
 import nats
@@ -89,6 +94,77 @@ async def _raw_core(url: str) -> float:
     return CORE_N / elapsed
 
 
+async def _subscriber(url: str, n: int, raw: bool) -> None:
+    """The receiving service of `_core_between_processes`: count `n` books, then print when the last arrived
+    (`time.perf_counter`, CLOCK_MONOTONIC: one clock for every process on the machine) and this process's CPU."""
+    got = 0
+    done = asyncio.Event()
+    if raw:
+        nc = await nats.connect(url)
+
+        async def cb(_: Msg) -> None:
+            nonlocal got
+            got += 1
+            if got == n:
+                done.set()
+
+        await nc.subscribe(subjects.scoped(Mode.SIM.value, subjects.md_book("bench", "x")), cb=cb)
+        await nc.flush()
+    else:
+        bus = await Bus.connect(url, service="bench-sub")
+
+        async def on_book(_: BookUpdate) -> None:
+            nonlocal got
+            got += 1
+            if got == n:
+                done.set()
+
+        await bus.subscribe(subjects.md_book("bench", "x"), BookUpdate, on_book)
+        await bus.nc.flush()
+    cpu = time.process_time()
+    print("ready", flush=True)
+    await asyncio.wait_for(done.wait(), 120)
+    print(f"{time.perf_counter()} {time.process_time() - cpu}", flush=True)
+
+
+async def _core_between_processes(url: str, raw: bool) -> tuple[float, float]:
+    """As the desk uses the bus: one service publishes (feeds), another receives (signals), each a process of
+    its own. Messages per second from the first publish to the last receipt, and the receiver's CPU µs per
+    message (the receiving end, decode and validation included, is the side that limits)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "benchmarks.bus", "--subscriber", url, str(CORE_N), "raw" if raw else "bus",
+        stdout=asyncio.subprocess.PIPE)
+    assert child.stdout is not None
+    try:
+        if (await asyncio.wait_for(child.stdout.readline(), 60)).strip() != b"ready":
+            raise RuntimeError("bench subscriber did not start")
+        subject = subjects.md_book("bench", "x")
+        if raw:
+            nc = await nats.connect(url)
+            payloads = [_book(i).to_json() for i in range(CORE_N)]
+            wire = subjects.scoped(Mode.SIM.value, subject)
+            start = time.perf_counter()
+            for data in payloads:
+                await nc.publish(wire, data)
+            await nc.flush()
+            await nc.close()
+        else:
+            pub = await Bus.connect(url, service="bench-pub")
+            events = [_book(i) for i in range(CORE_N)]
+            start = time.perf_counter()
+            for ev in events:
+                await pub.publish(subject, ev)
+            await pub.nc.flush()
+            await pub.close()
+        end, cpu = map(float, (await asyncio.wait_for(child.stdout.readline(), 150)).split())
+        return CORE_N / (end - start), cpu / CORE_N * 1e6
+    finally:
+        if child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+        await child.wait()
+
+
 async def _jetstream(url: str) -> tuple[float, float, float]:
     bus = await Bus.connect(url, service="bench-js")
     now = utcnow()
@@ -130,14 +206,23 @@ async def run() -> dict[str, float | int]:
     async with private_nats() as url:
         core, core_cpu_us = await _core(url)
         raw = await _raw_core(url)
+        between, between_cpu_us = await _core_between_processes(url, raw=False)
+        between_raw, _ = await _core_between_processes(url, raw=True)
         js_total, js_pub, js_consume = await _jetstream(url)
     return {
-        "bus_core_msgs_per_s": round(core),
-        "bus_core_cpu_us_per_msg": round(core_cpu_us, 2),
-        "bus_core_raw_nats_msgs_per_s": round(raw),
+        "bus_core_msgs_per_s": round(between),
+        "bus_core_receiver_cpu_us_per_msg": round(between_cpu_us, 2),
+        "bus_core_raw_nats_msgs_per_s": round(between_raw),
+        "bus_core_one_process_msgs_per_s": round(core),
+        "bus_core_one_process_cpu_us_per_msg": round(core_cpu_us, 2),
+        "bus_core_one_process_raw_nats_msgs_per_s": round(raw),
         "bus_js_acked_msgs_per_s": round(js_total),
         "bus_js_publish_acked_msgs_per_s": round(js_pub),
         "bus_js_consume_acked_msgs_per_s": round(js_consume),
         "bus_core_n": CORE_N,
         "bus_js_n": JS_N,
     }
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--subscriber":
+    asyncio.run(_subscriber(sys.argv[2], int(sys.argv[3]), sys.argv[4] == "raw"))
