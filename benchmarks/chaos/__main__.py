@@ -5,7 +5,9 @@ Environment: KDESK_CHAOS_S (seconds of faults, default 300), KDESK_CHAOS_SEED (1
 per fuzz target; default benchmarks/fuzz.py's, 0 skips it), KDESK_CHAOS_DIR (where the run's servers, data and
 logs go; default a new temporary directory, kept when an invariant fails), KDESK_CHAOS_OUT (the report's path),
 KDESK_CHAOS_GAP_S (mean seconds between two faults of one cheap kind, 2.6), KDESK_CHAOS_HEAVY_GAP_S (the same for
-process kills and NATS/PostgreSQL restarts, 10), KDESK_CHAOS_FORK (0: start services with exec, not the zygote).
+process kills, 14), KDESK_CHAOS_SERVER_GAP_S / _WAVE_S / _STORM_S (NATS and PostgreSQL restarts: one every 1.4 s of
+each in the first 10 s of every 20 s), KDESK_CHAOS_CLUSTER (0: no three-node cluster drill beside the window),
+KDESK_CHAOS_FORK (0: start services with exec, not the zygote).
 """
 
 from __future__ import annotations

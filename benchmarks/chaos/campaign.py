@@ -98,6 +98,8 @@ class Campaign:
         self.storm_s = min(self.wave_s, float(os.environ.get("KDESK_CHAOS_STORM_S", str(DEFAULT_STORM_S))))
         self.burst_fills = 0  # fills the exchange made in the bursts an executor was killed into
         self.seed = seed
+        self.cluster = os.environ.get("KDESK_CHAOS_CLUSTER", "1") != "0"  # the cluster drill beside the window
+        self.cluster_report: dict[str, Any] = {}
         self.security = security  # the live-path refusals and `kdesk up`'s file modes (security.py), ~60 s
         self.rng = random.Random(seed)
         self.say = say
@@ -376,12 +378,28 @@ class Campaign:
         with contextlib.suppress(Exception):
             self._requests0 = sum((await self.records())["requests"].values())
         tasks = [asyncio.create_task(self._timeline(kind, end)) for kind in FAULT_KINDS]
+        if self.cluster:
+            tasks.append(asyncio.create_task(self._cluster(duration_s)))
         tasks.append(asyncio.create_task(self._every("alert", end, 2.0, lambda: self.alert_burst(1))))
         tasks.append(asyncio.create_task(self._every("intruder", end, 6.0, self.intruder)))
         await asyncio.gather(*tasks)  # each ends after its last fault is done (NATS and PostgreSQL are back up)
         self.window = (w0, _now())
         with contextlib.suppress(Exception):
             self._requests1 = sum((await self.records())["requests"].values())
+
+    async def _cluster(self, duration_s: float) -> None:
+        """The three-node cluster drill beside the fault window (benchmarks/chaos/cluster.py): its node kills count
+        as faults (`cluster_node_kill`), its acknowledged messages never consumed as lost messages."""
+        from benchmarks.chaos.cluster import cluster_drill
+
+        try:
+            self.cluster_report = await cluster_drill(self.root / "cluster", duration_s, self.seed,
+                                                      say=lambda _: None)
+        except Exception as e:
+            self.fault_errors["cluster_node_kill"] += 1
+            self.say(f"[chaos] cluster drill failed: {type(e).__name__}: {e}")
+            return
+        self.faults["cluster_node_kill"] = self.cluster_report["cluster_node_kills"]
 
     async def _timeline(self, kind: str, end: float) -> None:
         rng = random.Random(f"{self.seed}/{kind}")
@@ -498,7 +516,9 @@ class Campaign:
         report["processes"] = restarts
         stored = set(ledger["alert_ids"])
         lost = sorted(self.alerts_acked - stored, key=lambda i: self.alert_times.get(i, 0.0))
-        report["lost_messages"] = len(lost)
+        report["lost_messages"] = len(lost) + int(self.cluster_report.get("cluster_lost_messages", 0))
+        report["lost_messages_single_node"] = len(lost)
+        report["cluster"] = self.cluster_report
         nats_at = [t for t, k in self.timeline if k == "nats_restart"]
         report["lost_message_detail"] = [
             {"alert_id": i, "acked_at_s": self.alert_times.get(i),

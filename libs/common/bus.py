@@ -333,13 +333,13 @@ class PullConsumer:
                 msgs = await psub.fetch(self.spec.batch, timeout=self.spec.fetch_timeout_s)
             except TimeoutError:  # nats' own, or asyncio's when a batch fetch times out between messages
                 if watch.due():
-                    psub = self._psub = await self._check_stall(psub, watch)
+                    psub = self._psub = await self._recovering(self._check_stall(psub, watch), psub)
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 return
             except nats.js.errors.NotFoundError:
                 log.warning("consumer_missing_recreating", durable=self.spec.durable)
-                psub = self._psub = await self._resubscribe(psub)
+                psub = self._psub = await self._recovering(self._resubscribe(psub), psub)
                 continue
             except Exception as e:  # reconnecting, server restarting: try again shortly
                 log.warning("consumer_fetch_failed", durable=self.spec.durable, error=f"{type(e).__name__}: {e}")
@@ -349,6 +349,19 @@ class PullConsumer:
                 continue
             watch.received()
             await self._handle_fetched(msgs)
+
+    async def _recovering(self, step: Awaitable[JetStreamContext.PullSubscription],
+                          psub: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
+        """A recovery step (stall check, rebind, recreate) whose failure must not end the fetch loop: found in the
+        cluster drill, where a rebind's add_consumer timed out while a node was down and the consumer's task
+        died with it, leaving the service running with nobody fetching. On failure: the old subscription (the
+        next fetch fails or times out and the step is tried again), after a short pause."""
+        try:
+            return await step
+        except Exception as e:
+            log.warning("consumer_recovery_failed", durable=self.spec.durable, error=f"{type(e).__name__}: {e}")
+            await asyncio.sleep(0.5)
+            return psub
 
     async def _check_stall(self, psub: JetStreamContext.PullSubscription,
                            watch: StallWatch) -> JetStreamContext.PullSubscription:
@@ -364,7 +377,12 @@ class PullConsumer:
         idempotent."""
         try:
             info = await self.bus.js.consumer_info(self.spec.stream, self.spec.durable)
-        except Exception as e:  # no leader right now, or the durable is gone (the next fetch recreates it)
+        except nats.js.errors.NotFoundError:
+            # The durable is gone (its stream was deleted and made again): fetches on the old one only time out,
+            # so nothing else would ever make it again.
+            log.warning("consumer_missing_recreating", durable=self.spec.durable)
+            return await self._resubscribe(psub)
+        except Exception as e:  # no leader right now: look again later
             log.info("consumer_stall_check_failed", durable=self.spec.durable, error=f"{type(e).__name__}: {e}")
             return psub
         # Undelivered messages only: a message in a slow handler elsewhere is not a stall, and neither is a

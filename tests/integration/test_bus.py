@@ -402,3 +402,26 @@ def test_outages_are_told_from_bad_work() -> None:
     assert not is_outage(sa.exc.IntegrityError("insert", {}, psycopg.errors.UniqueViolation("duplicate key")))
     assert not is_outage(wrapped(psycopg.errors.DeadlockDetected("deadlock detected")))
     assert not is_outage(RuntimeError("bug in handler"))
+
+
+async def test_a_consumer_whose_recovery_fails_keeps_trying_instead_of_dying(bus: Bus) -> None:
+    """Its durable vanishes and recreating it fails too (here: the stream is gone; in the cluster drill: the
+    add_consumer timed out while a node was down). The fetch loop must survive, and once the stream is back
+    (fetches on the vanished durable then only time out) make the durable again and go on."""
+    got: list[str] = []
+
+    async def handle(e: Signal) -> None:
+        got.append(e.id)
+
+    consumer = await bus.consume(sig_spec("survivor", stall_after_s=0.5), Signal, handle)
+    first = signal_event()
+    await bus.publish_js(subjects.sig("weather", first.series_ticker, first.ticker), first)
+    await wait_until(lambda: got == [first.id], what="the first signal")
+    await bus.js.delete_stream(bus.stream("SIGNALS"))
+    await asyncio.sleep(2.0)  # fetches fail, the durable cannot be made again: the loop must not end
+    assert consumer._task is not None and not consumer._task.done(), "the consumer's fetch loop died"
+    await bus.provision()
+    second = signal_event()
+    await bus.publish_js(subjects.sig("weather", second.series_ticker, second.ticker), second)
+    await wait_until(lambda: got == [first.id, second.id], timeout=20, what="the signal after the stream came back")
+    await consumer.stop()
