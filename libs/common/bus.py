@@ -282,6 +282,7 @@ class PullConsumer:
         self.failed = 0
         self.dead_lettered = 0
         self.recreated = 0  # times a stuck durable was recreated from its ack floor (StallWatch)
+        self._recreate_from: int | None = None  # stream seq a deleted durable must be made again from
         self.held_through_outage = 0  # fetches (or messages) held while a dependency was down (is_outage)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -308,12 +309,25 @@ class PullConsumer:
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
         js = self.bus.js
+        cfg = self.spec.config()
+        if self._recreate_from is not None:
+            # A recreate deleted the durable and failed to make it again: make it from the old ack floor, not
+            # from the start of the stream (that would hand every handler the whole stream once more).
+            cfg.deliver_policy, cfg.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, self._recreate_from
         try:
-            await js.add_consumer(self.spec.stream, config=self.spec.config())
-        except nats.js.errors.BadRequestError as e:
-            # Already exists with other settings (e.g. an older deploy): keep it, bind to it.
+            await js.add_consumer(self.spec.stream, config=cfg)
+        except (nats.js.errors.BadRequestError, nats.js.errors.ServerError) as e:
+            # Already exists with other settings — an older deploy, or a replica that recreated the shared
+            # durable first ("deliver policy can not be updated", a 500): keep it, bind to it. Anything else
+            # (no such stream) is raised.
+            try:
+                await js.consumer_info(self.spec.stream, self.spec.durable)
+            except nats.js.errors.NotFoundError:
+                raise e from None
             log.warning("consumer_config_kept", durable=self.spec.durable, error=str(e))
-        return await js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+        psub = await js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+        self._recreate_from = None
+        return psub
 
     async def _run(self, psub: JetStreamContext.PullSubscription) -> None:
         try:
@@ -403,10 +417,8 @@ class PullConsumer:
                 await psub.unsubscribe()
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await self.bus.js.delete_consumer(self.spec.stream, self.spec.durable)
-            cfg = self.spec.config()
-            cfg.deliver_policy, cfg.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, start
-            await self.bus.js.add_consumer(self.spec.stream, config=cfg)
-            return await self.bus.js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+            self._recreate_from = start  # kept until a durable exists again (_subscribe), whatever fails next
+            return await self._subscribe()
         return psub
 
     async def _handle_fetched(self, msgs: list[Msg]) -> None:
