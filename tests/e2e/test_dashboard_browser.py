@@ -47,6 +47,25 @@ SCREENSHOT_POINTS = 2  # equity points (the executor's curve: a bucket's first s
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
+def _fill_and_submit(browser: Any, field: str, text: str, button: str) -> None:
+    """Type into the form field named `field` and click the button `button`, finding both again when the
+    document under them was replaced in between (seen about once in five runs: selenium's stale element
+    reference on the reason field just before the pause; what replaced the document was not found)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    for _ in range(10):
+        try:
+            box = browser.find_element(By.NAME, field)
+            box.clear()
+            box.send_keys(text)
+            browser.find_element(By.ID, button).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.2)
+    raise AssertionError(f"the {field} field kept going stale")
+
+
 def _eventually(what: str, fn: Callable[[], T | None], timeout: float = 90.0, every: float = 0.5) -> T:
     """Call `fn` until it returns something (not None or False); fail naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -296,8 +315,7 @@ def test_the_page_shows_the_desk_s_numbers_live_and_refuses_strangers(tmp_path: 
         assert _kdesk(var, "health", "dashboard").returncode == 0
 
         # 6. Pause from the page: a confirmation, then the executor pauses; both steps audited.
-        browser.find_element(By.NAME, "reason").send_keys("e2e browser")
-        browser.find_element(By.ID, "pause-button").click()
+        _fill_and_submit(browser, "reason", "e2e browser", "pause-button")
         assert "Pause trading in SIM?" in browser.find_element(By.TAG_NAME, "h2").text
         assert desk.ask("executor", "status")["paused"] is False, "nothing happens before the confirmation"
         browser.find_element(By.ID, "confirm-button").click()
