@@ -47,23 +47,35 @@ SCREENSHOT_POINTS = 2  # equity points (the executor's curve: a bucket's first s
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
-def _fill_and_submit(browser: Any, field: str, text: str, button: str) -> None:
-    """Type into the form field named `field` and click the button `button`, finding both again when the
-    document under them was replaced in between (seen about once in five runs: selenium's stale element
-    reference on the reason field just before the pause; what replaced the document was not found)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+def _click_to_next_page(browser: Any, button: str) -> None:
+    """Click the button (or link) `button` and wait until the page it leads to has loaded. A click returns
+    before the navigation commits: an element looked up straight after it can be the old page's (the index's
+    first h2 is "control"), which goes stale under the caller a moment later — the 'stale element reference'
+    seen about one clean-clone run in five. Waiting on an element handle of the old page is no better (Chrome
+    answers 'Node with given id does not belong to the document' mid-navigation), so the old document is
+    marked with a script variable instead: a navigation gives the page a new window, without the mark."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
-    for _ in range(10):
+    def arrived() -> bool:
         try:
-            box = browser.find_element(By.NAME, field)
-            box.clear()
-            box.send_keys(text)
-            browser.find_element(By.ID, button).click()
-            return
-        except StaleElementReferenceException:
-            time.sleep(0.2)
-    raise AssertionError(f"the {field} field kept going stale")
+            return bool(browser.execute_script("return !window.__kdeskLeaving && document.readyState === 'complete';"))
+        except WebDriverException:  # a script run into the moment the old document unloads
+            return False
+
+    browser.execute_script("window.__kdeskLeaving = true;")
+    browser.find_element(By.ID, button).click()
+    _eventually(f"the page after {button}", arrived, 30, every=0.1)
+
+
+def _fill_and_submit(browser: Any, field: str, text: str, button: str) -> None:
+    """Type into the form field named `field`, click the button `button` and wait for the next page."""
+    from selenium.webdriver.common.by import By
+
+    box = browser.find_element(By.NAME, field)
+    box.clear()
+    box.send_keys(text)
+    _click_to_next_page(browser, button)
 
 
 def _eventually(what: str, fn: Callable[[], T | None], timeout: float = 90.0, every: float = 0.5) -> T:
@@ -273,7 +285,7 @@ def test_the_page_shows_the_desk_s_numbers_live_and_refuses_strangers(tmp_path: 
         assert browser.current_url == base + "/login"
         assert browser.find_element(By.ID, "mode").text == "SIM"
         browser.find_element(By.ID, "token").send_keys(OPER)
-        browser.find_element(By.ID, "login-button").click()
+        _click_to_next_page(browser, "login-button")
         _eventually("the dashboard after the login", lambda: browser.current_url == base + "/", 20)
         assert browser.title == "[SIM] kdesk" and browser.find_element(By.ID, "role").text == "operator"
         root = browser.find_element(By.ID, "dashboard")
@@ -318,7 +330,7 @@ def test_the_page_shows_the_desk_s_numbers_live_and_refuses_strangers(tmp_path: 
         _fill_and_submit(browser, "reason", "e2e browser", "pause-button")
         assert "Pause trading in SIM?" in browser.find_element(By.TAG_NAME, "h2").text
         assert desk.ask("executor", "status")["paused"] is False, "nothing happens before the confirmation"
-        browser.find_element(By.ID, "confirm-button").click()
+        _click_to_next_page(browser, "confirm-button")
         assert browser.find_element(By.ID, "result").get_attribute("data-outcome") == "ok"
         st = desk.ask("executor", "status")
         assert st["paused"] is True and st["pause_reason"] == "e2e browser"
@@ -326,7 +338,7 @@ def test_the_page_shows_the_desk_s_numbers_live_and_refuses_strangers(tmp_path: 
                           "ORDER BY id", "web:%")
         assert audit == [("/pause", "awaiting_confirmation", True, "web:operator@127.0.0.1"),
                          ("/pause", "ok", True, "web:operator@127.0.0.1")]
-        browser.find_element(By.ID, "back-link").click()
+        _click_to_next_page(browser, "back-link")
         _eventually("the banner to say PAUSED", lambda: browser.execute_script(
             "const t = document.getElementById('trading'); return t && t.dataset.state === 'paused';"), 30)
 
@@ -340,8 +352,8 @@ def test_the_page_shows_the_desk_s_numbers_live_and_refuses_strangers(tmp_path: 
                     lambda: _pnl_matches(browser, desk, tap), 60, every=1)
 
         # 8. Resume from the page.
-        browser.find_element(By.ID, "resume-button").click()
-        browser.find_element(By.ID, "confirm-button").click()
+        _click_to_next_page(browser, "resume-button")
+        _click_to_next_page(browser, "confirm-button")
         assert browser.find_element(By.ID, "result").get_attribute("data-outcome") == "ok"
         assert desk.ask("executor", "status")["paused"] is False
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
