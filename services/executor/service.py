@@ -164,6 +164,8 @@ class Executor:
                                      alert=self._alert, pause=self.pause, clock=self.clock,
                                      unanswered_after=timedelta(seconds=self.unanswered_after_s))
         self._tasks.append(asyncio.create_task(self.outbox.run(self._stop), name="outbox"))
+        if isinstance(self.broker, KalshiRest):  # the next create's signature made before the order exists
+            self._tasks.append(asyncio.create_task(self.broker.keep_signed_ahead(self._stop), name="sign_ahead"))
         await self._follow_market_data()
         await self.risk.sync_strikes()  # the replayed definitions' strikes, for event netting in PostgreSQL
         if self.updates is not None:

@@ -87,6 +87,26 @@ async def test_auth_accepted_and_rejected(rig: SimRig) -> None:
         await skewed.aclose()
 
 
+async def test_creates_use_headers_signed_ahead_and_the_exchange_accepts_them(rig: SimRig) -> None:
+    alice = rig.client("alice")
+    assert alice.signer is not None
+    stop = asyncio.Event()
+    warm = asyncio.create_task(alice.keep_signed_ahead(stop, every_s=0.05))
+    try:
+        for _ in range(3):
+            for _ in range(100):  # the warmer signs in a worker thread; wait until it has
+                if alice.signer.ahead_age_ms("POST", rig.env.rest_url + "/portfolio/events/orders") is not None:
+                    break
+                await asyncio.sleep(0.01)
+            placed = await alice.create_order(T0, "bid", 4_200, 100, client_order_id=coid(), post_only=True)
+            assert placed.remaining_count == 100
+        assert alice.signer.signed_ahead_used == 3  # each create took a prepared signature, each accepted
+        assert len([o for o in await alice.orders(ticker=T0) if o.status == "resting"]) == 3
+    finally:
+        stop.set()
+        await warm
+
+
 async def test_order_lifecycle_rest_fill_amend_cancel(rig: SimRig) -> None:
     alice, bob = rig.client("alice"), rig.client("bob")
     placed = await alice.create_order(T0, "bid", 4_200, 1_000, client_order_id=coid(), post_only=True)

@@ -17,6 +17,8 @@ it is given; the caller knows the market and its shard (the executor: from the m
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +59,7 @@ M = TypeVar("M", bound=BaseModel)
 
 PROD_REST = "https://external-api.kalshi.com/trade-api/v2"
 DEMO_REST = "https://external-api.demo.kalshi.co/trade-api/v2"
+CREATE_PATH = "/portfolio/events/orders"  # the V2 create (kalshi_api.md §3.9)
 PROD_WS = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
 DEMO_WS = "wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2"
 
@@ -131,6 +134,25 @@ class KalshiRest:
         self.backoff_cap_s = backoff_cap_s
         self._http = httpx.AsyncClient(base_url=env.rest_url + "/", transport=transport, timeout=timeout_s,
                                        headers={"Accept": "application/json"})
+        self._create_used: asyncio.Event | None = None  # set when a create took the headers signed ahead
+
+    async def keep_signed_ahead(self, stop: asyncio.Event, *, every_s: float = 0.25) -> None:
+        """Keep the next order create's headers signed ahead (signing.py), in a worker thread (the RSA work
+        releases the GIL): again at once after a create took them, and before they grow too old to use."""
+        if self.signer is None:
+            return
+        signer, url = self.signer, self.env.rest_url + CREATE_PATH
+        self._create_used = used = asyncio.Event()
+        while not stop.is_set():
+            age = signer.ahead_age_ms("POST", url)
+            if age is None or age < 0 or age > signer.ahead_max_age_ms // 2:
+                try:
+                    await asyncio.to_thread(signer.prepare, "POST", url)
+                except Exception:  # never expected (the key signed at start); a create then signs inline
+                    log.exception("sign_ahead_failed")
+            used.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(used.wait(), every_s)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -353,7 +375,7 @@ class KalshiRest:
                                client_order_id=client_order_id, **options)
         call = _Call(idempotent=client_order_id is not None, write=True)
         try:
-            resp = await self._request("POST", "/portfolio/events/orders", call=call, body=body, auth=True)
+            resp = await self._request("POST", CREATE_PATH, call=call, body=body, auth=True)
         except E.OrderAlreadyExists:
             if client_order_id is None:
                 raise
@@ -365,6 +387,9 @@ class KalshiRest:
             return CreateOrderResult(order_id=existing.order_id, client_order_id=client_order_id,
                                      fill_count=existing.fill_count, remaining_count=existing.remaining_count,
                                      already_existed=True)
+        finally:
+            if self._create_used is not None:
+                self._create_used.set()
         return _parse(CreateOrderResult, _json(resp, "create_order"), "create_order", None)
 
     async def find_order(self, ticker: str, client_order_id: str, *,

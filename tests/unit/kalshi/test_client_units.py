@@ -34,6 +34,31 @@ def test_signature_is_pss_sha256_over_ts_method_and_path_without_query() -> None
     assert "key-1" not in repr(signer)
 
 
+def test_headers_signed_ahead_are_handed_out_once_and_only_while_young() -> None:
+    key, now = rsa_key(), [1_703_123_456_000]
+    signer = Signer("key-1", key, clock_ms=lambda: now[0], ahead_max_age_ms=1_000)
+    url = "https://x.test/trade-api/v2/portfolio/events/orders"
+    signer.prepare("post", url)
+    now[0] += 600
+    assert signer.ahead_age_ms("POST", url) == 600
+    first = signer.sign("POST", url + "?ignored=1")  # the query is not signed: the same key
+    assert first[TS_HEADER] == "1703123456000" and signer.signed_ahead_used == 1
+    signed = b"1703123456000POST/trade-api/v2/portfolio/events/orders"
+    key.public_key().verify(base64.b64decode(first[SIG_HEADER]), signed,
+                            padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    second = signer.sign("POST", url)  # never the same headers twice
+    assert second[TS_HEADER] == "1703123456600" and signer.ahead_age_ms("POST", url) is None
+    signer.prepare("POST", url)
+    assert signer.sign("GET", url)[TS_HEADER] == "1703123456600"  # another method: not these
+    assert signer.signed_ahead_used == 1
+    now[0] += 1_001
+    assert signer.sign("POST", url)[TS_HEADER] == "1703123457601"  # too old: signed now, the old ones dropped
+    assert signer.signed_ahead_used == 1 and signer.ahead_age_ms("POST", url) is None
+    signer.prepare("POST", url)
+    now[0] -= 5_000  # the clock stepped back: a timestamp from the future is not used either
+    assert signer.sign("POST", url)[TS_HEADER] == "1703123452601"
+
+
 def test_private_key_loading_errors_are_clear(tmp_path: Path) -> None:
     good = tmp_path / "k.pem"
     good.write_bytes(private_pem(rsa_key()))
