@@ -12,6 +12,9 @@ its environment), over a private nats-server and PostgreSQL of its own per size.
   book it was computed from (in the signal id): feeds publishing the book → signals having decided.
   `scale_signal_lag_from_exchange_p99_ms` measures from the exchange's own timestamp of the book's last
   delta (`ts_exchange`, whole milliseconds) instead, so it includes the sim's WS and the feeds.
+- `scale_book_on_bus_lag_p50_ms` / `_p99_ms`: a book's `ts_event` (stamped by feeds as it publishes) to this
+  bench seeing it on `md.book`: the feeds' and the bus's part of the signal lag (the rest is the signals
+  service's queue and work).
 - `scale_cpu_share_<proc>`: CPU seconds per wall second over the window (1.0 = one core of this machine's
   2), `scale_rss_mb_<proc>`: resident memory at the end; for sim, feeds, signals, executor, nats, postgres
   (postgres: all its processes).
@@ -128,6 +131,7 @@ class Watch:
     exch: dict[tuple[str, int], int] = field(default_factory=dict)  # (ticker, book ts_event µs) -> ts_exchange µs
     lags: list[float] = field(default_factory=list)  # ms, ts_init - book ts_event
     lags_exch: list[float] = field(default_factory=list)  # ms, ts_init - book ts_exchange
+    book_lags: list[float] = field(default_factory=list)  # ms, book seen here - its ts_event (feeds' part)
     signals: int = 0
     recording: bool = False
 
@@ -137,6 +141,7 @@ class Watch:
         self.tickers.add(tok)
         if self.recording:
             d = json.loads(msg.data)
+            self.book_lags.append((time.time_ns() // 1000 - _us(d["ts_event"])) / 1000)
             if d.get("ts_exchange"):
                 self.exch[(d["ticker"], _us(d["ts_event"]))] = _us(d["ts_exchange"])
 
@@ -254,6 +259,7 @@ async def _size(target: int, window_s: float, profile_dir: Path | None) -> dict[
                     "signals_per_s": round(sigs, 1), "lag_p50": _pct(watch.lags, 50), "lag_p99": _pct(watch.lags, 99),
                     "lag_max": round(max(watch.lags), 3) if watch.lags else float("nan"),
                     "lag_exch_p50": _pct(watch.lags_exch, 50), "lag_exch_p99": _pct(watch.lags_exch, 99),
+                    "book_lag_p50": _pct(watch.book_lags, 50), "book_lag_p99": _pct(watch.book_lags, 99),
                     "samples": len(watch.lags), "usage": usage}
         finally:
             if bus is not None:
@@ -297,6 +303,8 @@ async def run() -> dict[str, float | int | str]:
             out["scale_signal_lag_samples"] = r["samples"]
             out["scale_signal_lag_from_exchange_p50_ms"] = r["lag_exch_p50"]
             out["scale_signal_lag_from_exchange_p99_ms"] = r["lag_exch_p99"]
+            out["scale_book_on_bus_lag_p50_ms"] = r["book_lag_p50"]
+            out["scale_book_on_bus_lag_p99_ms"] = r["book_lag_p99"]
             for name, (cpu, rss) in r["usage"].items():
                 out[f"scale_cpu_share_{name}"] = cpu
                 out[f"scale_rss_mb_{name}"] = rss

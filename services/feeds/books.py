@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -38,6 +40,8 @@ from libs.common.logs import get_logger
 from libs.common.money import ONE_DOLLAR
 
 log = get_logger(__name__)
+
+REFRESH_MIN_BATCH = 20  # quiet books republished per tick at least (a small desk refreshes in one go)
 Emit = Callable[[str, Event], Awaitable[None]]
 
 
@@ -54,10 +58,11 @@ class BookFanout:
 
     def __init__(self, emit: Emit, *, mode: Mode, series_of: Callable[[str], str] = subjects.series_of,
                  coalesce_s: float = 0.005, depth: int | None = None, refresh_s: float = 10.0,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 tick_s: float = 0.1, clock: Callable[[], datetime] = utcnow) -> None:
         self.emit = emit
         self.clock = clock
         self.refresh_s = refresh_s
+        self.tick_s = tick_s
         self._books: dict[str, LocalBook] = {}
         self._published_at: dict[str, float] = {}
         self.mode = mode
@@ -93,19 +98,27 @@ class BookFanout:
         return n
 
     def refresh_due(self, now: float | None = None) -> int:
-        """Mark books not published for `refresh_s` dirty again; the number marked."""
+        """Mark books not published for `refresh_s` dirty again, oldest first; the number marked.
+
+        At most twice a tick's share of all books is marked per call (`run` calls it every `tick_s`): quiet
+        books were all refreshed in one burst every `refresh_s` (they had been published together at start),
+        and at 2,000 markets the signals service then had ~1,500 books to evaluate at once, the last of them
+        a second or more late (benchmarks/scale.py). Spread, they arrive at an even ~`books / refresh_s`."""
         now = time.monotonic() if now is None else now
-        due = [b for t, b in self._books.items()
+        due = [(self._published_at.get(t, 0.0), t) for t, b in self._books.items()
                if b.valid and t not in self._dirty and now - self._published_at.get(t, 0.0) >= self.refresh_s]
-        for b in due:
-            self._dirty[b.ticker] = b
+        cap = max(REFRESH_MIN_BATCH, math.ceil(2 * len(self._books) * self.tick_s / self.refresh_s))
+        if len(due) > cap:
+            due = heapq.nsmallest(cap, due)
+        for _, t in due:
+            self._dirty[t] = self._books[t]
         return len(due)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush loop."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+                await asyncio.wait_for(self._wake.wait(), self.tick_s)
             self.refresh_due()
             if self._dirty:
                 await asyncio.sleep(self.coalesce_s)

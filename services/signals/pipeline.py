@@ -7,6 +7,7 @@ to emit, and counts every opportunity it suppresses by reason, so "why didn't it
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import time
@@ -41,6 +42,7 @@ from libs.common.stations import BY_SERIES
 from services.signals.btc_model import VenueQuote, composite_spot, ewma_vol, market_probabilities, momentum
 from services.signals.weather_model import (
     Bracket,
+    WeatherForecastResult,
     WeatherModelError,
     WeatherParams,
     bracket_probabilities,
@@ -124,6 +126,7 @@ class SignalPipeline:
         self._vol_key: tuple[int, float | None] | None = None
         self._vol: tuple[float, float] = (0.5, 0.0)
         self.weather_p: dict[str, ModelP] = {}
+        self._ladder_gen: dict[str, int] = {}  # event -> number of the newest ladder started (threads may overlap)
         self.station_bias: dict[str, float] = {}  # station -> forecast bias °F (the resolver fits it)
         self.weather_params = WeatherParams()
         self._traces: dict[str, tuple[str, float, dict[str, np.ndarray]]] = {}  # station -> (run id, start h, arrays)
@@ -153,7 +156,7 @@ class SignalPipeline:
         tickers.add(m.ticker)
         st = BY_SERIES.get(m.series_ticker)
         if new and st is not None and st.icao in self.forecasts:
-            self._weather_ladder(m.event_ticker, [self.markets[t].defn for t in tickers if t in self.markets])
+            await self._weather_ladder(m.event_ticker, [self.markets[t].defn for t in tickers if t in self.markets])
 
     async def on_book(self, b: BookUpdate) -> Signal | None:
         """A book changed: re-evaluate that market."""
@@ -260,14 +263,20 @@ class SignalPipeline:
                 continue
             if BY_SERIES[defs[0].series_ticker].icao != station:
                 continue
-            self._weather_ladder(event, defs)
+            await self._weather_ladder(event, defs)
             for t in tickers:
                 s = await self.evaluate(t)
                 if s is not None:
                     out.append(s)
         return out
 
-    def _weather_ladder(self, event: str, defs: list[MarketDefinition]) -> None:
+    async def _weather_ladder(self, event: str, defs: list[MarketDefinition]) -> None:
+        """Price an event's ladder. The inputs are read here; the model runs in a worker thread (its numpy work
+        releases the GIL), because a ladder with hourly traces takes ~40 ms of CPU and, run in the event loop,
+        held every book behind it (benchmarks/scale.py: at 2,000 markets, observations re-pricing 48 ladders
+        put p99 book-to-signal lag in the hundreds of ms). Books keep being evaluated meanwhile, on the ladder
+        before; a ladder that a newer one of the same event overtook is dropped."""
+        gen = self._ladder_gen[event] = self._ladder_gen.get(event, 0) + 1
         st = BY_SERIES[defs[0].series_ticker]
         f = self.forecasts.get(st.icao)
         close = defs[0].close_time
@@ -290,32 +299,43 @@ class SignalPipeline:
         common: dict[str, Any] = {"bias_f": self.station_bias.get(st.icao, 0.0), "observed_max_f": observed,
                                   "data_age_hours": (now - f.run_time).total_seconds() / 3600}
         traces = self._trace_arrays(f)
-        try:
-            if traces is not None:
-                start, _ = climate_day_bounds(day, st.tz)
-                got = self.readings.get(st.icao)
-                recent = sorted(got[1].items())[-prm.nowcast_obs:] if got is not None else []
-                if not recent and obs is not None and obs.temp_f is not None:
-                    recent = [(obs.observed_at, obs.temp_f)]
-                rest = remaining_maxima(traces[0], traces[1], day_start_h=_epoch_h(start), day_end_h=_epoch_h(end),
-                                        now_h=_epoch_h(now), obs=[(_epoch_h(t), v) for t, v in recent],
-                                        nowcast_timescale_h=prm.nowcast_timescale_h, path_scale=prm.path_scale,
-                                        micro_sd_f=prm.micro_sd_f)
-                readings = list(got[1].values()) if got is not None and got[0] == day else []
-                excess = excess_probability(readings, prm.micro_sd_f) if readings else prm.past_excess_p
-                hours_left = max((end - now).total_seconds() / 3600, 0.0)
-                offset = prm.peak_offset_f * (min(1.0, hours_left / prm.peak_offset_hours)
-                                              if prm.peak_offset_hours > 0 else 1.0)
-                res = bracket_probabilities(rest, brackets, remaining=True, spread_scale=prm.spread_scale,
-                                            peak_offset_f=offset, past_excess_p=excess,
-                                            min_sd_f=prm.min_sd_f, lead_sd_f_per_day=prm.lead_sd_f_per_day,
-                                            tail_weight=prm.tail_weight, tail_scale=prm.tail_scale,
-                                            lead_hours=max((end - now).total_seconds() / 3600, 0.0), **common)
-            else:  # a run without hourly traces: daily maxima, truncated at the observation (steps 1-5)
-                res = bracket_probabilities({k: np.array(v) for k, v in members.items()}, brackets,
-                                            lead_hours=max((end - f.run_time).total_seconds() / 3600, 0.0),
-                                            hours_left_in_day=max((end - now).total_seconds() / 3600, 0.0), **common)
-        except WeatherModelError:
+        start, _ = climate_day_bounds(day, st.tz)
+        got = self.readings.get(st.icao)  # read here: the loop changes it while the thread computes
+        recent = sorted(got[1].items())[-prm.nowcast_obs:] if got is not None else []
+        if not recent and obs is not None and obs.temp_f is not None:
+            recent = [(obs.observed_at, obs.temp_f)]
+        readings = list(got[1].values()) if got is not None and got[0] == day else []
+
+        def compute() -> WeatherForecastResult | None:
+            try:
+                if traces is not None:
+                    rest = remaining_maxima(traces[0], traces[1], day_start_h=_epoch_h(start),
+                                            day_end_h=_epoch_h(end), now_h=_epoch_h(now),
+                                            obs=[(_epoch_h(t), v) for t, v in recent],
+                                            nowcast_timescale_h=prm.nowcast_timescale_h, path_scale=prm.path_scale,
+                                            micro_sd_f=prm.micro_sd_f)
+                    excess = excess_probability(readings, prm.micro_sd_f) if readings else prm.past_excess_p
+                    hours_left = max((end - now).total_seconds() / 3600, 0.0)
+                    offset = prm.peak_offset_f * (min(1.0, hours_left / prm.peak_offset_hours)
+                                                  if prm.peak_offset_hours > 0 else 1.0)
+                    return bracket_probabilities(rest, brackets, remaining=True, spread_scale=prm.spread_scale,
+                                                 peak_offset_f=offset, past_excess_p=excess,
+                                                 min_sd_f=prm.min_sd_f, lead_sd_f_per_day=prm.lead_sd_f_per_day,
+                                                 tail_weight=prm.tail_weight, tail_scale=prm.tail_scale,
+                                                 lead_hours=max((end - now).total_seconds() / 3600, 0.0), **common)
+                else:  # a run without hourly traces: daily maxima, truncated at the observation (steps 1-5)
+                    return bracket_probabilities({k: np.array(v) for k, v in members.items()}, brackets,
+                                                 lead_hours=max((end - f.run_time).total_seconds() / 3600, 0.0),
+                                                 hours_left_in_day=max((end - now).total_seconds() / 3600, 0.0),
+                                                 **common)
+            except WeatherModelError:
+                return None
+
+        res = await asyncio.to_thread(compute)
+        if self._ladder_gen.get(event) != gen:
+            self.suppressed["ladder_superseded"] += len(defs)
+            return
+        if res is None:
             self.suppressed["model_error"] += len(defs)
             return
         if res.coverage < 0.999:

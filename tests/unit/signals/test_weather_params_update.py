@@ -59,3 +59,29 @@ async def test_a_bad_refit_is_refused_whole_and_the_parameters_in_use_stay(day: 
     assert await pipe.on_param(update(params)) == []
     assert pipe.weather_params == WeatherParams()
     assert {t: pipe.weather_p[t].p for t in tickers} == before
+
+
+async def test_ladders_priced_at_once_keep_the_newest_whichever_thread_ends_first(day: WeatherDays) -> None:
+    """The model runs in worker threads: ladders of one event started together may end in any order, and the
+    one started last (the newest inputs) is the one kept; the others are counted as superseded."""
+    import asyncio
+
+    pipe, tickers = await priced(day)
+    fits = [{"min_sd_f": 2.5}, {"min_sd_f": 0.8}, {"min_sd_f": 1.6}]
+    event = next(iter(pipe.events))
+    defs = [pipe.markets[t].defn for t in tickers]
+    want = {}
+    for fit in fits:  # what each set of parameters prices alone
+        pipe.weather_params = replace(WeatherParams(), **fit)
+        await pipe._weather_ladder(event, defs)
+        want[fit["min_sd_f"]] = {t: pipe.weather_p[t].p for t in tickers}
+    assert len({tuple(v.values()) for v in want.values()}) == 3
+    before = pipe.suppressed["ladder_superseded"]
+    started = []
+    for fit in fits:  # each ladder reads its parameters as it starts, then computes while the next starts
+        pipe.weather_params = replace(WeatherParams(), **fit)
+        started.append(asyncio.create_task(pipe._weather_ladder(event, defs)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*started)
+    assert {t: pipe.weather_p[t].p for t in tickers} == want[1.6]
+    assert pipe.suppressed["ladder_superseded"] - before == 2 * len(defs)
