@@ -205,12 +205,18 @@ async def attach(bus: Bus, pipeline: SignalPipeline, store: SignalStore | None) 
                 writing[:] = [asyncio.create_task(write_ladders(), name="ladder_store")]
         return run
 
-    # Ordered consumers replay the last definition/book/run per subject, then follow live messages.
+    # Ordered consumers replay the last definition/run per subject, then follow live messages.
     for subject, model, fn in (("md.market.>", MarketDefinition, pipeline.on_market),
                                ("md.wx.forecast.>", WxForecast, pipeline.on_forecast),
-                               ("md.wx.obs.>", WxObservation, pipeline.on_obs),
-                               ("md.book.>", BookUpdate, pipeline.on_book)):
+                               ("md.wx.obs.>", WxObservation, pipeline.on_obs)):
         await bus.follow(subject, model, then_store(fn), replay_last=True)
+    # Books, the hot path, as the executor takes them: live on core NATS first, then the last one per market
+    # once from JetStream (nothing published in between is missed; the view ignores a replayed book older than
+    # a live one). Followed through an ordered JetStream consumer, every book also waited for the stream's
+    # store and the push consumer's delivery.
+    await bus.follow("md.book.>", BookUpdate, then_store(pipeline.on_book), replay_last=False)
+    replayed = await bus.replay_last("md.book.>", BookUpdate, then_store(pipeline.on_book))
+    log.info("books_replayed", books=replayed)
     await bus.follow("md.spot.>", SpotTick, then_store(pipeline.on_spot), replay_last=False)
 
     async def on_param(p: ModelParamUpdate) -> None:
