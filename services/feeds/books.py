@@ -105,8 +105,11 @@ class BookFanout:
         and at 2,000 markets the signals service then had ~1,500 books to evaluate at once, the last of them
         a second or more late (benchmarks/scale.py). Spread, they arrive at an even ~`books / refresh_s`."""
         now = time.monotonic() if now is None else now
-        due = [(self._published_at.get(t, 0.0), t) for t, b in self._books.items()
-               if b.valid and t not in self._dirty and now - self._published_at.get(t, 0.0) >= self.refresh_s]
+        due = []
+        for t, b in self._books.items():
+            at = self._published_at.get(t, 0.0)
+            if b.valid and t not in self._dirty and now - at >= self.refresh_s:
+                due.append((at, t))
         cap = max(REFRESH_MIN_BATCH, math.ceil(2 * len(self._books) * self.tick_s / self.refresh_s))
         if len(due) > cap:
             due = heapq.nsmallest(cap, due)

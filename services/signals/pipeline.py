@@ -305,6 +305,7 @@ class SignalPipeline:
         if not recent and obs is not None and obs.temp_f is not None:
             recent = [(obs.observed_at, obs.temp_f)]
         readings = list(got[1].values()) if got is not None and got[0] == day else []
+        hours_left = max((end - now).total_seconds() / 3600, 0.0)
 
         def compute() -> WeatherForecastResult | None:
             try:
@@ -315,19 +316,17 @@ class SignalPipeline:
                                             nowcast_timescale_h=prm.nowcast_timescale_h, path_scale=prm.path_scale,
                                             micro_sd_f=prm.micro_sd_f)
                     excess = excess_probability(readings, prm.micro_sd_f) if readings else prm.past_excess_p
-                    hours_left = max((end - now).total_seconds() / 3600, 0.0)
                     offset = prm.peak_offset_f * (min(1.0, hours_left / prm.peak_offset_hours)
                                                   if prm.peak_offset_hours > 0 else 1.0)
                     return bracket_probabilities(rest, brackets, remaining=True, spread_scale=prm.spread_scale,
                                                  peak_offset_f=offset, past_excess_p=excess,
                                                  min_sd_f=prm.min_sd_f, lead_sd_f_per_day=prm.lead_sd_f_per_day,
                                                  tail_weight=prm.tail_weight, tail_scale=prm.tail_scale,
-                                                 lead_hours=max((end - now).total_seconds() / 3600, 0.0), **common)
+                                                 lead_hours=hours_left, **common)
                 else:  # a run without hourly traces: daily maxima, truncated at the observation (steps 1-5)
                     return bracket_probabilities({k: np.array(v) for k, v in members.items()}, brackets,
                                                  lead_hours=max((end - f.run_time).total_seconds() / 3600, 0.0),
-                                                 hours_left_in_day=max((end - now).total_seconds() / 3600, 0.0),
-                                                 **common)
+                                                 hours_left_in_day=hours_left, **common)
             except WeatherModelError:
                 return None
 

@@ -49,6 +49,11 @@ def load_private_key(path: Path) -> rsa.RSAPrivateKey:
 AHEAD_MAX_AGE_MS = 1_000
 
 
+def _request_key(method: str, url_or_path: str) -> tuple[str, str]:
+    """What a signature covers besides the time: the method and the path without host or query."""
+    return method.upper(), urlsplit(url_or_path).path
+
+
 class Signer:
     """Produces the three auth headers for one API key."""
 
@@ -68,7 +73,7 @@ class Signer:
     def sign(self, method: str, url_or_path: str) -> dict[str, str]:
         """Headers for a request to `url_or_path` (a full URL or a path; any query is not signed): the ones
         `prepare`d for it if they are young enough (handed out once), else signed now."""
-        key = (method.upper(), urlsplit(url_or_path).path)
+        key = _request_key(method, url_or_path)
         ready = self._ahead.pop(key, None)  # one atomic step: a thread preparing the next cannot hand it twice
         if ready is not None and 0 <= self._clock_ms() - int(ready[TS_HEADER]) <= self.ahead_max_age_ms:
             self.signed_ahead_used += 1
@@ -77,12 +82,12 @@ class Signer:
 
     def prepare(self, method: str, url_or_path: str) -> None:
         """Sign the next request to `url_or_path` now (CPU only, no I/O: may run in a worker thread)."""
-        key = (method.upper(), urlsplit(url_or_path).path)
+        key = _request_key(method, url_or_path)
         self._ahead[key] = self._headers(*key)
 
     def ahead_age_ms(self, method: str, url_or_path: str) -> int | None:
         """How old the headers prepared for `url_or_path` are (None: none waiting)."""
-        ready = self._ahead.get((method.upper(), urlsplit(url_or_path).path))
+        ready = self._ahead.get(_request_key(method, url_or_path))
         return None if ready is None else self._clock_ms() - int(ready[TS_HEADER])
 
     def _headers(self, method: str, path: str) -> dict[str, str]:
